@@ -31,7 +31,22 @@ const void *fz_weights_find(const struct fz_weights *w, const char *name, const 
 			    int *ndim, const int64_t **dims);
 
 size_t fz_weights_count(const struct fz_weights *w);
+
+/* Name of tensor i (0..count-1, sorted by name), NULL past the end. */
+const char *fz_weights_name(const struct fz_weights *w, size_t i);
+
+/* The "__metadata__" value of `key`, NULL if absent. */
+const char *fz_weights_meta(const struct fz_weights *w, const char *key);
+
 void fz_weights_free(struct fz_weights *w);
+
+/*
+ * Internal (fz_weights_load after the read; fuzz target): parse a whole file image `buf` of
+ * `len` bytes, a malloc'd buffer that this call owns from then on (freed on failure).
+ * `name` names the file in messages. Same results and errors as fz_weights_load.
+ */
+struct fz_weights *fz_weights_parse(const char *name, void *buf, size_t len, char *err,
+				    size_t errlen);
 
 /* ---- network: a model bound to its weights, batch norm folded ---- */
 
@@ -48,6 +63,9 @@ const struct fz_model *fz_net_model(const struct fz_net *net);
 
 /* Raw u8 samples (C*H*W each) -> normalised f32 model input (plain CHW per sample). */
 void fz_net_preprocess_u8(const struct fz_net *net, const uint8_t *px, size_t n, float *out);
+
+/* 64-bit fingerprint of the graph and its weights' bytes: caches built for one net refuse another. */
+uint64_t fz_net_fingerprint(const struct fz_net *net);
 
 /* Multiply-accumulate count of layers [first, last] for one sample (x2 for FLOPs). */
 uint64_t fz_net_macs(const struct fz_net *net, int first, int last);

@@ -1,0 +1,64 @@
+/* freeze: entry point; dispatches offline subcommands, otherwise starts the DPDK appliance. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmd.h"
+
+static const struct fz_command commands[] = {
+	{"infer", fz_cmd_infer, "classify idx images with the whole model (no caches, no DPDK)"},
+};
+
+double fz_now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int fz_opt_int(const char *opt, const char *val, int min, int max)
+{
+	char *end;
+	long v = strtol(val, &end, 10);
+	if (*val == '\0' || *end != '\0' || v < min || v > max) {
+		fprintf(stderr, "freeze: %s: expected an integer in %d..%d, got '%s'\n", opt, min,
+			max, val);
+		exit(2);
+	}
+	return (int)v;
+}
+
+int fz_argmax(const float *v, int n)
+{
+	int best = 0;
+	for (int i = 1; i < n; i++)
+		if (v[i] > v[best])
+			best = i;
+	return best;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: freeze COMMAND [options]     (offline)\n"
+		   "       freeze [EAL options] -- --config stages.yaml [options]  (appliance)\n\n"
+		   "commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\n'freeze COMMAND --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2) {
+		for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+			if (strcmp(argv[1], commands[i].name) == 0)
+				return commands[i].run(argc - 1, argv + 1);
+		if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+			usage(stdout);
+			return 0;
+		}
+	}
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Freeze's test command: release build + unit and integration tests, then the unit tests again
+# under AddressSanitizer + UndefinedBehaviorSanitizer. Ends with "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SUITES=${FZ_TEST_SUITES:-"fast slow"}
+fail=0
+passed=0
+failed=0
+skipped=0
+
+count() { # builddir: add meson's results to the totals
+	local f="$1/meson-logs/testlog.json"
+	[ -f "$f" ] || return
+	local p q s
+	p=$(grep -c '"result": "OK"' "$f" || true)
+	q=$(grep -cE '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$f" || true)
+	s=$(grep -c '"result": "SKIP"' "$f" || true)
+	passed=$((passed + p)); failed=$((failed + q)); skipped=$((skipped + s))
+}
+
+run_build() { # builddir suites... [-- meson setup args]
+	local dir=$1; shift
+	local suites=() setup=()
+	while [ $# -gt 0 ] && [ "$1" != "--" ]; do suites+=(--suite "$1"); shift; done
+	[ "${1:-}" = "--" ] && { shift; setup=("$@"); }
+	if [ ! -d "$dir" ]; then
+		meson setup "$dir" -Dtests=enabled "${setup[@]}" || { fail=1; return; }
+	fi
+	ninja -C "$dir" || { fail=1; failed=$((failed + 1)); return; }
+	meson test -C "$dir" --print-errorlogs --num-processes 2 "${suites[@]}" || fail=1
+	count "$dir"
+}
+
+echo "== release build: suites $SUITES"
+# shellcheck disable=SC2086
+run_build build $SUITES
+echo "== ASan + UBSan build: suite fast"
+run_build build-asan fast -- -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
+
+echo "$passed passed, $failed failed, $skipped skipped"
+exit $fail
