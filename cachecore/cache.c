@@ -1,0 +1,234 @@
+/* Freeze cachecore: cache objects, parameters, names, and the set of a model's caches. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_pvt.h"
+
+static const char *const kind_names[] = {
+#define FZ_CK_STR(e, s) s,
+	FZ_FOREACH_CACHE_KIND(FZ_CK_STR)
+#undef FZ_CK_STR
+};
+static const char *const thr_names[] = {
+#define FZ_CT_STR(e, s) s,
+	FZ_FOREACH_CACHE_THR(FZ_CT_STR)
+#undef FZ_CT_STR
+};
+static const char *const evict_names[] = {
+#define FZ_CE_STR(e, s) s,
+	FZ_FOREACH_CACHE_EVICT(FZ_CE_STR)
+#undef FZ_CE_STR
+};
+
+const char *fz_cache_kind_name(enum fz_cache_kind k)
+{
+	return (unsigned)k < FZ_CACHE_KIND__COUNT ? kind_names[k] : "?";
+}
+
+const char *fz_cache_thr_name(enum fz_cache_thr_mode m)
+{
+	return (unsigned)m < FZ_CACHE_THR__COUNT ? thr_names[m] : "?";
+}
+
+const char *fz_cache_evict_name(enum fz_cache_evict e)
+{
+	return (unsigned)e < FZ_CACHE_EVICT__COUNT ? evict_names[e] : "?";
+}
+
+void fz_cache_params_default(struct fz_cache_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->kind = FZ_CACHE_KMEANS;
+	p->grid = 1;
+	p->dims = 0;
+	p->l2 = true;
+	p->k = 8;
+	p->size = 512;
+	p->capacity = 0;
+	p->evict = FZ_CACHE_EVICT_CLOCK;
+	p->thr_mode = FZ_CACHE_THR_ZERO_ERROR;
+	p->enabled = true;
+	p->online = false;
+}
+
+void *fz_cache_zalloc(size_t bytes)
+{
+	size_t sz = (bytes + FZ_CACHE_LINE - 1) / FZ_CACHE_LINE * FZ_CACHE_LINE;
+	void *m = aligned_alloc(FZ_CACHE_LINE, sz ? sz : FZ_CACHE_LINE);
+
+	if (m)
+		memset(m, 0, sz ? sz : FZ_CACHE_LINE);
+	return m;
+}
+
+struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, int w,
+				 int n_classes)
+{
+	struct fz_cache *ca;
+
+	if (!p || c < 1 || h < 1 || w < 1 || p->grid < 1 || p->grid > h || p->grid > w ||
+	    n_classes < 2 || n_classes > FZ_CACHE_MAX_CLASSES || p->size < 1 || p->capacity < 0 ||
+	    p->dims < 0 || (unsigned)p->kind >= FZ_CACHE_KIND__COUNT ||
+	    (unsigned)p->evict >= FZ_CACHE_EVICT__COUNT ||
+	    (unsigned)p->thr_mode >= FZ_CACHE_THR__COUNT ||
+	    (p->kind == FZ_CACHE_KNN && (p->k < 1 || p->k > FZ_CACHE_MAX_K))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	int pooled = c * p->grid * p->grid;
+	int dim = p->dims ? p->dims : pooled;
+	if (pooled > FZ_CACHE_MAX_POOLED || dim > FZ_CACHE_MAX_DIM || p->dims > pooled ||
+	    (long)p->size + p->capacity > (1L << 24)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	ca = fz_cache_zalloc(sizeof(*ca));
+	if (!ca)
+		return NULL;
+	ca->p = *p;
+	ca->c = c;
+	ca->h = h;
+	ca->w = w;
+	ca->n_classes = n_classes;
+	ca->pooled_dim = pooled;
+	ca->dim = dim;
+	ca->base_slots = p->size;
+	ca->slots = p->size + p->capacity;
+	ca->n_blocks = (ca->slots + FZ_BLK - 1) / FZ_BLK;
+	ca->thr = p->thr_mode == FZ_CACHE_THR_FIXED ? p->threshold : 0.0f;
+	ca->enabled = p->enabled;
+	size_t ns = (size_t)ca->n_blocks * FZ_BLK;
+	ca->keys = fz_cache_zalloc(ns * (size_t)dim * sizeof(float));
+	ca->labels = fz_cache_zalloc(ns * sizeof(*ca->labels));
+	ca->frac = fz_cache_zalloc(ns * sizeof(*ca->frac));
+	ca->seq = fz_cache_zalloc(ns * sizeof(*ca->seq));
+	ca->ref = fz_cache_zalloc(ns * sizeof(*ca->ref));
+	ca->used = fz_cache_zalloc(ns * sizeof(*ca->used));
+	if (p->dims) {
+		ca->pca_mean = fz_cache_zalloc((size_t)pooled * sizeof(float));
+		ca->pca_proj = fz_cache_zalloc((size_t)pooled * (size_t)p->dims * sizeof(float));
+	}
+	if (!ca->keys || !ca->labels || !ca->frac || !ca->seq || !ca->ref || !ca->used ||
+	    (p->dims && (!ca->pca_mean || !ca->pca_proj))) {
+		fz_cache_free(ca);
+		errno = ENOMEM;
+		return NULL;
+	}
+	for (size_t s = 0; s < ns; s++)
+		ca->labels[s] = FZ_CACHE_LABEL_NONE;
+	atomic_init(&ca->n_live, 0);
+	atomic_init(&ca->tick, 0);
+	ca->hand = ca->base_slots;
+	return ca;
+}
+
+void fz_cache_free(struct fz_cache *c)
+{
+	if (!c)
+		return;
+	free(c->keys);
+	free(c->labels);
+	free(c->frac);
+	free((void *)c->seq);
+	free((void *)c->ref);
+	free((void *)c->used);
+	free(c->pca_mean);
+	free(c->pca_proj);
+	free(c);
+}
+
+const struct fz_cache_params *fz_cache_params(const struct fz_cache *c)
+{
+	return &c->p;
+}
+
+int fz_cache_pooled_dim(const struct fz_cache *c)
+{
+	return c->pooled_dim;
+}
+
+int fz_cache_key_dim(const struct fz_cache *c)
+{
+	return c->dim;
+}
+
+int fz_cache_entries(const struct fz_cache *c)
+{
+	return c->n_base + c->n_online;
+}
+
+int fz_cache_slots(const struct fz_cache *c)
+{
+	return c->slots;
+}
+
+size_t fz_cache_bytes(const struct fz_cache *c)
+{
+	size_t ns = (size_t)c->n_blocks * FZ_BLK;
+	size_t b = sizeof(*c) + ns * ((size_t)c->dim * sizeof(float) + sizeof(*c->labels) +
+				      sizeof(*c->frac) + sizeof(*c->seq) + sizeof(*c->ref) +
+				      sizeof(*c->used));
+
+	if (c->p.dims)
+		b += (size_t)c->pooled_dim * (1 + (size_t)c->p.dims) * sizeof(float);
+	return b;
+}
+
+float fz_cache_threshold(const struct fz_cache *c)
+{
+	return c->thr;
+}
+
+void fz_cache_set_threshold(struct fz_cache *c, float thr)
+{
+	c->thr = thr;
+}
+
+void fz_cache_set_enabled(struct fz_cache *c, bool on)
+{
+	c->enabled = on;
+}
+
+struct fz_cache_set *fz_cache_set_new(uint64_t model_fp, int n_classes, int n_caches)
+{
+	struct fz_cache_set *s;
+
+	if (n_caches < 0 || n_classes < 2 || n_classes > FZ_CACHE_MAX_CLASSES) {
+		errno = EINVAL;
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->caches = calloc(n_caches ? (size_t)n_caches : 1, sizeof(*s->caches));
+	if (!s->caches) {
+		free(s);
+		errno = ENOMEM;
+		return NULL;
+	}
+	s->model_fp = model_fp;
+	s->n_classes = n_classes;
+	s->n_caches = n_caches;
+	return s;
+}
+
+void fz_cache_set_free(struct fz_cache_set *s)
+{
+	if (!s)
+		return;
+	for (int i = 0; i < s->n_caches; i++)
+		fz_cache_free(s->caches[i]);
+	free(s->caches);
+	free(s);
+}
+
+size_t fz_cache_set_bytes(const struct fz_cache_set *s)
+{
+	size_t b = 0;
+
+	for (int i = 0; i < s->n_caches; i++)
+		if (s->caches[i])
+			b += fz_cache_bytes(s->caches[i]);
+	return b;
+}

@@ -1,0 +1,245 @@
+/* Freeze cachecore: per-layer approximate caches (keys, knn/k-means lookup, thresholds, snapshots). */
+#ifndef FZ_CACHE_H
+#define FZ_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fz_model.h"
+
+#define FZ_CACHE_MAX_POOLED 2048 /* most floats in a pooled key (c * grid * grid) */
+#define FZ_CACHE_MAX_DIM 256     /* most floats in a final key */
+#define FZ_CACHE_MAX_K 64        /* most knn neighbours */
+#define FZ_CACHE_MAX_CLASSES 256
+#define FZ_CACHE_MAX_BURST 256 /* most samples per lookup call */
+#define FZ_CACHE_LABEL_NONE (-1)
+
+#define FZ_FOREACH_CACHE_KIND(_)                                                                  \
+	_(KNN, "knn")                                                                              \
+	_(KMEANS, "kmeans")
+
+enum fz_cache_kind {
+#define FZ_CK_ENUM(e, s) FZ_CACHE_##e,
+	FZ_FOREACH_CACHE_KIND(FZ_CK_ENUM)
+#undef FZ_CK_ENUM
+	FZ_CACHE_KIND__COUNT
+};
+
+#define FZ_FOREACH_CACHE_THR(_)                                                                   \
+	_(ZERO_ERROR, "zero-error")                                                                \
+	_(BUDGET, "budget")                                                                        \
+	_(FIXED, "fixed")
+
+enum fz_cache_thr_mode {
+#define FZ_CT_ENUM(e, s) FZ_CACHE_THR_##e,
+	FZ_FOREACH_CACHE_THR(FZ_CT_ENUM)
+#undef FZ_CT_ENUM
+	FZ_CACHE_THR__COUNT
+};
+
+#define FZ_FOREACH_CACHE_EVICT(_)                                                                 \
+	_(CLOCK, "clock")                                                                          \
+	_(LRU, "lru")
+
+enum fz_cache_evict {
+#define FZ_CE_ENUM(e, s) FZ_CACHE_EVICT_##e,
+	FZ_FOREACH_CACHE_EVICT(FZ_CE_ENUM)
+#undef FZ_CE_ENUM
+	FZ_CACHE_EVICT__COUNT
+};
+
+/* One cache point's settings (a `caches:` item of the cache config). */
+struct fz_cache_params {
+	char layer[FZ_NAME_MAX]; /* model layer whose output is the key's source */
+	enum fz_cache_kind kind;
+	int grid;  /* average-pool the tap to grid x grid cells (1 = global average) */
+	int dims;  /* PCA projection to this many dims, fitted at calibration; 0 = none */
+	bool l2;   /* L2-normalise the key */
+	int k;     /* knn: neighbours voting */
+	int size;  /* calibrated entries: knn points kept / k-means centroids */
+	int capacity; /* online entries on top of the calibrated ones (0 = none) */
+	enum fz_cache_evict evict;
+	enum fz_cache_thr_mode thr_mode;
+	float threshold; /* FIXED: the threshold; else set by calibration */
+	bool enabled;    /* false: never a hit (the layer's exits are switched off) */
+	bool online;     /* full-model answers are inserted (needs capacity > 0) */
+};
+
+/* Defaults: kmeans, grid 1, no PCA, l2, k 8, size 512, no online, zero-error, enabled. */
+void fz_cache_params_default(struct fz_cache_params *p);
+
+const char *fz_cache_kind_name(enum fz_cache_kind k);
+const char *fz_cache_thr_name(enum fz_cache_thr_mode m);
+const char *fz_cache_evict_name(enum fz_cache_evict e);
+
+/* ---- one layer's cache ---- */
+
+struct fz_cache;
+
+/* What a lookup answers for one sample. */
+struct fz_cache_result {
+	int label;   /* the cache's answer, or FZ_CACHE_LABEL_NONE when it holds nothing */
+	float conf;  /* confidence (>= 0; larger is surer) */
+	bool hit;    /* enabled && conf > threshold */
+};
+
+/*
+ * An empty cache for a tap of shape c x h x w with labels 0..n_classes-1.
+ * NULL with errno EINVAL (bad params: grid < 1 or > h or w, pooled or key too large, k out of
+ * range, size < 1) or ENOMEM.
+ */
+struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, int w,
+				 int n_classes);
+void fz_cache_free(struct fz_cache *c);
+
+const struct fz_cache_params *fz_cache_params(const struct fz_cache *c);
+int fz_cache_pooled_dim(const struct fz_cache *c); /* c * grid * grid */
+int fz_cache_key_dim(const struct fz_cache *c);    /* dims, or the pooled dim without PCA */
+int fz_cache_entries(const struct fz_cache *c);    /* live entries (calibrated + online) */
+size_t fz_cache_bytes(const struct fz_cache *c);   /* memory the cache holds */
+float fz_cache_threshold(const struct fz_cache *c);
+void fz_cache_set_threshold(struct fz_cache *c, float thr);
+void fz_cache_set_enabled(struct fz_cache *c, bool on);
+
+/*
+ * Average-pool n samples of a tap (layout `lay`, c/h/w must match the cache) into
+ * out[n][pooled_dim], cells in adaptive-pooling bounds. Returns 0 or -EINVAL.
+ */
+int fz_cache_pool_burst(const struct fz_cache *c, const float *act,
+			const struct fz_act_layout *lay, int n, float *out);
+
+/*
+ * Pooled vectors -> keys: PCA projection (when fitted) then L2 normalisation (when set).
+ * pooled[n][pooled_dim] -> keys[n][key_dim]. No allocation. Returns 0 or -EINVAL.
+ */
+int fz_cache_project_burst(const struct fz_cache *c, const float *pooled, int n, float *keys);
+
+/* Tap -> keys, both steps above. n <= FZ_CACHE_MAX_BURST. Returns 0 or -EINVAL. */
+int fz_cache_key_burst(const struct fz_cache *c, const float *act,
+		       const struct fz_act_layout *lay, int n, float *keys);
+
+/*
+ * Fit the PCA projection (params.dims > 0) on n pooled vectors (at most `sample` of them, spread
+ * evenly, are used; 0 = all). Returns 0, -EINVAL (n < dims, or no PCA configured) or -ENOMEM.
+ */
+int fz_cache_fit_pca(struct fz_cache *c, const float *pooled, size_t n, size_t sample);
+
+/*
+ * Fill the calibrated entries from n keys with the full model's labels. knn: keeps `size`
+ * points (a class-stratified even spread when n > size); kmeans: `size` centroids by k-means++
+ * and Lloyd iterations (`seed` makes it repeatable), each with majority label and fraction.
+ * Replaces any previous entries. Returns 0, -EINVAL or -ENOMEM.
+ */
+int fz_cache_build(struct fz_cache *c, const float *keys, const int *labels, size_t n,
+		   uint64_t seed);
+
+/*
+ * Look up n keys (keys[n][key_dim], n <= FZ_CACHE_MAX_BURST). Lock-free and allocation-free:
+ * safe on any number of reader threads while one writer inserts. knn: C_i = (m_i/k) * sum 1/d_j
+ * over the k nearest; kmeans: fraction / distance of the nearest centroid. Returns 0 or -EINVAL.
+ */
+int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
+			 struct fz_cache_result *res);
+
+/* Tap -> keys -> lookup (n <= FZ_CACHE_MAX_BURST). Returns 0 or -EINVAL. */
+int fz_cache_lookup_burst(struct fz_cache *c, const float *act, const struct fz_act_layout *lay,
+			  int n, struct fz_cache_result *res);
+
+/*
+ * Online insert (single writer): store key with label in an online slot, evicting by the
+ * cache's CLOCK or LRU policy once the `capacity` online slots are full. Calibrated entries are
+ * never evicted. Readers on other threads keep going and never see the entry half-written.
+ * Returns 0, -EINVAL (bad label) or -ENOSPC (capacity 0).
+ */
+int fz_cache_insert(struct fz_cache *c, const float *key, int label);
+
+/*
+ * Copy entry `slot` whole (key[key_dim], label) with the entry's seqlock: never torn.
+ * Returns 0, -EAGAIN (being written right now: try again), -ENOENT (empty slot) or -EINVAL.
+ * For tests and diagnostics; lookups validate entries the same way.
+ */
+int fz_cache_read_entry(const struct fz_cache *c, int slot, float *key, int *label);
+int fz_cache_slots(const struct fz_cache *c); /* calibrated + online slots */
+
+/* ---- thresholds ---- */
+
+/*
+ * Per-cache validation results for thresholds: for cache l and sample j, conf[l * n + j] and
+ * agree[l * n + j] (the cache's answer equals the full model's).
+ * zero-error caches get the highest confidence that was still wrong (0 if none was);
+ * budget caches get thresholds chosen greedily for the most exits such that the disagreement of
+ * the whole cascade (a sample exits at its first hit) stays <= budget * n; fixed caches keep
+ * theirs; disabled caches exit nothing. thr[l] receives each threshold. Returns 0 or -EINVAL/-ENOMEM.
+ */
+int fz_cache_calibrate_thresholds(const enum fz_cache_thr_mode *mode, const bool *enabled,
+				  const float *fixed, int n_caches, const float *conf,
+				  const bool *agree, size_t n, double budget, float *thr);
+
+/*
+ * Simulate the cascade: exit[j] = first cache l with enabled and conf > thr[l], or n_caches.
+ * Returns the number of exiting samples that disagree (when agree given) or 0.
+ */
+size_t fz_cache_cascade(const bool *enabled, const float *thr, int n_caches, const float *conf,
+			const bool *agree, size_t n, int *exit);
+
+/* ---- a model's caches: what a snapshot holds ---- */
+
+struct fz_cache_set {
+	uint64_t model_fp; /* fingerprint of the model the caches were calibrated on */
+	int n_classes;
+	int n_caches;
+	struct fz_cache **caches; /* in model order */
+};
+
+struct fz_cache_set *fz_cache_set_new(uint64_t model_fp, int n_classes, int n_caches);
+void fz_cache_set_free(struct fz_cache_set *s); /* frees the caches too */
+size_t fz_cache_set_bytes(const struct fz_cache_set *s);
+
+/*
+ * Write a snapshot durably (temp file, fsync, rename, directory fsync). Format: magic "FZCACHE1",
+ * version, model fingerprint, per-cache params/dims/counts, PCA, entries (calibrated and online),
+ * and a CRC32C of everything before it. Returns 0 or a negative errno.
+ */
+int fz_cache_set_save(const struct fz_cache_set *s, const char *path);
+
+/*
+ * Read a snapshot (io_uring, pread fallback). Refused whole, NULL with errno EINVAL and a
+ * message in err, when truncated, of another magic or version, failing its checksum, made for
+ * another model (fingerprint != model_fp; pass 0 to accept any), or when its counts or dims are
+ * inconsistent. errno ENOENT/EIO/ENOMEM from reading.
+ */
+struct fz_cache_set *fz_cache_set_load(const char *path, uint64_t model_fp, char *err,
+				       size_t errlen);
+
+/* ---- cache config (YAML) ---- */
+
+struct fz_cache_config {
+	char path[FZ_PATH_MAX];
+	int build;      /* calibration: first `build` train samples build the caches */
+	int validation; /* the next `validation` samples set thresholds */
+	double budget;  /* cumulative disagreement budget of `budget` caches */
+	uint64_t seed;
+	struct fz_cache_params *caches;
+	int n_caches;
+};
+
+/*
+ * Load a cache config:
+ *   build: 50000, validation: 10000, budget: 0.004, seed: 1
+ *   defaults: {kind, key: {grid, dims, l2}, k, size, capacity, eviction, threshold, enabled, online}
+ *   caches: [ {layer: block1, <any default overridden>}, ... ]
+ * threshold is zero-error, budget, or a number (fixed). NULL with errno and a
+ * "FILE:LINE:COLUMN: ..." message in err.
+ */
+struct fz_cache_config *fz_cache_config_load(const char *path, char *err, size_t errlen);
+void fz_cache_config_free(struct fz_cache_config *cfg);
+
+/* FNV-1a 64 of a buffer, continuing from h (start with FZ_FNV64_INIT). */
+#define FZ_FNV64_INIT 0xcbf29ce484222325ULL
+uint64_t fz_fnv1a64(uint64_t h, const void *buf, size_t len);
+
+/* CRC32C (Castagnoli), continuing from crc (start with 0). */
+uint32_t fz_crc32c(uint32_t crc, const void *buf, size_t len);
+
+#endif /* FZ_CACHE_H */

@@ -1,0 +1,202 @@
+/* Freeze cachecore keys: grid average pooling of a tap, PCA projection (and its fit), L2 norm. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_pvt.h"
+
+int fz_cache_pool_burst(const struct fz_cache *c, const float *act,
+			const struct fz_act_layout *lay, int n, float *out)
+{
+	const int G = c->p.grid, H = c->h, W = c->w, cb = lay->cblock;
+
+	if (!act || !out || n < 0 || lay->c != c->c || lay->h != H || lay->w != W || cb < 1 ||
+	    lay->sample_stride < (size_t)((c->c + cb - 1) / cb) * (size_t)(H * W * cb))
+		return -EINVAL;
+	for (int s = 0; s < n; s++) {
+		const float *x = act + (size_t)s * lay->sample_stride;
+		float *o = out + (size_t)s * (size_t)c->pooled_dim;
+
+		for (int gy = 0; gy < G; gy++) {
+			/* adaptive pooling bounds: [floor(i*H/G), ceil((i+1)*H/G)) */
+			int y0 = gy * H / G, y1 = ((gy + 1) * H + G - 1) / G;
+			for (int gx = 0; gx < G; gx++) {
+				int x0 = gx * W / G, x1 = ((gx + 1) * W + G - 1) / G;
+				float inv = 1.0f / (float)((y1 - y0) * (x1 - x0));
+				for (int c0 = 0; c0 < c->c; c0 += cb) {
+					const float *blk = x + (size_t)(c0 / cb) * H * W * cb;
+					float acc[64] = { 0 };
+					int nc = c->c - c0 < cb ? c->c - c0 : cb;
+					if (cb > 64)
+						return -EINVAL;
+					for (int y = y0; y < y1; y++)
+						for (int xx = x0; xx < x1; xx++) {
+							const float *px = blk + (size_t)(y * W + xx) * cb;
+							for (int k = 0; k < cb; k++)
+								acc[k] += px[k];
+						}
+					for (int k = 0; k < nc; k++)
+						o[(size_t)(c0 + k) * G * G + gy * G + gx] = acc[k] * inv;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+static void l2_normalise(float *v, int d)
+{
+	float s = 0.0f;
+
+	for (int i = 0; i < d; i++)
+		s += v[i] * v[i];
+	if (s > 0.0f) {
+		float inv = 1.0f / sqrtf(s);
+		for (int i = 0; i < d; i++)
+			v[i] *= inv;
+	}
+}
+
+int fz_cache_project_burst(const struct fz_cache *c, const float *pooled, int n, float *keys)
+{
+	const int P = c->pooled_dim, D = c->dim;
+
+	if (!pooled || !keys || n < 0)
+		return -EINVAL;
+	for (int s = 0; s < n; s++) {
+		const float *x = pooled + (size_t)s * P;
+		float *k = keys + (size_t)s * D;
+
+		if (c->p.dims) {
+			float xc[FZ_CACHE_MAX_POOLED];
+			for (int i = 0; i < P; i++)
+				xc[i] = x[i] - c->pca_mean[i];
+			for (int j = 0; j < D; j++) {
+				const float *row = c->pca_proj + (size_t)j * P;
+				float acc = 0.0f;
+				for (int i = 0; i < P; i++)
+					acc += row[i] * xc[i];
+				k[j] = acc;
+			}
+		} else if (k != x) {
+			memcpy(k, x, (size_t)P * sizeof(float));
+		}
+		if (c->p.l2)
+			l2_normalise(k, D);
+	}
+	return 0;
+}
+
+int fz_cache_key_burst(const struct fz_cache *c, const float *act,
+		       const struct fz_act_layout *lay, int n, float *keys)
+{
+	float pooled[FZ_CACHE_MAX_POOLED];
+	int rc;
+
+	if (n < 0 || n > FZ_CACHE_MAX_BURST)
+		return -EINVAL;
+	for (int s = 0; s < n; s++) {
+		rc = fz_cache_pool_burst(c, act + (size_t)s * lay->sample_stride, lay, 1, pooled);
+		if (rc)
+			return rc;
+		rc = fz_cache_project_burst(c, pooled, 1, keys + (size_t)s * c->dim);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Orthonormalise the d columns of V (P x d, row-major) by modified Gram-Schmidt. */
+static void orthonormalise(double *V, int P, int d)
+{
+	for (int j = 0; j < d; j++) {
+		for (int i = 0; i < j; i++) {
+			double dot = 0.0;
+			for (int r = 0; r < P; r++)
+				dot += V[(size_t)r * d + i] * V[(size_t)r * d + j];
+			for (int r = 0; r < P; r++)
+				V[(size_t)r * d + j] -= dot * V[(size_t)r * d + i];
+		}
+		double nrm = 0.0;
+		for (int r = 0; r < P; r++)
+			nrm += V[(size_t)r * d + j] * V[(size_t)r * d + j];
+		nrm = sqrt(nrm);
+		if (nrm < 1e-30) { /* degenerate: restart the column on a unit vector */
+			for (int r = 0; r < P; r++)
+				V[(size_t)r * d + j] = r == j % P ? 1.0 : 0.0;
+			j--;
+			continue;
+		}
+		for (int r = 0; r < P; r++)
+			V[(size_t)r * d + j] /= nrm;
+	}
+}
+
+int fz_cache_fit_pca(struct fz_cache *c, const float *pooled, size_t n, size_t sample)
+{
+	const int P = c->pooled_dim, d = c->p.dims;
+	size_t m = sample && sample < n ? sample : n;
+
+	if (!d || !pooled || n < (size_t)d)
+		return -EINVAL;
+	double *mean = calloc((size_t)P, sizeof(double));
+	double *cov = calloc((size_t)P * P, sizeof(double));
+	double *V = malloc((size_t)P * d * sizeof(double));
+	double *Wm = malloc((size_t)P * d * sizeof(double));
+	float *xc = malloc((size_t)P * sizeof(float));
+	if (!mean || !cov || !V || !Wm || !xc) {
+		free(mean), free(cov), free(V), free(Wm), free(xc);
+		return -ENOMEM;
+	}
+	for (size_t t = 0; t < m; t++) {
+		const float *x = pooled + (t * n / m) * (size_t)P;
+		for (int i = 0; i < P; i++)
+			mean[i] += x[i];
+	}
+	for (int i = 0; i < P; i++)
+		mean[i] /= (double)m;
+	/* covariance: upper triangle, accumulated in double (rows of the sample, centred) */
+	for (size_t t = 0; t < m; t++) {
+		const float *x = pooled + (t * n / m) * (size_t)P;
+		for (int i = 0; i < P; i++)
+			xc[i] = (float)(x[i] - mean[i]);
+		for (int i = 0; i < P; i++) {
+			double xi = xc[i];
+			double *row = cov + (size_t)i * P;
+			for (int j = i; j < P; j++)
+				row[j] += xi * xc[j];
+		}
+	}
+	for (int i = 0; i < P; i++)
+		for (int j = 0; j < i; j++)
+			cov[(size_t)i * P + j] = cov[(size_t)j * P + i];
+	/* top-d eigenvectors by subspace iteration from a deterministic start */
+	uint64_t rs = 0x5eed;
+	for (size_t i = 0; i < (size_t)P * d; i++)
+		V[i] = (double)(fz_cache_rand(&rs) >> 11) / 9007199254740992.0 - 0.5;
+	orthonormalise(V, P, d);
+	for (int it = 0; it < 80; it++) {
+		memset(Wm, 0, (size_t)P * d * sizeof(double));
+		for (int i = 0; i < P; i++)
+			for (int k = 0; k < P; k++) {
+				double a = cov[(size_t)i * P + k];
+				const double *vk = V + (size_t)k * d;
+				double *wi = Wm + (size_t)i * d;
+				for (int j = 0; j < d; j++)
+					wi[j] += a * vk[j];
+			}
+		orthonormalise(Wm, P, d);
+		double *t = V;
+		V = Wm;
+		Wm = t;
+	}
+	for (int i = 0; i < P; i++)
+		c->pca_mean[i] = (float)mean[i];
+	for (int j = 0; j < d; j++)
+		for (int i = 0; i < P; i++)
+			c->pca_proj[(size_t)j * P + i] = (float)V[(size_t)i * d + j];
+	c->pca_fitted = true;
+	free(mean), free(cov), free(V), free(Wm), free(xc);
+	return 0;
+}

@@ -1,0 +1,143 @@
+/* Freeze cachecore thresholds: zero-error per layer, and a cumulative disagreement budget over the cascade. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "fz_cache.h"
+
+size_t fz_cache_cascade(const bool *enabled, const float *thr, int n_caches, const float *conf,
+			const bool *agree, size_t n, int *exit)
+{
+	size_t wrong = 0;
+
+	for (size_t j = 0; j < n; j++) {
+		int e = n_caches;
+		for (int l = 0; l < n_caches; l++)
+			if (enabled[l] && conf[(size_t)l * n + j] > thr[l]) {
+				e = l;
+				if (agree && !agree[(size_t)l * n + j])
+					wrong++;
+				break;
+			}
+		if (exit)
+			exit[j] = e;
+	}
+	return wrong;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+
+	return (x < y) - (x > y);
+}
+
+static size_t count_exits(const int *exit, size_t n, int n_caches)
+{
+	size_t e = 0;
+
+	for (size_t j = 0; j < n; j++)
+		e += exit[j] < n_caches;
+	return e;
+}
+
+int fz_cache_calibrate_thresholds(const enum fz_cache_thr_mode *mode, const bool *enabled,
+				  const float *fixed, int n_caches, const float *conf,
+				  const bool *agree, size_t n, double budget, float *thr)
+{
+	float *wrong[64] = { 0 };
+	size_t nw[64] = { 0 }, pos[64] = { 0 };
+	int *exit = NULL;
+	bool any_budget = false;
+	int rc = 0;
+
+	if (n_caches < 0 || n_caches > 64 || !mode || !enabled || !conf || !agree || !thr ||
+	    budget < 0.0)
+		return -EINVAL;
+	for (int l = 0; l < n_caches; l++) {
+		const float *cl = conf + (size_t)l * n;
+		const bool *al = agree + (size_t)l * n;
+		if (!enabled[l]) {
+			thr[l] = INFINITY;
+			continue;
+		}
+		if (mode[l] == FZ_CACHE_THR_FIXED) {
+			thr[l] = fixed ? fixed[l] : 0.0f;
+			continue;
+		}
+		/* zero-error: the highest confidence that was still wrong */
+		wrong[l] = malloc((n ? n : 1) * sizeof(float));
+		if (!wrong[l]) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (size_t j = 0; j < n; j++)
+			if (!al[j])
+				wrong[l][nw[l]++] = cl[j];
+		qsort(wrong[l], nw[l], sizeof(float), cmp_desc);
+		thr[l] = nw[l] ? wrong[l][0] : 0.0f;
+		any_budget |= mode[l] == FZ_CACHE_THR_BUDGET;
+	}
+	if (!any_budget || !n)
+		goto out;
+
+	/*
+	 * Budget: start from zero-error (no disagreement) and take, one at a time, the move that
+	 * buys the most cascade exits per added disagreement: lowering one budget layer's threshold
+	 * to its next lower wrong confidence (admitting one more wrong answer there, and every right
+	 * one above it). Moves that add no disagreement are free; stop when none fits the budget.
+	 */
+	exit = malloc(n * sizeof(int));
+	if (!exit) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	size_t limit = (size_t)floor(budget * (double)n);
+	size_t err = fz_cache_cascade(enabled, thr, n_caches, conf, agree, n, exit);
+	size_t exits = count_exits(exit, n, n_caches);
+	for (;;) {
+		int best = -1;
+		double best_score = -INFINITY;
+		size_t best_err = 0, best_exits = 0;
+		float best_thr = 0.0f;
+		for (int l = 0; l < n_caches; l++) {
+			if (!enabled[l] || mode[l] != FZ_CACHE_THR_BUDGET || pos[l] >= nw[l])
+				continue;
+			/* next distinct lower wrong confidence (0 once the list is exhausted) */
+			size_t p = pos[l] + 1;
+			while (p < nw[l] && wrong[l][p] == wrong[l][pos[l]])
+				p++;
+			float t = p < nw[l] ? wrong[l][p] : 0.0f;
+			float saved = thr[l];
+			thr[l] = t;
+			size_t e2 = fz_cache_cascade(enabled, thr, n_caches, conf, agree, n, exit);
+			size_t x2 = count_exits(exit, n, n_caches);
+			thr[l] = saved;
+			if (e2 > limit)
+				continue;
+			double dx = (double)x2 - (double)exits, de = (double)e2 - (double)err;
+			double score = de <= 0.0 ? 1e12 + dx : dx / de;
+			if (score > best_score) {
+				best_score = score;
+				best = l;
+				best_err = e2;
+				best_exits = x2;
+				best_thr = t;
+			}
+		}
+		if (best < 0)
+			break;
+		size_t p = pos[best] + 1;
+		while (p < nw[best] && wrong[best][p] == wrong[best][pos[best]])
+			p++;
+		pos[best] = p;
+		thr[best] = best_thr;
+		err = best_err;
+		exits = best_exits;
+	}
+out:
+	for (int l = 0; l < n_caches; l++)
+		free(wrong[l]);
+	free(exit);
+	return rc;
+}
