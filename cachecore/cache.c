@@ -143,6 +143,13 @@ const struct fz_cache_params *fz_cache_params(const struct fz_cache *c)
 	return &c->p;
 }
 
+void fz_cache_tap_shape(const struct fz_cache *c, int *ch, int *h, int *w)
+{
+	*ch = c->c;
+	*h = c->h;
+	*w = c->w;
+}
+
 int fz_cache_pooled_dim(const struct fz_cache *c)
 {
 	return c->pooled_dim;

@@ -2,6 +2,7 @@
 #ifndef FZ_CMD_H
 #define FZ_CMD_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct fz_command {
@@ -11,6 +12,8 @@ struct fz_command {
 };
 
 int fz_cmd_infer(int argc, char **argv);
+int fz_cmd_calibrate(int argc, char **argv);
+int fz_cmd_eval(int argc, char **argv);
 
 /* Shared by the offline commands. */
 double fz_now_s(void);
@@ -18,5 +21,25 @@ double fz_now_s(void);
 int fz_opt_int(const char *opt, const char *val, int min, int max);
 /* Index of the largest of n floats. */
 int fz_argmax(const float *v, int n);
+
+/*
+ * The model cut into layer groups after each cache layer (cmd_calibrate.c; calibrate, eval).
+ * Stage s runs model layers [first[s], last[s]]; stage s < n - 1 ends at cache s's layer, whose
+ * output (the tap) feeds the cache and the next stage.
+ */
+struct fz_group;
+struct fz_net;
+struct fz_chain {
+	int n;
+	struct fz_group **g;
+	int *first, *last;
+};
+/* cache_layer[]: increasing model layer indices, none the output layer. 0 or -errno + err. */
+int fz_chain_create(struct fz_chain *ch, struct fz_net *net, const int *cache_layer, int n_caches,
+		    int max_batch, char *err, size_t errlen);
+void fz_chain_free(struct fz_chain *ch);
+/* Copy samples idx[0..n) (all of 0..n-1 when idx is NULL) of stage s's output, in that order,
+ * into stage s + 1's input. */
+void fz_chain_forward(struct fz_chain *ch, int s, const int *idx, int n);
 
 #endif /* FZ_CMD_H */

@@ -1,0 +1,352 @@
+/* freeze eval: run requests through the model with the caches (exit at the first hit) and report the paper's measures. */
+#include <errno.h>
+#include <getopt.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "fz_cache.h"
+#include "fz_idx.h"
+#include "fz_model.h"
+#include "fz_stages.h"
+
+static void eval_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: freeze eval --model MODEL.yaml --cache SNAPSHOT --images IDX --labels IDX\n"
+		"                   [--json] [--oracle] [--batch N] [--threads N] [--limit N]\n"
+		"  Runs each request through the model with the caches, exiting at the first hit.\n"
+		"  Reports the exit histogram, exits at or before block4, effective layers,\n"
+		"  agreement with the full model, accuracy (and the full model's), cache bytes,\n"
+		"  and mean lookup ns next to mean layer-group ns. --oracle reports the paper's\n"
+		"  upper bound: exit at the first cache whose answer is the full model's.\n");
+}
+
+/* Weight layers (ResNet counting: conv 1, fc 1, a BasicBlock 2) of layers [0, last]. */
+static int weight_layers(const struct fz_model *m, int last)
+{
+	int n = 0;
+
+	for (int i = 0; i <= last; i++)
+		n += m->layers[i].kind == FZ_LAYER_CONV || m->layers[i].kind == FZ_LAYER_FC ? 1
+		     : m->layers[i].kind == FZ_LAYER_BLOCK				       ? 2
+												       : 0;
+	return n;
+}
+
+int fz_cmd_eval(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"model", required_argument, 0, 'm'}, {"cache", required_argument, 0, 'c'},
+		{"images", required_argument, 0, 'i'}, {"labels", required_argument, 0, 'l'},
+		{"json", no_argument, 0, 'j'},	       {"oracle", no_argument, 0, 'O'},
+		{"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
+		{"limit", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0}};
+	const char *model_path = NULL, *snap_path = NULL, *images = NULL, *labels = NULL;
+	int batch = 64, threads = 1, limit = 0, json = 0, oracle = 0, c, rc = 1;
+	char err[1024];
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm': model_path = optarg; break;
+		case 'c': snap_path = optarg; break;
+		case 'i': images = optarg; break;
+		case 'l': labels = optarg; break;
+		case 'j': json = 1; break;
+		case 'O': oracle = 1; break;
+		case 'b': batch = fz_opt_int("--batch", optarg, 1, FZ_CACHE_MAX_BURST); break;
+		case 't': threads = fz_opt_int("--threads", optarg, 1, 256); break;
+		case 'n': limit = fz_opt_int("--limit", optarg, 1, 1 << 30); break;
+		case 'h': eval_usage(stdout); return 0;
+		default: eval_usage(stderr); return 2;
+		}
+	}
+	if (!model_path || !snap_path || !images || !labels || optind != argc) {
+		eval_usage(stderr);
+		return 2;
+	}
+
+	struct fz_model *m = NULL;
+	struct fz_net *net = NULL;
+	struct fz_cache_set *set = NULL;
+	struct fz_chain ch = {0};
+	struct fz_idx img = {0}, lab = {0};
+	int *layer = NULL, *pred = NULL, *exit = NULL, *idx = NULL, *answer = NULL;
+	struct fz_cache_result *res = NULL;
+	double *layer_t = NULL, *lookup_t = NULL;
+
+	if (!(m = fz_model_load(model_path, err, sizeof(err))) ||
+	    fz_idx_load(images, &img, err, sizeof(err)) < 0 ||
+	    fz_idx_load(labels, &lab, err, sizeof(err)) < 0) {
+		fprintf(stderr, "freeze: %s\n", err);
+		goto out;
+	}
+	if (img.item_size != fz_shape_size(m->input.shape) || lab.count != img.count ||
+	    lab.item_size != 1) {
+		fprintf(stderr, "freeze: %s: %zu images of %zu bytes, %zu labels: not this model's "
+				"input\n", images, img.count, img.item_size, lab.count);
+		goto out;
+	}
+	if (!(net = fz_net_create(m, err, sizeof(err))) ||
+	    !(set = fz_cache_set_load(snap_path, fz_net_fingerprint(net), err, sizeof(err)))) {
+		fprintf(stderr, "freeze: %s\n", err);
+		goto out;
+	}
+	const int L = set->n_caches, classes = m->layers[m->output].out.c;
+	const size_t N = limit && (size_t)limit < img.count ? (size_t)limit : img.count;
+	layer = calloc((size_t)L + 1, sizeof(int));
+	if (!layer)
+		goto nomem;
+	for (int i = 0; i < L; i++) {
+		const char *name = fz_cache_params(set->caches[i])->layer;
+		int ch_, h, w;
+		layer[i] = fz_model_find_layer(m, name);
+		fz_cache_tap_shape(set->caches[i], &ch_, &h, &w);
+		if (layer[i] < 0 || (i && layer[i] <= layer[i - 1]) ||
+		    m->layers[layer[i]].out.c != ch_ || m->layers[layer[i]].out.h != h ||
+		    m->layers[layer[i]].out.w != w) {
+			fprintf(stderr, "freeze: %s: cache %d on '%s' (%dx%dx%d) does not fit this "
+					"model\n", snap_path, i, name, ch_, h, w);
+			goto out;
+		}
+	}
+	if (set->n_classes != classes) {
+		fprintf(stderr, "freeze: %s: %d classes, the model has %d\n", snap_path,
+			set->n_classes, classes);
+		goto out;
+	}
+	layer[L] = m->n_layers - 1;
+	omp_set_num_threads(threads);
+	if (fz_chain_create(&ch, net, layer, L, batch, err, sizeof(err)) < 0) {
+		fprintf(stderr, "freeze: %s\n", err);
+		goto out;
+	}
+	res = malloc((size_t)L * N * sizeof(*res));
+	pred = malloc(N * sizeof(int));
+	answer = malloc(N * sizeof(int));
+	exit = malloc(N * sizeof(int));
+	idx = malloc((size_t)batch * sizeof(int));
+	layer_t = calloc((size_t)ch.n, sizeof(double));
+	lookup_t = calloc((size_t)ch.n, sizeof(double));
+	if (!res || !pred || !answer || !exit || !idx || !layer_t || !lookup_t)
+		goto nomem;
+	const size_t out_ss = fz_group_out_layout(ch.g[ch.n - 1]).sample_stride;
+
+	/* warm-up: every stage's plans for a full batch, outside the timings */
+	fz_net_preprocess_u8(net, img.data, 1, fz_group_input(ch.g[0]));
+	for (int s = 0; s < ch.n; s++) {
+		int n = N < (size_t)batch ? (int)N : batch;
+		if (fz_group_run(ch.g[s], n) < 0)
+			goto fail_run;
+		if (s < ch.n - 1)
+			fz_chain_forward(&ch, s, NULL, n);
+	}
+
+	/* 1. every request through every stage: full-model answers, every cache's answer,
+	 *    mean ns per sample of each layer group and of each lookup */
+	double t_full = fz_now_s();
+	for (size_t i = 0; i < N; i += (size_t)batch) {
+		int n = (int)(N - i < (size_t)batch ? N - i : (size_t)batch);
+		fz_net_preprocess_u8(net, img.data + i * img.item_size, (size_t)n,
+				     fz_group_input(ch.g[0]));
+		for (int s = 0; s < ch.n; s++) {
+			double t0 = fz_now_s();
+			if (fz_group_run(ch.g[s], n) < 0)
+				goto fail_run;
+			double t1 = fz_now_s();
+			layer_t[s] += t1 - t0;
+			if (s == ch.n - 1)
+				break;
+			struct fz_act_layout lay = fz_group_out_layout(ch.g[s]);
+			fz_cache_lookup_burst(set->caches[s], fz_group_output(ch.g[s]), &lay, n,
+					      res + (size_t)s * N + i);
+			lookup_t[s] += fz_now_s() - t1;
+			fz_chain_forward(&ch, s, NULL, n);
+		}
+		const float *o = fz_group_output(ch.g[ch.n - 1]);
+		for (int k = 0; k < n; k++)
+			pred[i + (size_t)k] = fz_argmax(o + (size_t)k * out_ss, classes);
+	}
+
+	/* the full model's time: the pass without its lookups */
+	t_full = fz_now_s() - t_full;
+	for (int s = 0; s < ch.n; s++)
+		t_full -= lookup_t[s];
+
+	/* 2. exits: the first hit (or, --oracle, the first cache answering the full model) */
+	for (size_t j = 0; j < N; j++) {
+		exit[j] = L;
+		answer[j] = pred[j];
+		for (int s = 0; s < L; s++) {
+			const struct fz_cache_result *r = &res[(size_t)s * N + j];
+			if (oracle ? r->label == pred[j] : r->hit) {
+				exit[j] = s;
+				answer[j] = r->label;
+				break;
+			}
+		}
+	}
+
+	/* 3. the same requests as a real cascade: the batch re-forms after each exit */
+	size_t mismatch = 0;
+	double t_casc = 0;
+	if (!oracle) {
+		for (size_t i = 0; i < N; i += (size_t)batch) {
+			int n = (int)(N - i < (size_t)batch ? N - i : (size_t)batch);
+			int orig[FZ_CACHE_MAX_BURST];
+			struct fz_cache_result r[FZ_CACHE_MAX_BURST];
+			for (int k = 0; k < n; k++)
+				orig[k] = k;
+			double t0 = fz_now_s();
+			fz_net_preprocess_u8(net, img.data + i * img.item_size, (size_t)n,
+					     fz_group_input(ch.g[0]));
+			for (int s = 0; s < ch.n && n; s++) {
+				if (fz_group_run(ch.g[s], n) < 0)
+					goto fail_run;
+				if (s == ch.n - 1) {
+					const float *o = fz_group_output(ch.g[s]);
+					for (int k = 0; k < n; k++)
+						mismatch += exit[i + (size_t)orig[k]] != L ||
+							    fz_argmax(o + (size_t)k * out_ss, classes) !=
+								    pred[i + (size_t)orig[k]];
+					break;
+				}
+				struct fz_act_layout lay = fz_group_out_layout(ch.g[s]);
+				fz_cache_lookup_burst(set->caches[s], fz_group_output(ch.g[s]), &lay,
+						      n, r);
+				int m2 = 0;
+				for (int k = 0; k < n; k++) {
+					if (r[k].hit) {
+						mismatch += exit[i + (size_t)orig[k]] != s;
+						continue;
+					}
+					idx[m2] = k;
+					orig[m2++] = orig[k];
+				}
+				fz_chain_forward(&ch, s, idx, m2);
+				n = m2;
+			}
+			t_casc += fz_now_s() - t0;
+		}
+	}
+
+	/* 4. report */
+	const int mid = fz_model_find_layer(m, "block4");
+	const int wl_all = weight_layers(m, m->n_layers - 1);
+	const double macs_all = (double)fz_net_macs(net, 0, m->n_layers - 1);
+	size_t agree = 0, correct = 0, full_correct = 0, by_mid = 0;
+	size_t *hist = calloc((size_t)L + 1, sizeof(size_t));
+	if (!hist)
+		goto nomem;
+	double eff_layers = 0, eff_macs = 0;
+	for (size_t j = 0; j < N; j++) {
+		hist[exit[j]]++;
+		agree += answer[j] == pred[j];
+		correct += answer[j] == lab.data[j];
+		full_correct += pred[j] == lab.data[j];
+		by_mid += exit[j] < L && mid >= 0 && layer[exit[j]] <= mid;
+		eff_layers += (double)weight_layers(m, layer[exit[j]]) / wl_all;
+		eff_macs += (double)fz_net_macs(net, 0, layer[exit[j]]) / macs_all;
+	}
+	double lookup_sum = 0, layer_sum = 0;
+	for (int s = 0; s < ch.n; s++) {
+		layer_sum += layer_t[s];
+		lookup_sum += lookup_t[s];
+	}
+	const double nsd = 1e9 / (double)N;
+	if (json) {
+		printf("{\"model\": \"%s\", \"snapshot\": \"%s\", \"images\": \"%s\", "
+		       "\"mode\": \"%s\", \"requests\": %zu, \"batch\": %d, \"threads\": %d,\n",
+		       m->name, snap_path, images, oracle ? "oracle" : "cache", N, batch, threads);
+		printf(" \"exit_histogram\": {");
+		for (int s = 0; s <= L; s++)
+			printf("%s\"%s\": %zu", s ? ", " : "",
+			       s < L ? fz_cache_params(set->caches[s])->layer : "full", hist[s]);
+		printf("},\n \"exit_by_mid\": %.6f, \"effective_layers\": %.6f, "
+		       "\"effective_macs\": %.6f,\n",
+		       (double)by_mid / N, eff_layers / N, eff_macs / N);
+		printf(" \"agreement\": %.6f, \"accuracy\": %.6f, \"full_model_accuracy\": %.6f, "
+		       "\"cache_bytes\": %zu,\n",
+		       (double)agree / N, (double)correct / N, (double)full_correct / N,
+		       fz_cache_set_bytes(set));
+		printf(" \"lookup_ns\": {");
+		for (int s = 0; s < L; s++)
+			printf("%s\"%s\": %.1f", s ? ", " : "", fz_cache_params(set->caches[s])->layer,
+			       lookup_t[s] * nsd);
+		printf("}, \"lookup_ns_total\": %.1f,\n \"layer_ns\": {", lookup_sum * nsd);
+		for (int s = 0; s < ch.n; s++)
+			printf("%s\"%s\": %.1f", s ? ", " : "", m->layers[ch.last[s]].name,
+			       layer_t[s] * nsd);
+		printf("}, \"layer_ns_total\": %.1f,\n", layer_sum * nsd);
+		if (!oracle)
+			printf(" \"images_per_s_full\": %.1f, \"images_per_s_cascade\": %.1f, "
+			       "\"cascade_mismatch\": %zu}\n",
+			       N / t_full, N / t_casc, mismatch);
+		else
+			printf(" \"images_per_s_full\": %.1f}\n", N / t_full);
+	} else {
+		printf("model        %s, snapshot %s%s\n", m->name, snap_path,
+		       oracle ? " (ORACLE: exit where the cache's answer is the full model's)" : "");
+		printf("requests     %zu from %s (batch %d, %d thread%s)\n", N, images, batch,
+		       threads, threads == 1 ? "" : "s");
+		printf("%-8s %-7s %9s %8s %8s %9s %11s %11s %7s\n", "exit at", "kind", "threshold",
+		       "exits", "cumul", "disagree", "lookup ns", "layer ns", "ratio");
+		size_t cum = 0;
+		for (int s = 0; s <= L; s++) {
+			size_t dis = 0;
+			for (size_t j = 0; j < N; j++)
+				dis += exit[j] == s && answer[j] != pred[j];
+			cum += hist[s];
+			if (s < L) {
+				const struct fz_cache *ca = set->caches[s];
+				printf("%-8s %-7s %9.4g %7.2f%% %7.2f%% %9zu %11.0f %11.0f %6.2f%%\n",
+				       fz_cache_params(ca)->layer,
+				       fz_cache_kind_name(fz_cache_params(ca)->kind),
+				       fz_cache_threshold(ca), 100.0 * hist[s] / N, 100.0 * cum / N,
+				       dis, lookup_t[s] * nsd, layer_t[s] * nsd,
+				       100.0 * lookup_t[s] / layer_t[s]);
+			} else {
+				printf("%-8s %-7s %9s %7.2f%% %7.2f%% %9s %11s %11.0f\n", "full", "-",
+				       "-", 100.0 * hist[s] / N, 100.0 * cum / N, "-", "-",
+				       layer_t[s] * nsd);
+			}
+		}
+		printf("exit_by_mid  %.2f%% of requests exit at or before block4\n",
+		       100.0 * by_mid / N);
+		printf("effective    %.3f of the layers (%.3f of the MACs)\n", eff_layers / N,
+		       eff_macs / N);
+		printf("agreement    %.3f%% with the full model (%zu disagree)\n", 100.0 * agree / N,
+		       N - agree);
+		printf("accuracy     %.2f%% (full model %.2f%%)\n", 100.0 * correct / N,
+		       100.0 * full_correct / N);
+		printf("cache bytes  %zu\n", fz_cache_set_bytes(set));
+		printf("ns/request   lookups %.0f, layer groups %.0f (lookups %.2f%% of compute)\n",
+		       lookup_sum * nsd, layer_sum * nsd, 100.0 * lookup_sum / layer_sum);
+		if (!oracle)
+			printf("images/s     full model %.0f, cascade %.0f (%.2fx)%s\n", N / t_full,
+			       N / t_casc, t_full / t_casc,
+			       mismatch ? " -- cascade differed from the per-stage pass" : "");
+	}
+	free(hist);
+	rc = 0;
+	goto out;
+fail_run:
+	fprintf(stderr, "freeze: inference failed\n");
+	goto out;
+nomem:
+	fprintf(stderr, "freeze: eval: out of memory\n");
+out:
+	free(res), free(pred), free(answer), free(exit), free(idx), free(layer_t), free(lookup_t);
+	free(layer);
+	fz_chain_free(&ch);
+	fz_cache_set_free(set);
+	fz_net_free(net);
+	fz_model_free(m);
+	fz_idx_free(&img);
+	fz_idx_free(&lab);
+	return rc;
+}
