@@ -6,8 +6,10 @@
 
 /*
  * Read a whole regular file into a new malloc'd buffer (one extra NUL byte after the data).
- * Uses io_uring; falls back to pread() when the ring cannot be set up (EPERM, ENOSYS).
- * Returns 0 and sets *buf/*len, or a negative errno (-ENOENT, -EISDIR, -ENOMEM, -EIO, ...).
+ * Uses io_uring; falls back to pread() when the ring cannot be set up (EPERM, ENOSYS, ENOMEM),
+ * the kernel lacks IORING_OP_READ, or the environment sets FZ_IO_FORCE_PREAD=1 (for tests).
+ * Files whose size stat() does not know (procfs) are read until EOF.
+ * Returns 0 and sets *buf and *len, or a negative errno (-ENOENT, -EISDIR, -ENOMEM, -EIO, ...).
  */
 int fz_file_read(const char *path, void **buf, size_t *len);
 
