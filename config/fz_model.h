@@ -57,7 +57,7 @@ struct fz_layer {
 struct fz_model_input {
 	char name[FZ_NAME_MAX];
 	struct fz_shape shape;
-	float mean[FZ_MAX_CHANNELS_NORM]; /* per channel; one value applies to all channels */
+	float mean[FZ_MAX_CHANNELS_NORM]; /* per channel; a single value is copied to every slot */
 	float std[FZ_MAX_CHANNELS_NORM];
 	float scale; /* raw u8 sample values are divided by this first (1 for none) */
 };
@@ -74,10 +74,13 @@ struct fz_model {
 
 /*
  * Load and validate a model graph from a YAML file.
- * On failure returns NULL, sets errno (ENOENT, EINVAL, ENOMEM) and writes a one-line message
- * "FILE:LINE:COLUMN: what was found, what was expected" into err (errlen bytes).
- * Checks: unknown layer kind, missing or ill-typed field, undefined tensor, duplicate name,
- * cycle, shape mismatch between a declared `shape:` and the computed one.
+ * On failure returns NULL, sets errno (ENOENT, EINVAL, ENOMEM; EISDIR, EACCES, ... from reading
+ * the file) and writes a one-line message "FILE:LINE:COLUMN: what was found, what was expected"
+ * into err (errlen bytes); a file that cannot be read gives "FILE: cannot read: <strerror>".
+ * Checks: unknown layer kind or key, missing or ill-typed field, undefined tensor, duplicate name,
+ * cycle, non-positive size, shape mismatch between a declared `shape:` and the computed one or
+ * between the operands of an add, bad input spec. Layers may come in any order; they are sorted
+ * topologically, keeping file order where the graph allows.
  */
 struct fz_model *fz_model_load(const char *path, char *err, size_t errlen);
 
