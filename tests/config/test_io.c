@@ -2,8 +2,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #include <liburing.h>
 
@@ -149,6 +155,51 @@ static void test_replace_keeps_mode_and_leaves_no_temp(void **state)
 	assert_int_equal(entries, 1);
 }
 
+/* In a child: make io_uring_setup fail with `err` (as container seccomp profiles do), read. */
+static int child_read_without_uring(int err, const char *path)
+{
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)err),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = sizeof(filter) / sizeof(filter[0]), .filter = filter};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+		return 77;
+	void *buf;
+	size_t len;
+	if (fz_file_read(path, &buf, &len) != 0)
+		return 1;
+	int r = len == 5 && memcmp(buf, "hello", 5) == 0 ? 0 : 2;
+	free(buf);
+	if (r == 0 && !fz_io_used_fallback())
+		r = 3;
+	return r;
+}
+
+static void test_uring_forbidden_falls_back_to_pread(void **state)
+{
+	(void)state;
+	char path[512];
+	snprintf(path, sizeof(path), "%s/small", dir);
+	assert_int_equal(fz_file_write_durable(path, "hello", 5), 0);
+	static const int errs[] = {EPERM, ENOSYS};
+	for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0)
+			_exit(child_read_without_uring(errs[i], path));
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		if (WEXITSTATUS(status) == 77)
+			skip(); /* seccomp filters not allowed here */
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+}
+
 static void test_read_errors(void **state)
 {
 	(void)state;
@@ -179,6 +230,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_trip_forced_pread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_file, setup, teardown),
 		cmocka_unit_test(test_procfs_file_size_unknown),
+		cmocka_unit_test_setup_teardown(test_uring_forbidden_falls_back_to_pread, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_replace_keeps_mode_and_leaves_no_temp, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_read_errors, setup, teardown),
