@@ -275,7 +275,8 @@ static void test_err_wrong_type(void **state)
 		"expected a number, found 'small'");
 	REFUSED(HEAD "  - {name: c, kind: relu, input: [x]}\n", "dir/m.yaml:5:34: ",
 		"expected a string, found a sequence");
-	REFUSED(HEAD "  - [name, c]\n", "dir/m.yaml:5:5: ", "expected a mapping", "found a sequence");
+	REFUSED(HEAD "  - [name, c]\n", "dir/m.yaml:5:5: ", "expected a mapping",
+		"found a sequence");
 	REFUSED(HEAD "  {name: c}\n", "dir/m.yaml:5:3: ", "layers: expected a non-empty sequence");
 	REFUSED("- 1\n", "dir/m.yaml:1:1: ", "expected a mapping, found a sequence");
 }
