@@ -12,6 +12,8 @@ struct fz_command {
 };
 
 int fz_cmd_infer(int argc, char **argv);
+/* The appliance: freeze [EAL options] -- [app options]. */
+int fz_appliance_main(int argc, char **argv);
 int fz_cmd_calibrate(int argc, char **argv);
 int fz_cmd_eval(int argc, char **argv);
 

@@ -61,6 +61,11 @@ int main(int argc, char **argv)
 			return 0;
 		}
 	}
+#ifdef FZ_HAVE_DPDK
+	return fz_appliance_main(argc, argv);
+#else
 	usage(stderr);
+	fprintf(stderr, "freeze: built without DPDK: only the offline commands are available\n");
 	return 2;
+#endif
 }

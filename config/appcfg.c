@@ -1,0 +1,344 @@
+/* Freeze appliance configuration loader: the stages YAML, validated with file:line:col errors. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fz_appcfg.h"
+#include "fz_yaml.h"
+
+static const char *const idle_names[] = {
+#define FZ_IDLE_NAME(e, s) [FZ_IDLE_##e] = s,
+	FZ_FOREACH_IDLE(FZ_IDLE_NAME)
+#undef FZ_IDLE_NAME
+};
+
+const char *fz_idle_name(enum fz_idle i)
+{
+	return idle_names[i];
+}
+
+static const char *const top_keys[] = {"model", "cache", "caches", "online", "port", "rx", "tx",
+				       "stages", "rings", "pools", "reassembly", "idle",
+				       "exit_idle_ms", NULL};
+static const char *const port_keys[] = {"device", "ipv4", "udp_port", NULL};
+static const char *const lcore_keys[] = {"lcore", NULL};
+static const char *const stage_keys[] = {"name", "lcore", "layers", "max_batch", "idle", NULL};
+static const char *const rings_keys[] = {"size", NULL};
+static const char *const pools_keys[] = {"mbufs", "requests", NULL};
+static const char *const reasm_keys[] = {"entries", "timeout_ms", NULL};
+static const char *const idle_keys[] = {"policy", "spins", "sleep_us", NULL};
+
+int fz_appcfg_err(const struct fz_appcfg *cfg, struct fz_cfgpos pos, char *err, size_t errlen,
+		  const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(err, errlen, "%s:%d:%d: ", cfg->path, pos.line, pos.col);
+	va_start(ap, fmt);
+	if (n >= 0 && (size_t)n < errlen)
+		vsnprintf(err + n, errlen - n, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static struct fz_cfgpos pos_of(const struct fz_ynode *n)
+{
+	return (struct fz_cfgpos){n ? n->line : 0, n ? n->col : 0};
+}
+
+/* A path from the config, resolved against the config file's directory. */
+static int get_path(struct fz_ydoc *doc, const struct fz_ynode *map, const char *key, int flags,
+		    const char *base_dir, char *out, size_t size)
+{
+	char raw[FZ_PATH_MAX] = "";
+	int r = fz_ymap_str(doc, map, key, flags, raw, sizeof(raw));
+	if (r || raw[0] == '\0')
+		return r;
+	int n = raw[0] == '/' || !base_dir[0] ? snprintf(out, size, "%s", raw)
+					      : snprintf(out, size, "%s/%s", base_dir, raw);
+	if (n < 0 || (size_t)n >= size)
+		return fz_yerr(doc, fz_ymap_get(map, key), "path too long");
+	return 0;
+}
+
+static int get_idle(struct fz_ydoc *doc, const struct fz_ynode *map, const char *key,
+		    enum fz_idle *out)
+{
+	char s[16];
+	struct fz_ynode *n = fz_ymap_get(map, key);
+	if (!n)
+		return 0;
+	if (fz_ynode_str(doc, n, s, sizeof(s)))
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(idle_names) / sizeof(idle_names[0]); i++)
+		if (!strcmp(s, idle_names[i])) {
+			*out = (enum fz_idle)i;
+			return 0;
+		}
+	return fz_yerr(doc, n, "unknown idle policy '%s'; expected spin, yield or sleep", s);
+}
+
+static int get_lcore(struct fz_ydoc *doc, const struct fz_ynode *top, const char *key, int *lcore,
+		     struct fz_cfgpos *pos)
+{
+	struct fz_ynode *n = fz_ymap_get(top, key);
+	if (!n)
+		return 0;
+	if (fz_ymap_check_keys(doc, n, lcore_keys))
+		return -EINVAL;
+	if (fz_ymap_int_min(doc, n, "lcore", FZ_Y_REQUIRED, 0, lcore))
+		return -EINVAL;
+	*pos = pos_of(fz_ymap_get(n, "lcore"));
+	return 0;
+}
+
+/* `layers:` as "first..last", "name", or [first, ..., last]. */
+static int get_layers(struct fz_ydoc *doc, const struct fz_ynode *n, struct fz_stage_cfg *st)
+{
+	char s[2 * FZ_NAME_MAX + 4];
+	if (n->type == FZ_YNODE_SEQ) {
+		if (n->n == 0)
+			return fz_yerr(doc, n, "expected at least one layer name");
+		if (fz_ynode_str(doc, n->items[0], st->first, sizeof(st->first)) ||
+		    fz_ynode_str(doc, n->items[n->n - 1], st->last, sizeof(st->last)))
+			return -EINVAL;
+		return 0;
+	}
+	if (fz_ynode_str(doc, n, s, sizeof(s)))
+		return -EINVAL;
+	char *dots = strstr(s, "..");
+	if (dots) {
+		*dots = '\0';
+		if (!s[0] || !dots[2])
+			return fz_yerr(doc, n, "expected FIRST..LAST layer names, found '%s'",
+				       n->str);
+		if (strlen(s) >= FZ_NAME_MAX || strlen(dots + 2) >= FZ_NAME_MAX)
+			return fz_yerr(doc, n, "layer name too long");
+		strcpy(st->first, s);
+		strcpy(st->last, dots + 2);
+	} else {
+		if (strlen(s) >= FZ_NAME_MAX)
+			return fz_yerr(doc, n, "layer name too long");
+		strcpy(st->first, s);
+		strcpy(st->last, s);
+	}
+	return 0;
+}
+
+static void defaults(struct fz_appcfg *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->caches = true;
+	c->online = false;
+	c->port.ipv4 = (198u << 24) | (18u << 16) | 1; /* 198.18.0.1 (benchmarking range) */
+	c->port.udp_port = 9000;
+	c->rx_lcore = 0;
+	c->tx_lcore = 1;
+	c->ring_size = 1024;
+	c->mbufs = 8191;
+	c->requests = 2048;
+	c->reasm_entries = 1024;
+	c->reasm_timeout_ms = 100;
+	c->idle = FZ_IDLE_YIELD;
+	c->sleep_us = 50;
+	c->idle_spins = 64;
+	c->exit_idle_ms = 0;
+}
+
+static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
+{
+	const struct fz_ynode *top = doc->root;
+	struct fz_ynode *n;
+	enum fz_idle idle_default = FZ_IDLE_YIELD;
+
+	if (!top)
+		return fz_yerr(doc, NULL, "empty configuration; expected a mapping with 'model' and "
+				      "'stages'");
+	if (fz_ymap_check_keys(doc, top, top_keys))
+		return -EINVAL;
+	if (get_path(doc, top, "model", FZ_Y_REQUIRED, dir, c->model_path, sizeof(c->model_path)) ||
+	    get_path(doc, top, "cache", FZ_Y_OPTIONAL, dir, c->cache_path, sizeof(c->cache_path)) ||
+	    fz_ymap_bool(doc, top, "caches", FZ_Y_OPTIONAL, &c->caches) ||
+	    fz_ymap_bool(doc, top, "online", FZ_Y_OPTIONAL, &c->online) ||
+	    fz_ymap_int_min(doc, top, "exit_idle_ms", FZ_Y_OPTIONAL, 0, &c->exit_idle_ms))
+		return -EINVAL;
+	if ((n = fz_ymap_get(top, "port"))) {
+		char ip[64] = "";
+		struct in_addr a;
+		int udp = c->port.udp_port;
+		c->port.pos = pos_of(n);
+		if (fz_ymap_check_keys(doc, n, port_keys) ||
+		    fz_ymap_str(doc, n, "device", FZ_Y_OPTIONAL, c->port.device,
+				sizeof(c->port.device)) ||
+		    fz_ymap_str(doc, n, "ipv4", FZ_Y_OPTIONAL, ip, sizeof(ip)) ||
+		    fz_ymap_int_pos(doc, n, "udp_port", FZ_Y_OPTIONAL, &udp))
+			return -EINVAL;
+		if (ip[0]) {
+			if (inet_pton(AF_INET, ip, &a) != 1)
+				return fz_yerr(doc, fz_ymap_get(n, "ipv4"),
+					       "expected a dotted IPv4 address, found '%s'", ip);
+			c->port.ipv4 = ntohl(a.s_addr);
+		}
+		if (udp > 65535)
+			return fz_yerr(doc, fz_ymap_get(n, "udp_port"),
+				       "expected a UDP port in 1..65535, found %d", udp);
+		c->port.udp_port = (uint16_t)udp;
+	}
+	if (get_lcore(doc, top, "rx", &c->rx_lcore, &c->rx_pos) ||
+	    get_lcore(doc, top, "tx", &c->tx_lcore, &c->tx_pos))
+		return -EINVAL;
+	if ((n = fz_ymap_get(top, "rings"))) {
+		if (fz_ymap_check_keys(doc, n, rings_keys) ||
+		    fz_ymap_int_pos(doc, n, "size", FZ_Y_OPTIONAL, &c->ring_size))
+			return -EINVAL;
+		if (c->ring_size & (c->ring_size - 1) || c->ring_size < 16)
+			return fz_yerr(doc, fz_ymap_get(n, "size"),
+				       "expected a power of two >= 16, found %d", c->ring_size);
+	}
+	if ((n = fz_ymap_get(top, "pools"))) {
+		if (fz_ymap_check_keys(doc, n, pools_keys) ||
+		    fz_ymap_int_min(doc, n, "mbufs", FZ_Y_OPTIONAL, 64, &c->mbufs) ||
+		    fz_ymap_int_min(doc, n, "requests", FZ_Y_OPTIONAL, 16, &c->requests))
+			return -EINVAL;
+	}
+	if ((n = fz_ymap_get(top, "reassembly"))) {
+		if (fz_ymap_check_keys(doc, n, reasm_keys) ||
+		    fz_ymap_int_pos(doc, n, "entries", FZ_Y_OPTIONAL, &c->reasm_entries) ||
+		    fz_ymap_int_pos(doc, n, "timeout_ms", FZ_Y_OPTIONAL, &c->reasm_timeout_ms))
+			return -EINVAL;
+	}
+	if ((n = fz_ymap_get(top, "idle"))) {
+		if (fz_ymap_check_keys(doc, n, idle_keys) || get_idle(doc, n, "policy", &idle_default) ||
+		    fz_ymap_int_min(doc, n, "spins", FZ_Y_OPTIONAL, 0, &c->idle_spins) ||
+		    fz_ymap_int_pos(doc, n, "sleep_us", FZ_Y_OPTIONAL, &c->sleep_us))
+			return -EINVAL;
+	}
+	c->idle = idle_default;
+	struct fz_ynode *stages;
+	if (fz_ymap_find(doc, top, "stages", FZ_Y_REQUIRED, &stages))
+		return -EINVAL;
+	if (stages->type != FZ_YNODE_SEQ || stages->n == 0)
+		return fz_yerr(doc, stages, "expected a sequence of stages, found %s",
+			       fz_ynode_kind(stages));
+	if (stages->n > FZ_MAX_STAGES)
+		return fz_yerr(doc, stages->items[FZ_MAX_STAGES],
+			       "too many stages: at most %d", FZ_MAX_STAGES);
+	for (size_t i = 0; i < stages->n; i++) {
+		struct fz_ynode *s = stages->items[i], *ln;
+		struct fz_stage_cfg *st = &c->stages[c->n_stages++];
+		st->max_batch = 32;
+		st->idle = idle_default;
+		st->pos = pos_of(s);
+		snprintf(st->name, sizeof(st->name), "stage%zu", i + 1);
+		if (fz_ymap_check_keys(doc, s, stage_keys) ||
+		    fz_ymap_str(doc, s, "name", FZ_Y_OPTIONAL, st->name, sizeof(st->name)) ||
+		    fz_ymap_int_min(doc, s, "lcore", FZ_Y_REQUIRED, 0, &st->lcore) ||
+		    fz_ymap_find(doc, s, "layers", FZ_Y_REQUIRED, &ln) || get_layers(doc, ln, st) ||
+		    fz_ymap_int_pos(doc, s, "max_batch", FZ_Y_OPTIONAL, &st->max_batch) ||
+		    get_idle(doc, s, "idle", &st->idle))
+			return -EINVAL;
+		if (st->max_batch > 1024)
+			return fz_yerr(doc, fz_ymap_get(s, "max_batch"),
+				       "expected max_batch <= 1024, found %d", st->max_batch);
+		st->lcore_pos = pos_of(fz_ymap_get(s, "lcore"));
+		st->layers_pos = pos_of(ln);
+		for (int j = 0; j < c->n_stages - 1; j++)
+			if (!strcmp(c->stages[j].name, st->name))
+				return fz_yerr(doc, fz_ymap_get(s, "name"),
+					       "stage name '%s' already used at line %d", st->name,
+					       c->stages[j].pos.line);
+	}
+	/* each lcore runs one loop: rx, tx and every stage on distinct lcores */
+	struct {
+		int lcore;
+		struct fz_cfgpos pos;
+		const char *what;
+	} used[FZ_MAX_STAGES + 2];
+	int nu = 0;
+	used[nu++] = (typeof(used[0])){c->rx_lcore, c->rx_pos, "rx"};
+	used[nu++] = (typeof(used[0])){c->tx_lcore, c->tx_pos, "tx"};
+	for (int i = 0; i < c->n_stages; i++)
+		used[nu++] = (typeof(used[0])){c->stages[i].lcore, c->stages[i].lcore_pos,
+					       c->stages[i].name};
+	for (int i = 1; i < nu; i++)
+		for (int j = 0; j < i; j++)
+			if (used[i].lcore == used[j].lcore) {
+				struct fz_cfgpos p = used[i].pos.line ? used[i].pos : used[j].pos;
+				return fz_appcfg_err(c, p, doc->err, doc->errlen,
+						     "lcore %d of '%s' is already used by '%s'; each "
+						     "of rx, tx and the stages needs its own lcore",
+						     used[i].lcore, used[i].what, used[j].what);
+			}
+	return 0;
+}
+
+int fz_appcfg_load(const char *path, const char *buf, size_t len, const char *base_dir,
+		   struct fz_appcfg *cfg, char *err, size_t errlen)
+{
+	struct fz_ydoc *doc;
+	char dir[FZ_PATH_MAX];
+	defaults(cfg);
+	snprintf(cfg->path, sizeof(cfg->path), "%s", path);
+	if (buf) {
+		doc = fz_ydoc_parse(path, buf, len, err, errlen);
+		snprintf(dir, sizeof(dir), "%s", base_dir ? base_dir : "");
+	} else {
+		doc = fz_ydoc_load(path, err, errlen);
+		char tmp[FZ_PATH_MAX];
+		snprintf(tmp, sizeof(tmp), "%s", path);
+		snprintf(dir, sizeof(dir), "%s", dirname(tmp));
+	}
+	if (!doc)
+		return -errno;
+	int rc = load_doc(doc, cfg, dir);
+	fz_ydoc_free(doc);
+	return rc;
+}
+
+int fz_appcfg_resolve(struct fz_appcfg *c, const struct fz_model *m, char *err, size_t errlen)
+{
+	int next = 0; /* the first layer no stage has claimed yet */
+	for (int i = 0; i < c->n_stages; i++) {
+		struct fz_stage_cfg *st = &c->stages[i];
+		st->first_layer = fz_model_find_layer(m, st->first);
+		st->last_layer = fz_model_find_layer(m, st->last);
+		const char *bad = st->first_layer < 0 ? st->first : st->last_layer < 0 ? st->last : NULL;
+		if (bad)
+			return fz_appcfg_err(c, st->layers_pos, err, errlen,
+					     "stage '%s': no layer '%s' in model %s", st->name, bad,
+					     m->path);
+		if (st->first_layer > st->last_layer)
+			return fz_appcfg_err(c, st->layers_pos, err, errlen,
+					     "stage '%s': layer '%s' comes after '%s' in the model",
+					     st->name, st->first, st->last);
+		if (st->first_layer < next) {
+			int owner = 0;
+			while (owner < i && c->stages[owner].last_layer < st->first_layer)
+				owner++;
+			if (owner < i && c->stages[owner].first_layer <= st->first_layer)
+				return fz_appcfg_err(c, st->layers_pos, err, errlen,
+						     "stage '%s': layer '%s' is already in stage '%s'",
+						     st->name, st->first, c->stages[owner].name);
+			return fz_appcfg_err(c, st->layers_pos, err, errlen,
+					     "stage '%s': stages out of model order ('%s' comes "
+					     "before the layers of stage '%s')",
+					     st->name, st->first, c->stages[i - 1].name);
+		}
+		if (st->first_layer > next)
+			return fz_appcfg_err(c, st->layers_pos, err, errlen,
+					     "stage '%s': layer '%s' is in no stage (stage '%s' "
+					     "should start there)",
+					     st->name, m->layers[next].name, st->name);
+		next = st->last_layer + 1;
+	}
+	if (next < m->n_layers) {
+		const struct fz_stage_cfg *st = &c->stages[c->n_stages - 1];
+		return fz_appcfg_err(c, st->layers_pos, err, errlen,
+				     "layer '%s' is in no stage (the last stage ends at '%s')",
+				     m->layers[next].name, st->last);
+	}
+	return 0;
+}

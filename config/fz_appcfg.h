@@ -1,0 +1,91 @@
+/* Freeze appliance configuration: the stages YAML (model, caches, port, lcores, stages, sizes). */
+#ifndef FZ_APPCFG_H
+#define FZ_APPCFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fz_model.h"
+
+#define FZ_MAX_STAGES 16
+
+#define FZ_FOREACH_IDLE(_)                                                                         \
+	_(SPIN, "spin")                                                                            \
+	_(YIELD, "yield")                                                                          \
+	_(SLEEP, "sleep")
+
+enum fz_idle {
+#define FZ_IDLE_ENUM(e, s) FZ_IDLE_##e,
+	FZ_FOREACH_IDLE(FZ_IDLE_ENUM)
+#undef FZ_IDLE_ENUM
+};
+
+const char *fz_idle_name(enum fz_idle i);
+
+struct fz_cfgpos {
+	int line, col; /* where a value was written, for later checks' messages */
+};
+
+struct fz_stage_cfg {
+	char name[FZ_NAME_MAX];
+	int lcore;
+	char first[FZ_NAME_MAX], last[FZ_NAME_MAX]; /* layer names as written */
+	int first_layer, last_layer;                /* resolved by fz_appcfg_resolve() */
+	int max_batch;
+	enum fz_idle idle;
+	struct fz_cfgpos pos, lcore_pos, layers_pos;
+};
+
+struct fz_appcfg {
+	char path[FZ_PATH_MAX];
+	char model_path[FZ_PATH_MAX]; /* resolved against the config file's directory */
+	char cache_path[FZ_PATH_MAX]; /* "" for none */
+	bool caches;                  /* exits on (a snapshot is loaded) */
+	bool online;                  /* the last stage inserts full-model answers */
+	struct {
+		char device[256]; /* vdev spec ("net_pcap0,rx_pcap=...") or PCI address; "" = port 0 */
+		uint32_t ipv4;    /* host byte order */
+		uint16_t udp_port;
+		struct fz_cfgpos pos;
+	} port;
+	int rx_lcore, tx_lcore;
+	struct fz_cfgpos rx_pos, tx_pos;
+	struct fz_stage_cfg stages[FZ_MAX_STAGES];
+	int n_stages;
+	int ring_size;        /* entries per inter-lcore ring (power of two) */
+	int mbufs;            /* packet buffers */
+	int requests;         /* request objects in flight at most */
+	int reasm_entries;    /* reassembly table capacity */
+	int reasm_timeout_ms; /* incomplete requests are answered with an error after this */
+	enum fz_idle idle;    /* idle policy of rx, tx and stages that set none */
+	int sleep_us;         /* idle policy "sleep": how long one idle sleep lasts */
+	int idle_spins;       /* empty polls before an idle lcore yields or sleeps */
+	int exit_idle_ms;     /* > 0: stop after this long with no traffic and nothing in flight */
+};
+
+/* The embedded default configuration (YAML text) and the name used for it in messages. */
+extern const char fz_appcfg_default_yaml[];
+#define FZ_APPCFG_DEFAULT_NAME "<embedded default>"
+
+/*
+ * Parse a stages config from a file (path) or, when buf != NULL, from buf[0..len) named `path`.
+ * Relative paths inside resolve against the file's directory, or `base_dir` for a buffer (NULL:
+ * the current directory). Fills *cfg with defaults first. Returns 0, or -errno with "FILE:LINE:COL: message"
+ * in err: unknown key, wrong type, bad IPv4 address, ring size not a power of two, stages out of
+ * range, duplicate stage names, an lcore used twice (rx, tx and stages), ...
+ */
+int fz_appcfg_load(const char *path, const char *buf, size_t len, const char *base_dir,
+		   struct fz_appcfg *cfg, char *err, size_t errlen);
+
+/*
+ * Resolve stage layer ranges against the model: every layer in exactly one stage, stages in model
+ * order, ranges well-formed. Returns 0 or -EINVAL with "FILE:LINE:COL: message".
+ */
+int fz_appcfg_resolve(struct fz_appcfg *cfg, const struct fz_model *m, char *err, size_t errlen);
+
+/* Format "FILE:LINE:COL: message" for a position recorded in cfg. Returns -EINVAL. */
+int fz_appcfg_err(const struct fz_appcfg *cfg, struct fz_cfgpos pos, char *err, size_t errlen,
+		  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+#endif /* FZ_APPCFG_H */

@@ -1,0 +1,134 @@
+/* Private to pipeline/: the running appliance's shared state, requests and counters. */
+#ifndef FZ_APP_PVT_H
+#define FZ_APP_PVT_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <rte_common.h>
+#include <rte_ether.h>
+#include <rte_log.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+
+#include "fz_appcfg.h"
+#include "fz_model.h"
+#include "fz_stages.h"
+
+extern int fz_logtype_pipeline;
+#define FZ_LOG(level, fmt, ...)                                                                    \
+	rte_log(RTE_LOG_##level, fz_logtype_pipeline, "freeze: " fmt "\n", ##__VA_ARGS__)
+
+/* Requests dropped without an answer, by reason (one list: enum and names stay together). */
+#define FZ_FOREACH_APP_DROP(_)                                                                     \
+	_(REQ_POOL_EMPTY, "req_pool_empty")                                                        \
+	_(STAGE_RING_FULL, "stage_ring_full")                                                      \
+	_(TX_RING_FULL, "tx_ring_full")                                                            \
+	_(MBUF_POOL_EMPTY, "mbuf_pool_empty")                                                      \
+	_(TX_QUEUE_FULL, "tx_queue_full")                                                          \
+	_(RESPONSE_BUILD, "response_build_failed")
+
+enum fz_app_drop {
+#define FZ_AD_ENUM(e, s) FZ_APP_DROP_##e,
+	FZ_FOREACH_APP_DROP(FZ_AD_ENUM)
+#undef FZ_AD_ENUM
+	FZ_APP_DROP__COUNT
+};
+extern const char *const fz_app_drop_names[];
+
+/* Answer status codes carried to the TX lcore (the wire values come from the protocol). */
+#define FZ_EXIT_FULL_MODEL 0xffff
+
+/* One inference request, from reassembly to its response. Owned by one lcore at a time: the
+ * rings hand it over (the ring's store-release/load-acquire orders its contents). */
+struct fz_req {
+	uint64_t id;          /* the client's request id */
+	uint64_t t_rx;        /* TSC when its last fragment arrived */
+	uint8_t reply[64];    /* the protocol's reply address (MACs, IPs, ports) */
+	int16_t label;        /* answer */
+	uint16_t exit_layer;  /* model layer whose cache answered, or FZ_EXIT_FULL_MODEL */
+	uint16_t status;      /* protocol status; 0 = ok */
+	uint16_t stage;       /* index of the stage that answered */
+	float confidence;
+	float *act;           /* activation of one sample in the next stage's input layout */
+	float *keys;          /* cache keys per cache layer (for online inserts), or NULL */
+};
+
+/* Per-lcore counters: written by their lcore only, read by telemetry (relaxed, torn reads of a
+ * 64-bit counter cannot happen on x86-64). Each on its own cache line. */
+struct fz_rx_stats {
+	alignas(64) uint64_t frames, bursts, requests, arp, icmp, control_tx_full;
+	uint64_t drop_frame[64]; /* by protocol reason */
+	uint64_t drop[FZ_APP_DROP__COUNT];
+	uint64_t errors_answered; /* error responses queued */
+	uint64_t busy_tsc, idle_polls;
+};
+
+struct fz_stage_stats {
+	alignas(64) uint64_t in, out_next, hits, answered, batches, batch_sum, busy_tsc;
+	uint64_t lookup_tsc, compute_tsc, errors, online_inserts;
+	uint64_t drop[FZ_APP_DROP__COUNT];
+	uint64_t exits_by_layer[64];
+};
+
+struct fz_tx_stats {
+	alignas(64) uint64_t responses, ok, errors, frames, control, bursts, busy_tsc;
+	uint64_t drop[FZ_APP_DROP__COUNT];
+	uint64_t latency_ns_sum;
+	uint64_t lat_hist[64]; /* log2 buckets of ns inside the appliance */
+};
+
+struct fz_cache_set;
+
+struct fz_stage_rt {
+	alignas(64) const struct fz_stage_cfg *cfg;
+	int index;
+	struct rte_ring *in;   /* SP/SC from the previous lcore */
+	struct rte_ring *next; /* SP/SC to the next stage, NULL for the last */
+	struct fz_group *group;
+	int cache_layer;       /* model layer whose cache follows this stage, -1 for none */
+	atomic_int ready;      /* 1 once primitives exist, -1 on failure (main waits) */
+	struct fz_stage_stats st;
+};
+
+struct fz_app {
+	struct fz_appcfg cfg;
+	struct fz_model *model;
+	struct fz_net *net;
+	struct fz_cache_set *caches;
+	uint16_t port;
+	struct rte_ether_addr mac;
+	struct rte_mempool *mbufs;
+	struct rte_ring *free_reqs; /* MP/MC free list of struct fz_req * */
+	struct fz_req *reqs;
+	float *arena;
+	size_t act_floats; /* per request */
+	struct rte_ring *tx_ring;   /* answered requests, MP/SC: every stage answers */
+	struct rte_ring *ctl_ring;  /* ARP/ICMP replies (mbufs) from RX to TX, SP/SC */
+	struct fz_stage_rt stages[FZ_MAX_STAGES];
+	int n_stages;
+	uint64_t tsc_hz;
+	/* lifecycle: RX stops taking frames, then every lcore drains and leaves */
+	alignas(64) atomic_bool stop_rx;
+	atomic_bool stop_all;
+	atomic_uint_fast64_t last_rx_tsc;
+	alignas(64) struct fz_rx_stats rx;
+	alignas(64) struct fz_tx_stats tx;
+	alignas(64) atomic_uint_fast64_t in_flight; /* requests taken from the pool, not yet back */
+};
+
+extern struct fz_app fz_app;
+
+int fz_lcore_rx(void *arg);
+int fz_lcore_stage(void *arg);
+int fz_lcore_tx(void *arg);
+
+/* Idle back-off of a polling loop: spin, then pause/yield/sleep by policy. */
+void fz_idle(enum fz_idle policy, unsigned *empty_polls);
+
+int fz_telemetry_init(void);
+void fz_app_summary(FILE *f);
+
+#endif /* FZ_APP_PVT_H */

@@ -1,0 +1,285 @@
+/* The appliance: EAL and port set-up, pools and rings, stage lcores, drain on SIGINT/SIGTERM. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_bus.h>
+#include <rte_cycles.h>
+#include <rte_dev.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+
+#include "app_pvt.h"
+#include "cmd.h"
+#include "stage_cache.h"
+
+RTE_LOG_REGISTER_DEFAULT(fz_logtype_pipeline, INFO);
+
+struct fz_app fz_app;
+
+const char *const fz_app_drop_names[] = {
+#define FZ_AD_NAME(e, s) [FZ_APP_DROP_##e] = s,
+	FZ_FOREACH_APP_DROP(FZ_AD_NAME)
+#undef FZ_AD_NAME
+};
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	/* the RX lcore sees this, stops receiving and drains the pipeline */
+	atomic_store_explicit(&fz_app.stop_rx, true, memory_order_release);
+}
+
+static void app_usage(FILE *f)
+{
+	fprintf(f, "usage: freeze [EAL options] -- [--config STAGES.yaml] [--no-caches] [--online]\n"
+		   "                                 [--exit-idle MS] [--print-config]\n"
+		   "  Without --config the embedded default runs: the shipped ResNet-18 with its\n"
+		   "  calibrated caches on port 0 (give the port with EAL's --vdev).\n");
+}
+
+/* Probe the configured device (a vdev spec or a PCI address) and return its port id. */
+static int port_find(const char *device, uint16_t *port)
+{
+	if (device[0]) {
+		char name[256];
+		snprintf(name, sizeof(name), "%s", device);
+		char *comma = strchr(name, ',');
+		if (comma)
+			*comma = '\0';
+		if (rte_eth_dev_get_port_by_name(name, port) == 0)
+			return 0; /* already probed by EAL (--vdev / -a) */
+		int rc = rte_dev_probe(device);
+		if (rc < 0) {
+			FZ_LOG(ERR, "cannot probe device '%s': %s", device, rte_strerror(-rc));
+			return rc;
+		}
+		return rte_eth_dev_get_port_by_name(name, port);
+	}
+	RTE_ETH_FOREACH_DEV(*port)
+	return 0;
+	FZ_LOG(ERR, "no Ethernet port: give one with --vdev (e.g. net_pcap0,rx_pcap=in.pcap,"
+		    "tx_pcap=out.pcap) or set port.device in the config");
+	return -ENODEV;
+}
+
+static int port_init(uint16_t port)
+{
+	struct rte_eth_conf conf = {0};
+	struct rte_eth_dev_info info;
+	int rc;
+	if ((rc = rte_eth_dev_info_get(port, &info)) < 0)
+		return rc;
+	if ((rc = rte_eth_dev_configure(port, 1, 1, &conf)) < 0)
+		return rc;
+	uint16_t nrx = 1024, ntx = 1024;
+	if ((rc = rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrx, &ntx)) < 0)
+		return rc;
+	int socket = rte_eth_dev_socket_id(port);
+	if ((rc = rte_eth_rx_queue_setup(port, 0, nrx, socket, NULL, fz_app.mbufs)) < 0 ||
+	    (rc = rte_eth_tx_queue_setup(port, 0, ntx, socket, NULL)) < 0)
+		return rc;
+	if ((rc = rte_eth_dev_start(port)) < 0)
+		return rc;
+	rte_eth_promiscuous_enable(port); /* some vdevs do not support it: harmless */
+	return rte_eth_macaddr_get(port, &fz_app.mac);
+}
+
+/* Request objects and their activation buffers (outside DPDK memory: --no-huge -m is small). */
+static int reqs_init(void)
+{
+	const struct fz_appcfg *c = &fz_app.cfg;
+	size_t floats = fz_shape_size(fz_app.model->input.shape);
+	for (int i = 0; i < fz_app.model->n_layers; i++) {
+		struct fz_shape s = fz_app.model->layers[i].out;
+		int cb = s.c % 16 ? 1 : 16;
+		size_t f = (size_t)((s.c + cb - 1) / cb * cb) * s.h * s.w;
+		if (f > floats)
+			floats = f;
+	}
+	fz_app.act_floats = (floats + 15) & ~(size_t)15;
+	fz_app.reqs = calloc(c->requests, sizeof(struct fz_req));
+	fz_app.arena = aligned_alloc(64, (size_t)c->requests * fz_app.act_floats * sizeof(float));
+	unsigned ring = rte_align32pow2(c->requests + 1);
+	fz_app.free_reqs = rte_ring_create("fz_free_reqs", ring, rte_socket_id(), 0);
+	if (!fz_app.reqs || !fz_app.arena || !fz_app.free_reqs)
+		return -ENOMEM;
+	for (int i = 0; i < c->requests; i++) {
+		struct fz_req *r = &fz_app.reqs[i];
+		r->act = fz_app.arena + (size_t)i * fz_app.act_floats;
+		if (rte_ring_enqueue(fz_app.free_reqs, r) < 0)
+			return -ENOSPC;
+	}
+	return 0;
+}
+
+static int rings_init(void)
+{
+	const struct fz_appcfg *c = &fz_app.cfg;
+	char name[RTE_RING_NAMESIZE];
+	for (int i = 0; i < fz_app.n_stages; i++) {
+		snprintf(name, sizeof(name), "fz_stage%d", i);
+		fz_app.stages[i].in = rte_ring_create(name, c->ring_size, rte_socket_id(),
+						      RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (!fz_app.stages[i].in)
+			return -rte_errno;
+	}
+	for (int i = 0; i < fz_app.n_stages; i++)
+		fz_app.stages[i].next = i + 1 < fz_app.n_stages ? fz_app.stages[i + 1].in : NULL;
+	/* every stage answers: multi-producer, single consumer (TX) */
+	fz_app.tx_ring = rte_ring_create("fz_tx", rte_align32pow2(c->requests + 1),
+					 rte_socket_id(), RING_F_SC_DEQ);
+	fz_app.ctl_ring = rte_ring_create("fz_ctl", 256, rte_socket_id(),
+					  RING_F_SP_ENQ | RING_F_SC_DEQ);
+	return fz_app.tx_ring && fz_app.ctl_ring ? 0 : -rte_errno;
+}
+
+/* Lcores named by the config must be enabled by EAL (-l / --lcores). */
+static int check_lcores(char *err, size_t errlen)
+{
+	const struct fz_appcfg *c = &fz_app.cfg;
+	if ((unsigned)c->rx_lcore != rte_get_main_lcore())
+		return fz_appcfg_err(c, c->rx_pos, err, errlen,
+				     "rx runs on the main lcore (%u), not lcore %d; give EAL -l "
+				     "%d,... or change rx.lcore",
+				     rte_get_main_lcore(), c->rx_lcore, c->rx_lcore);
+	if (!rte_lcore_is_enabled(c->tx_lcore))
+		return fz_appcfg_err(c, c->tx_pos, err, errlen,
+				     "tx lcore %d is not enabled by EAL (-l / --lcores)", c->tx_lcore);
+	for (int i = 0; i < c->n_stages; i++)
+		if (!rte_lcore_is_enabled(c->stages[i].lcore))
+			return fz_appcfg_err(c, c->stages[i].lcore_pos, err, errlen,
+					     "stage '%s': lcore %d is not enabled by EAL (-l / "
+					     "--lcores)",
+					     c->stages[i].name, c->stages[i].lcore);
+	return 0;
+}
+
+int fz_appliance_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, 0, 'c'}, {"no-caches", no_argument, 0, 'n'},
+		{"online", no_argument, 0, 'o'},       {"exit-idle", required_argument, 0, 'x'},
+		{"print-config", no_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0}};
+	char err[1024];
+	int rc, c;
+
+	int eal = rte_eal_init(argc, argv);
+	if (eal < 0) {
+		fprintf(stderr, "freeze: EAL init failed: %s\n", rte_strerror(rte_errno));
+		return 1;
+	}
+	argc -= eal;
+	argv += eal;
+	const char *cfg_path = NULL;
+	int no_caches = 0, online = 0, exit_idle = -1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': cfg_path = optarg; break;
+		case 'n': no_caches = 1; break;
+		case 'o': online = 1; break;
+		case 'x': exit_idle = fz_opt_int("--exit-idle", optarg, 0, 1 << 30); break;
+		case 'p':
+			fputs(fz_appcfg_default_yaml, stdout);
+			return 0;
+		case 'h': app_usage(stdout); return 0;
+		default: app_usage(stderr); return 2;
+		}
+	}
+	struct fz_appcfg *cfg = &fz_app.cfg;
+	rc = cfg_path ? fz_appcfg_load(cfg_path, NULL, 0, NULL, cfg, err, sizeof(err))
+		      : fz_appcfg_load(FZ_APPCFG_DEFAULT_NAME, fz_appcfg_default_yaml,
+				       strlen(fz_appcfg_default_yaml), FZ_EXAMPLES_DIR, cfg, err,
+				       sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "freeze: %s\n", err);
+		return 1;
+	}
+	if (no_caches)
+		cfg->caches = false;
+	if (online)
+		cfg->online = true;
+	if (exit_idle >= 0)
+		cfg->exit_idle_ms = exit_idle;
+	if (!(fz_app.model = fz_model_load(cfg->model_path, err, sizeof(err))) ||
+	    fz_appcfg_resolve(cfg, fz_app.model, err, sizeof(err)) < 0 ||
+	    check_lcores(err, sizeof(err)) < 0 ||
+	    !(fz_app.net = fz_net_create(fz_app.model, err, sizeof(err)))) {
+		fprintf(stderr, "freeze: %s\n", err);
+		return 1;
+	}
+	if (cfg->caches && cfg->cache_path[0] &&
+	    fz_app_caches_load(cfg->cache_path, err, sizeof(err)) < 0) {
+		fprintf(stderr, "freeze: %s\n", err);
+		return 1;
+	}
+	fz_app.tsc_hz = rte_get_tsc_hz();
+	fz_app.n_stages = cfg->n_stages;
+	for (int i = 0; i < cfg->n_stages; i++) {
+		fz_app.stages[i].cfg = &cfg->stages[i];
+		fz_app.stages[i].index = i;
+	}
+	fz_app.mbufs = rte_pktmbuf_pool_create("fz_mbufs", cfg->mbufs, 256, 0,
+					       RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+	if (!fz_app.mbufs) {
+		fprintf(stderr, "freeze: cannot create %d mbufs: %s (raise EAL -m or lower "
+				"pools.mbufs)\n",
+			cfg->mbufs, rte_strerror(rte_errno));
+		return 1;
+	}
+	if ((rc = reqs_init()) < 0 || (rc = rings_init()) < 0) {
+		fprintf(stderr, "freeze: cannot allocate requests and rings: %s\n", strerror(-rc));
+		return 1;
+	}
+	if ((rc = port_find(cfg->port.device, &fz_app.port)) < 0 ||
+	    (rc = port_init(fz_app.port)) < 0) {
+		fprintf(stderr, "freeze: port set-up failed: %s\n", rte_strerror(-rc));
+		return 1;
+	}
+	fz_telemetry_init();
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+
+	/* stages compile their primitives on their own lcores; wait until all are ready */
+	for (int i = 0; i < fz_app.n_stages; i++)
+		rte_eal_remote_launch(fz_lcore_stage, &fz_app.stages[i], cfg->stages[i].lcore);
+	for (int i = 0; i < fz_app.n_stages; i++) {
+		int r;
+		while ((r = atomic_load_explicit(&fz_app.stages[i].ready, memory_order_acquire)) == 0)
+			rte_delay_us_sleep(1000);
+		if (r < 0) {
+			atomic_store(&fz_app.stop_all, true);
+			rte_eal_mp_wait_lcore();
+			fprintf(stderr, "freeze: stage '%s' failed to start\n", cfg->stages[i].name);
+			return 1;
+		}
+	}
+	rte_eal_remote_launch(fz_lcore_tx, NULL, cfg->tx_lcore);
+	char ip[32];
+	uint32_t a = cfg->port.ipv4;
+	snprintf(ip, sizeof(ip), "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+	printf("freeze: serving %s on port %u (" RTE_ETHER_ADDR_PRT_FMT ") %s:%u, %d stages, "
+	       "caches %s%s\n",
+	       fz_app.model->name, fz_app.port, RTE_ETHER_ADDR_BYTES(&fz_app.mac), ip,
+	       cfg->port.udp_port, fz_app.n_stages, fz_app.caches ? "on" : "off",
+	       cfg->online && fz_app.caches ? " (online updates)" : "");
+	fflush(stdout);
+	fz_lcore_rx(NULL); /* returns once the pipeline is drained */
+	rte_eal_mp_wait_lcore();
+	rte_eth_dev_stop(fz_app.port);
+	fz_app_summary(stdout);
+	rte_eth_dev_close(fz_app.port);
+	fz_app_caches_free();
+	fz_net_free(fz_app.net);
+	fz_model_free(fz_app.model);
+	rte_eal_cleanup();
+	return 0;
+}

@@ -1,0 +1,285 @@
+/* RX lcore: frames in, classified; ARP and ICMP answered; requests reassembled, normalised and
+ * handed to the first stage; bad frames counted by reason and answered when their id is known. */
+#include <string.h>
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+#include "app_pvt.h"
+#include "fz_proto.h"
+#include "stage_cache.h"
+
+#define RX_BURST 32
+#define EXPIRE_BATCH 32
+
+static_assert(sizeof(struct fz_proto_addr) <= sizeof(((struct fz_req *)0)->reply),
+	      "a request's reply area holds a protocol address");
+
+struct rx_ctx {
+	struct fz_proto_cfg pc;
+	struct fz_reasm *reasm;
+	struct fz_req *out[RX_BURST * 2]; /* requests for stage 1, flushed per burst */
+	unsigned n_out;
+	size_t key_floats;
+};
+
+static struct fz_req *req_take(void)
+{
+	struct fz_req *rq;
+	if (rte_ring_sc_dequeue(fz_app.free_reqs, (void **)&rq) < 0)
+		return NULL;
+	/* paired with TX's decrement when it returns the request */
+	atomic_fetch_add_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+	return rq;
+}
+
+/* Send an error answer for a request whose id is known, or count why it could not be sent. */
+static void answer_error(const struct fz_proto_addr *to, uint64_t id, enum fz_proto_reason why,
+			 uint64_t t_rx)
+{
+	fz_app.rx.requests++;
+	struct fz_req *rq = req_take();
+	if (!rq) {
+		fz_app.rx.drop[FZ_APP_DROP_REQ_POOL_EMPTY]++;
+		return;
+	}
+	memcpy(rq->reply, to, sizeof(*to));
+	rq->id = id;
+	rq->t_rx = t_rx;
+	rq->status = (uint16_t)why;
+	rq->label = -1;
+	rq->exit_layer = FZ_EXIT_FULL_MODEL;
+	rq->confidence = 0;
+	if (rte_ring_mp_enqueue(fz_app.tx_ring, rq) < 0) {
+		fz_app.rx.drop[FZ_APP_DROP_TX_RING_FULL]++;
+		rte_ring_sp_enqueue(fz_app.free_reqs, rq); /* never fails: the ring holds all */
+		atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+		return;
+	}
+	fz_app.rx.errors_answered++;
+}
+
+/* Tensor bytes -> normalised model input in the request's activation buffer. */
+static void load_tensor(struct fz_req *rq, const struct fz_reasm_req *r)
+{
+	const struct fz_model_input *in = &fz_app.model->input;
+	if (r->dtype == FZ_PROTO_DT_U8) {
+		fz_net_preprocess_u8(fz_app.net, r->data, 1, rq->act);
+		return;
+	}
+	/* f32: little-endian values on the u8 scale, normalised the same way */
+	size_t hw = (size_t)in->shape.h * in->shape.w;
+	for (int c = 0; c < in->shape.c; c++)
+		for (size_t j = 0; j < hw; j++) {
+			float v;
+			memcpy(&v, r->data + 4 * (c * hw + j), 4);
+			rq->act[c * hw + j] = (v / in->scale - in->mean[c]) / in->std[c];
+		}
+}
+
+static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx)
+{
+	struct fz_req *rq;
+	if (fz_app.stop_rx) {
+		answer_error(&r->reply, r->req_id, FZ_PROTO_R_SHUTTING_DOWN, t_rx);
+		return;
+	}
+	fz_app.rx.requests++;
+	if (!(rq = req_take())) {
+		fz_app.rx.drop[FZ_APP_DROP_REQ_POOL_EMPTY]++;
+		return;
+	}
+	memcpy(rq->reply, &r->reply, sizeof(r->reply));
+	rq->id = r->req_id;
+	rq->t_rx = t_rx;
+	rq->status = 0;
+	rq->label = -1;
+	rq->exit_layer = FZ_EXIT_FULL_MODEL;
+	rq->confidence = 0;
+	rq->keys = x->key_floats ? rq->act + fz_app.act_floats - x->key_floats : NULL;
+	load_tensor(rq, r);
+	x->out[x->n_out++] = rq;
+}
+
+/* Hand the burst's requests to stage 1; what does not fit is answered "overloaded". */
+static void flush_out(struct rx_ctx *x)
+{
+	if (!x->n_out)
+		return;
+	unsigned sent = rte_ring_sp_enqueue_burst(fz_app.stages[0].in, (void **)x->out, x->n_out,
+						  NULL);
+	for (unsigned i = sent; i < x->n_out; i++) {
+		struct fz_req *rq = x->out[i];
+		rq->status = FZ_PROTO_R_OVERLOADED;
+		if (rte_ring_mp_enqueue(fz_app.tx_ring, rq) < 0) {
+			fz_app.rx.drop[FZ_APP_DROP_STAGE_RING_FULL]++;
+			rte_ring_sp_enqueue(fz_app.free_reqs, rq);
+			atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+		} else {
+			fz_app.rx.errors_answered++;
+		}
+	}
+	x->n_out = 0;
+}
+
+static void control_reply(struct rte_mbuf *m, int len)
+{
+	if (len <= 0) {
+		rte_pktmbuf_free(m);
+		return;
+	}
+	m->data_len = m->pkt_len = (uint32_t)len;
+	if (rte_ring_sp_enqueue(fz_app.ctl_ring, m) < 0) {
+		fz_app.rx.control_tx_full++;
+		rte_pktmbuf_free(m);
+	}
+}
+
+static void handle(struct rx_ctx *x, struct rte_mbuf *m, uint64_t now_ns, uint64_t tsc)
+{
+	struct fz_proto_pkt p;
+	struct fz_reasm_req r;
+	if (m->nb_segs > 1 && rte_pktmbuf_linearize(m) < 0) {
+		fz_app.rx.drop_frame[FZ_PROTO_R_TRUNCATED_FRAME]++;
+		rte_pktmbuf_free(m);
+		return;
+	}
+	uint8_t *data = rte_pktmbuf_mtod(m, uint8_t *);
+	uint32_t len = rte_pktmbuf_data_len(m);
+	uint32_t cap = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
+
+	switch (fz_proto_classify(&x->pc, data, len, &p)) {
+	case FZ_PROTO_V_ARP:
+		fz_app.rx.arp++;
+		control_reply(m, fz_proto_build_arp_reply(&x->pc, data, len, data, cap));
+		return;
+	case FZ_PROTO_V_ICMP:
+		fz_app.rx.icmp++;
+		control_reply(m, fz_proto_build_icmp_reply(&x->pc, data, len, data, cap));
+		return;
+	case FZ_PROTO_V_REQUEST:
+		switch (fz_reasm_add(x->reasm, &p, now_ns, &r)) {
+		case FZ_REASM_COMPLETE:
+			submit(x, &r, tsc);
+			fz_reasm_release(x->reasm, &r);
+			break;
+		case FZ_REASM_ERROR:
+			fz_app.rx.drop_frame[r.reason]++;
+			answer_error(&r.reply, r.req_id, r.reason, tsc);
+			break;
+		case FZ_REASM_DROP:
+			fz_app.rx.drop_frame[r.reason]++;
+			break;
+		case FZ_REASM_STORED:
+			break;
+		}
+		break;
+	case FZ_PROTO_V_ERROR:
+		fz_app.rx.drop_frame[p.reason]++;
+		answer_error(&p.reply, p.hdr.req_id, p.reason, tsc);
+		break;
+	case FZ_PROTO_V_DROP:
+		fz_app.rx.drop_frame[p.reason]++;
+		break;
+	}
+	rte_pktmbuf_free(m);
+}
+
+static void expire(struct rx_ctx *x, uint64_t now_ns, enum fz_proto_reason why)
+{
+	struct fz_reasm_req r[EXPIRE_BATCH];
+	unsigned n;
+	do {
+		n = fz_reasm_expire(x->reasm, now_ns, r, EXPIRE_BATCH);
+		for (unsigned i = 0; i < n; i++) {
+			fz_app.rx.drop_frame[why]++;
+			answer_error(&r[i].reply, r[i].req_id, why, rte_rdtsc());
+		}
+	} while (n == EXPIRE_BATCH);
+}
+
+static uint64_t tsc_to_ns(uint64_t tsc)
+{
+	return (uint64_t)((double)tsc * 1e9 / fz_app.tsc_hz);
+}
+
+int fz_lcore_rx(void *arg)
+{
+	(void)arg;
+	const struct fz_appcfg *c = &fz_app.cfg;
+	const struct fz_model_input *in = &fz_app.model->input;
+	static struct rx_ctx x;
+	struct rte_mbuf *pkts[RX_BURST];
+
+	memcpy(x.pc.mac, fz_app.mac.addr_bytes, 6);
+	x.pc.ip = c->port.ipv4;
+	x.pc.port = c->port.udp_port;
+	x.pc.in_c = (uint16_t)in->shape.c;
+	x.pc.in_h = (uint16_t)in->shape.h;
+	x.pc.in_w = (uint16_t)in->shape.w;
+	x.pc.dtype_mask = (1u << FZ_PROTO_DT_U8) | (1u << FZ_PROTO_DT_F32);
+	x.pc.max_tensor_bytes = (uint32_t)(fz_shape_size(in->shape) * 4);
+	x.key_floats = fz_app_key_floats();
+	struct fz_reasm_params rp = {.capacity = (uint32_t)c->reasm_entries,
+				     .max_tensor_bytes = x.pc.max_tensor_bytes,
+				     .max_frags = 64,
+				     .timeout_ns = (uint64_t)c->reasm_timeout_ms * 1000000ull};
+	x.reasm = fz_reasm_create(&rp);
+	if (!x.reasm) {
+		FZ_LOG(ERR, "cannot create the reassembly table (%d entries)", c->reasm_entries);
+		atomic_store(&fz_app.stop_all, true);
+		return -1;
+	}
+	uint64_t t0 = rte_rdtsc(), last_rx = t0, next_expire = t0;
+	const uint64_t expire_every = fz_app.tsc_hz / 1000; /* 1 ms */
+	const uint64_t idle_exit = c->exit_idle_ms * (fz_app.tsc_hz / 1000);
+	bool draining = false;
+	uint64_t drain_deadline = 0;
+	unsigned empty = 0;
+
+	for (;;) {
+		uint64_t tsc = rte_rdtsc();
+		if (!draining && (atomic_load_explicit(&fz_app.stop_rx, memory_order_acquire) ||
+				  (idle_exit && tsc - last_rx > idle_exit &&
+				   atomic_load(&fz_app.in_flight) == 0))) {
+			/* stop taking frames; answer what is half-reassembled; let the
+			 * pipeline empty before the ports stop */
+			atomic_store(&fz_app.stop_rx, true);
+			draining = true;
+			drain_deadline = tsc + 10 * fz_app.tsc_hz;
+			expire(&x, UINT64_MAX, FZ_PROTO_R_SHUTTING_DOWN);
+		}
+		if (draining) {
+			if (atomic_load(&fz_app.in_flight) == 0 || tsc > drain_deadline) {
+				/* pairs with the acquire loads in the stage and TX loops */
+				atomic_store_explicit(&fz_app.stop_all, true, memory_order_release);
+				break;
+			}
+			rte_delay_us_sleep(100);
+			continue;
+		}
+		uint16_t n = rte_eth_rx_burst(fz_app.port, 0, pkts, RX_BURST);
+		if (n) {
+			uint64_t now_ns = tsc_to_ns(tsc);
+			fz_app.rx.frames += n;
+			fz_app.rx.bursts++;
+			for (uint16_t i = 0; i < n; i++)
+				handle(&x, pkts[i], now_ns, tsc);
+			flush_out(&x);
+			last_rx = tsc;
+			empty = 0;
+			fz_app.rx.busy_tsc += rte_rdtsc() - tsc;
+		}
+		if (tsc >= next_expire) {
+			expire(&x, tsc_to_ns(tsc), FZ_PROTO_R_REASSEMBLY_TIMEOUT);
+			next_expire = tsc + expire_every;
+		}
+		if (!n) {
+			fz_app.rx.idle_polls++;
+			fz_idle(c->idle, &empty);
+		}
+	}
+	fz_reasm_free(x.reasm);
+	return 0;
+}

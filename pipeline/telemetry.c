@@ -1,0 +1,177 @@
+/* Telemetry: the /freeze/ commands of DPDK's telemetry socket (usertools/dpdk-telemetry.py), and
+ * the summary printed on exit. Counters are read relaxed while lcores write them. */
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_telemetry.h>
+
+#include "app_pvt.h"
+#include "fz_proto.h"
+
+static uint64_t rd(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+/* Every request and its fate: received = answered (ok + error) + dropped + in flight. */
+struct totals {
+	uint64_t received, answered_ok, answered_err, dropped, in_flight, frames, frame_drops;
+	uint64_t hits, exits[64], lat_n, lat_sum;
+};
+
+static void totals(struct totals *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->received = rd(&fz_app.rx.requests);
+	t->answered_ok = rd(&fz_app.tx.ok);
+	t->answered_err = rd(&fz_app.tx.errors);
+	for (int d = 0; d < FZ_APP_DROP__COUNT; d++) {
+		t->dropped += rd(&fz_app.rx.drop[d]) + rd(&fz_app.tx.drop[d]);
+		for (int s = 0; s < fz_app.n_stages; s++)
+			t->dropped += rd(&fz_app.stages[s].st.drop[d]);
+	}
+	t->in_flight = atomic_load_explicit(&fz_app.in_flight, memory_order_relaxed);
+	t->frames = rd(&fz_app.rx.frames);
+	for (int r = 0; r < FZ_PROTO_R__COUNT; r++)
+		t->frame_drops += rd(&fz_app.rx.drop_frame[r]);
+	for (int s = 0; s < fz_app.n_stages; s++) {
+		t->hits += rd(&fz_app.stages[s].st.hits);
+		for (int l = 0; l < 64; l++)
+			t->exits[l] += rd(&fz_app.stages[s].st.exits_by_layer[l]);
+	}
+	t->lat_n = rd(&fz_app.tx.responses);
+	t->lat_sum = rd(&fz_app.tx.latency_ns_sum);
+}
+
+static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)cmd;
+	(void)params;
+	struct totals t;
+	totals(&t);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "frames", t.frames);
+	rte_tel_data_add_dict_u64(d, "frames_dropped", t.frame_drops);
+	rte_tel_data_add_dict_u64(d, "requests", t.received);
+	rte_tel_data_add_dict_u64(d, "answered_ok", t.answered_ok);
+	rte_tel_data_add_dict_u64(d, "answered_error", t.answered_err);
+	rte_tel_data_add_dict_u64(d, "dropped", t.dropped);
+	rte_tel_data_add_dict_u64(d, "in_flight", t.in_flight);
+	rte_tel_data_add_dict_u64(d, "cache_hits", t.hits);
+	rte_tel_data_add_dict_u64(d, "arp", rd(&fz_app.rx.arp));
+	rte_tel_data_add_dict_u64(d, "icmp", rd(&fz_app.rx.icmp));
+	rte_tel_data_add_dict_u64(d, "mean_latency_ns", t.lat_n ? t.lat_sum / t.lat_n : 0);
+	return 0;
+}
+
+static int tel_drops(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)cmd;
+	(void)params;
+	rte_tel_data_start_dict(d);
+	for (int r = 0; r < FZ_PROTO_R__COUNT; r++)
+		rte_tel_data_add_dict_u64(d, fz_proto_reason_name(r), rd(&fz_app.rx.drop_frame[r]));
+	for (int a = 0; a < FZ_APP_DROP__COUNT; a++) {
+		uint64_t v = rd(&fz_app.rx.drop[a]) + rd(&fz_app.tx.drop[a]);
+		for (int s = 0; s < fz_app.n_stages; s++)
+			v += rd(&fz_app.stages[s].st.drop[a]);
+		rte_tel_data_add_dict_u64(d, fz_app_drop_names[a], v);
+	}
+	return 0;
+}
+
+static int tel_stages(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)cmd;
+	(void)params;
+	rte_tel_data_start_dict(d);
+	for (int s = 0; s < fz_app.n_stages; s++) {
+		struct fz_stage_rt *rt = &fz_app.stages[s];
+		struct rte_tel_data *x = rte_tel_data_alloc();
+		if (!x)
+			return -1;
+		rte_tel_data_start_dict(x);
+		rte_tel_data_add_dict_int(x, "lcore", rt->cfg->lcore);
+		rte_tel_data_add_dict_string(x, "first_layer", rt->cfg->first);
+		rte_tel_data_add_dict_string(x, "last_layer", rt->cfg->last);
+		rte_tel_data_add_dict_u64(x, "requests_in", rd(&rt->st.in));
+		rte_tel_data_add_dict_u64(x, "requests_next", rd(&rt->st.out_next));
+		rte_tel_data_add_dict_u64(x, "answered", rd(&rt->st.answered));
+		rte_tel_data_add_dict_u64(x, "cache_hits", rd(&rt->st.hits));
+		rte_tel_data_add_dict_u64(x, "batches", rd(&rt->st.batches));
+		rte_tel_data_add_dict_u64(x, "busy_cycles", rd(&rt->st.busy_tsc));
+		rte_tel_data_add_dict_u64(x, "compute_cycles", rd(&rt->st.compute_tsc));
+		rte_tel_data_add_dict_u64(x, "lookup_cycles", rd(&rt->st.lookup_tsc));
+		rte_tel_data_add_dict_u64(x, "online_inserts", rd(&rt->st.online_inserts));
+		rte_tel_data_add_dict_container(d, rt->cfg->name, x, 0);
+	}
+	return 0;
+}
+
+int fz_telemetry_init(void)
+{
+	int rc = rte_telemetry_register_cmd("/freeze/stats", tel_stats,
+					    "Requests, answers, drops, cache hits. No parameters");
+	rc |= rte_telemetry_register_cmd("/freeze/drops", tel_drops,
+					 "Drop counters by named reason. No parameters");
+	rc |= rte_telemetry_register_cmd("/freeze/stages", tel_stages,
+					 "Per-stage requests, batches, hits, cycles. No parameters");
+	return rc;
+}
+
+void fz_app_summary(FILE *f)
+{
+	struct totals t;
+	totals(&t);
+	fprintf(f, "\n== freeze summary ==\n");
+	fprintf(f, "frames received    %" PRIu64 " (dropped %" PRIu64 ", arp %" PRIu64
+		   ", icmp %" PRIu64 ")\n",
+		t.frames, t.frame_drops, rd(&fz_app.rx.arp), rd(&fz_app.rx.icmp));
+	fprintf(f, "requests           %" PRIu64 "\n", t.received);
+	fprintf(f, "answered           %" PRIu64 " (ok %" PRIu64 ", error %" PRIu64 ")\n",
+		t.answered_ok + t.answered_err, t.answered_ok, t.answered_err);
+	fprintf(f, "dropped            %" PRIu64 "\n", t.dropped);
+	fprintf(f, "in flight at exit  %" PRIu64 "\n", t.in_flight);
+	for (int r = 0; r < FZ_PROTO_R__COUNT; r++)
+		if (rd(&fz_app.rx.drop_frame[r]))
+			fprintf(f, "  frame drop %-24s %" PRIu64 "\n", fz_proto_reason_name(r),
+				rd(&fz_app.rx.drop_frame[r]));
+	for (int a = 0; a < FZ_APP_DROP__COUNT; a++) {
+		uint64_t v = rd(&fz_app.rx.drop[a]) + rd(&fz_app.tx.drop[a]);
+		for (int s = 0; s < fz_app.n_stages; s++)
+			v += rd(&fz_app.stages[s].st.drop[a]);
+		if (v)
+			fprintf(f, "  request drop %-22s %" PRIu64 "\n", fz_app_drop_names[a], v);
+	}
+	fprintf(f, "exit histogram (answers by the layer that gave them):\n");
+	for (int s = 0; s < fz_app.n_stages; s++) {
+		const struct fz_stage_rt *rt = &fz_app.stages[s];
+		uint64_t in = rd(&rt->st.in), ans = rd(&rt->st.answered);
+		double busy = fz_app.tsc_hz ? rd(&rt->st.busy_tsc) / (double)fz_app.tsc_hz : 0;
+		fprintf(f, "  %-10s %-8s..%-8s in %8" PRIu64 " answered %8" PRIu64 " (%5.1f%%)"
+			   "  batches %6" PRIu64 " mean batch %5.1f  busy %.2f s\n",
+			rt->cfg->name, rt->cfg->first, rt->cfg->last, in, ans,
+			t.received ? 100.0 * ans / t.received : 0, rd(&rt->st.batches),
+			rd(&rt->st.batches) ? (double)rd(&rt->st.batch_sum) / rd(&rt->st.batches)
+					    : 0,
+			busy);
+	}
+	fprintf(f, "cache hits         %" PRIu64 " (%.1f%% of requests)\n", t.hits,
+		t.received ? 100.0 * t.hits / t.received : 0);
+	if (t.lat_n) {
+		uint64_t n = 0, p50 = 0, p99 = 0;
+		for (int b = 0; b < 64; b++) {
+			n += rd(&fz_app.tx.lat_hist[b]);
+			if (!p50 && n * 2 >= t.lat_n)
+				p50 = 1ull << b;
+			if (!p99 && n * 100 >= t.lat_n * 99)
+				p99 = 1ull << b;
+		}
+		fprintf(f, "latency inside     mean %.1f us, p50 < %.1f us, p99 < %.1f us\n",
+			t.lat_sum / 1e3 / t.lat_n, p50 / 1e3, p99 / 1e3);
+	}
+	uint64_t acct = t.answered_ok + t.answered_err + t.dropped + t.in_flight;
+	fprintf(f, "accounting         %s (requests %" PRIu64 " = answered + dropped + in flight %" PRIu64
+		   ")\n",
+		acct == t.received ? "ok" : "MISMATCH", t.received, acct);
+}
