@@ -1,0 +1,428 @@
+/* Tests of pipeline/reasm.c: out-of-order, duplicate, overlapping, missing fragments, table full. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "proto_test_pvt.h"
+
+#define CAP 2048
+#define MS 1000000ull
+#define TIMEOUT (50 * MS)
+
+static struct fz_reasm *ra;
+static uint8_t frame[CAP];
+static struct fz_proto_pkt pkt;
+static struct fz_reasm_req out;
+
+static int setup_n(uint32_t capacity, uint16_t max_frags, uint32_t max_bytes)
+{
+	struct fz_reasm_params p = {
+		.capacity = capacity,
+		.max_tensor_bytes = max_bytes,
+		.max_frags = max_frags,
+		.timeout_ns = TIMEOUT,
+	};
+
+	ra = fz_reasm_create(&p);
+	return ra == NULL ? -1 : 0;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	return setup_n(16, 64, 4096);
+}
+
+static int setup_small(void **state)
+{
+	(void)state;
+	return setup_n(2, 2, 4096);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	fz_reasm_free(ra);
+	ra = NULL;
+	return 0;
+}
+
+/* Classify a fragment of image `id` from `from` and add it at time `now`. */
+static enum fz_reasm_result add_from(const struct fz_proto_addr *from, uint64_t id, uint32_t off,
+				     uint16_t len, uint64_t now)
+{
+	int n = t_frag_from(from, id, off, len, frame, CAP);
+
+	assert_true(n > 0);
+	assert_int_equal(fz_proto_classify(&t_cfg, frame, (uint32_t)n, &pkt), FZ_PROTO_V_REQUEST);
+	return fz_reasm_add(ra, &pkt, now, &out);
+}
+
+static enum fz_reasm_result add(uint64_t id, uint32_t off, uint16_t len, uint64_t now)
+{
+	return add_from(&t_client, id, off, len, now);
+}
+
+static void assert_complete(uint64_t id)
+{
+	uint8_t img[T_TENSOR];
+
+	assert_true(out.req_id == id);
+	assert_int_equal(out.reason, FZ_PROTO_R_OK);
+	assert_int_equal(out.len, T_TENSOR);
+	assert_int_equal(out.dtype, FZ_PROTO_DT_U8);
+	assert_int_equal(out.c * out.h * out.w, T_TENSOR);
+	t_tensor(id, img, sizeof(img));
+	assert_memory_equal(out.data, img, T_TENSOR);
+}
+
+/* out is an error for `id` with `why`, and makes a well-formed error response to the client. */
+static void assert_answered(uint64_t id, enum fz_proto_reason why)
+{
+	uint8_t resp[128];
+	struct fz_proto_resp r;
+
+	if (out.reason != why)
+		fail_msg("reason %s, expected %s", fz_proto_reason_name(out.reason),
+			 fz_proto_reason_name(why));
+	assert_true(out.req_id == id);
+	assert_int_equal(fz_proto_build_error(&t_cfg, &out.reply, out.req_id, out.reason, 0, resp,
+					      sizeof(resp)),
+			 FZ_PROTO_RESP_FRAME_LEN);
+	t_assert_udp_csums(resp, FZ_PROTO_RESP_FRAME_LEN);
+	assert_memory_equal(resp, t_client.mac, 6);
+	assert_int_equal(t_get16(resp + FZ_ETH_HDR_LEN + 20 + 2), t_client.port);
+	assert_int_equal(fz_proto_resp_decode(resp + FZ_PROTO_REQ_OFF, FZ_PROTO_RESP_LEN, &r), 0);
+	assert_true(r.req_id == id);
+	assert_int_equal(r.status, why);
+}
+
+static void test_create_rejects_bad_params(void **state)
+{
+	(void)state;
+	struct fz_reasm_params p = {.capacity = 4, .max_tensor_bytes = 784, .max_frags = 8,
+				    .timeout_ns = 1};
+	struct fz_reasm_params q;
+	struct fz_reasm *r;
+
+	q = p, q.capacity = 0;
+	errno = 0;
+	assert_null(fz_reasm_create(&q));
+	assert_int_equal(errno, EINVAL);
+	q = p, q.max_frags = 0;
+	assert_null(fz_reasm_create(&q));
+	q = p, q.timeout_ns = 0;
+	assert_null(fz_reasm_create(&q));
+	q = p, q.max_tensor_bytes = 0;
+	assert_null(fz_reasm_create(&q));
+	r = fz_reasm_create(&p);
+	assert_non_null(r);
+	fz_reasm_free(r);
+	fz_reasm_free(NULL);
+}
+
+static void test_single_datagram_is_not_stored(void **state)
+{
+	(void)state;
+	struct fz_reasm_stats st;
+
+	assert_int_equal(add(1, 0, T_TENSOR, 0), FZ_REASM_COMPLETE);
+	assert_complete(1);
+	assert_ptr_equal(out.data, pkt.frag);
+	assert_int_equal(out.slot, UINT32_MAX);
+	fz_reasm_release(ra, &out); /* harmless */
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.live, 0);
+	assert_int_equal(st.tombstones, 0);
+	assert_int_equal(st.free, 16);
+	assert_true(fz_reasm_next_deadline(ra) == UINT64_MAX);
+}
+
+static void test_out_of_order_fragments(void **state)
+{
+	(void)state;
+	struct fz_reasm_stats st;
+	struct fz_reasm_req exp[4];
+
+	assert_int_equal(add(5, 600, 184, 10), FZ_REASM_STORED);
+	assert_int_equal(add(5, 0, 300, 11), FZ_REASM_STORED);
+	assert_true(fz_reasm_next_deadline(ra) == 10 + TIMEOUT);
+	assert_int_equal(add(5, 300, 300, 12), FZ_REASM_COMPLETE);
+	assert_complete(5);
+	assert_memory_equal(out.reply.mac, t_client.mac, 6);
+	assert_int_equal(out.reply.ip, t_client.ip);
+	assert_int_equal(out.reply.port, t_client.port);
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.live, 1);
+	fz_reasm_release(ra, &out);
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.live, 0);
+	assert_int_equal(st.tombstones, 1);
+	/* A straggling copy is dropped, not a second request. */
+	assert_int_equal(add(5, 300, 300, 13), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	assert_int_equal(add(5, 0, T_TENSOR, 14), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	/* The tombstone goes silently at its deadline. */
+	assert_int_equal(fz_reasm_expire(ra, 10 + TIMEOUT, exp, 4), 0);
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.tombstones, 0);
+	assert_int_equal(st.free, 16);
+	assert_int_equal(add(5, 0, T_TENSOR, 20 + TIMEOUT), FZ_REASM_COMPLETE);
+}
+
+static void test_many_fragments_every_order(void **state)
+{
+	(void)state;
+	/* 784 bytes in 8 fragments of 98, sent in 40 pseudo-random orders, interleaved by 2. */
+	uint32_t order[8];
+	uint64_t now = 0;
+
+	srand(7);
+	for (uint64_t id = 100; id < 140; id += 2) {
+		for (int i = 0; i < 8; i++)
+			order[i] = (uint32_t)i;
+		for (int i = 7; i > 0; i--) {
+			int j = rand() % (i + 1);
+			uint32_t t = order[i];
+
+			order[i] = order[j];
+			order[j] = t;
+		}
+		for (int i = 0; i < 8; i++) {
+			enum fz_reasm_result want = i == 7 ? FZ_REASM_COMPLETE : FZ_REASM_STORED;
+
+			assert_int_equal(add(id, order[i] * 98, 98, now++), want);
+			if (want == FZ_REASM_COMPLETE) {
+				assert_complete(id);
+				fz_reasm_release(ra, &out);
+			}
+			assert_int_equal(add(id + 1, order[7 - i] * 98, 98, now++), want);
+			if (want == FZ_REASM_COMPLETE) {
+				assert_complete(id + 1);
+				fz_reasm_release(ra, &out);
+			}
+		}
+	}
+}
+
+static void test_duplicate_fragment(void **state)
+{
+	(void)state;
+	struct fz_reasm_req exp[4];
+
+	assert_int_equal(add(9, 0, 300, 0), FZ_REASM_STORED);
+	assert_int_equal(add(9, 0, 300, 1), FZ_REASM_ERROR);
+	assert_answered(9, FZ_PROTO_R_DUPLICATE_FRAGMENT);
+	/* Answered once: the rest of the request is absorbed and the timeout says nothing. */
+	assert_int_equal(add(9, 300, 300, 2), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	assert_int_equal(add(9, 600, 184, 3), FZ_REASM_DROP);
+	assert_int_equal(fz_reasm_expire(ra, TIMEOUT + 10, exp, 4), 0);
+}
+
+static void test_overlapping_fragment(void **state)
+{
+	(void)state;
+	assert_int_equal(add(10, 0, 300, 0), FZ_REASM_STORED);
+	assert_int_equal(add(10, 299, 300, 1), FZ_REASM_ERROR); /* overlaps the end */
+	assert_answered(10, FZ_PROTO_R_OVERLAPPING_FRAGMENT);
+
+	assert_int_equal(add(11, 300, 300, 0), FZ_REASM_STORED);
+	assert_int_equal(add(11, 0, 301, 1), FZ_REASM_ERROR); /* overlaps the start */
+	assert_answered(11, FZ_PROTO_R_OVERLAPPING_FRAGMENT);
+
+	assert_int_equal(add(12, 300, 300, 0), FZ_REASM_STORED);
+	assert_int_equal(add(12, 300, 100, 1), FZ_REASM_ERROR); /* same offset, other length */
+	assert_answered(12, FZ_PROTO_R_OVERLAPPING_FRAGMENT);
+
+	assert_int_equal(add(13, 100, 100, 0), FZ_REASM_STORED);
+	assert_int_equal(add(13, 0, 300, 1), FZ_REASM_ERROR); /* covers it */
+	assert_answered(13, FZ_PROTO_R_OVERLAPPING_FRAGMENT);
+
+	/* A whole-tensor datagram for a request already collecting fragments overlaps too. */
+	assert_int_equal(add(14, 300, 300, 0), FZ_REASM_STORED);
+	assert_int_equal(add(14, 0, T_TENSOR, 1), FZ_REASM_ERROR);
+	assert_answered(14, FZ_PROTO_R_OVERLAPPING_FRAGMENT);
+
+	/* Adjacent is not overlapping. */
+	assert_int_equal(add(15, 300, 300, 0), FZ_REASM_STORED);
+	assert_int_equal(add(15, 600, 184, 0), FZ_REASM_STORED);
+	assert_int_equal(add(15, 0, 300, 0), FZ_REASM_COMPLETE);
+	assert_complete(15);
+}
+
+static void test_missing_fragment_times_out(void **state)
+{
+	(void)state;
+	struct fz_reasm_req exp[4];
+	struct fz_reasm_stats st;
+
+	assert_int_equal(add(20, 0, 300, 1000), FZ_REASM_STORED);
+	assert_int_equal(add(20, 600, 184, 2000), FZ_REASM_STORED);
+	assert_int_equal(add(21, 0, 300, 3000), FZ_REASM_STORED);
+	assert_int_equal(fz_reasm_expire(ra, 1000 + TIMEOUT - 1, exp, 4), 0);
+	assert_int_equal(fz_reasm_expire(ra, 1000 + TIMEOUT, exp, 4), 1);
+	out = exp[0];
+	assert_answered(20, FZ_PROTO_R_REASSEMBLY_TIMEOUT);
+	assert_int_equal(exp[0].reply.port, t_client.port);
+	assert_int_equal(exp[0].len, T_TENSOR);
+	assert_true(fz_reasm_next_deadline(ra) == 3000 + TIMEOUT);
+	/* The missing piece arrives too late: a new request that will time out again. */
+	assert_int_equal(add(20, 300, 300, 1000 + TIMEOUT + 1), FZ_REASM_STORED);
+	assert_int_equal(fz_reasm_expire(ra, UINT64_MAX - 1, exp, 4), 2);
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.expired, 3);
+	assert_int_equal(st.free, 16);
+}
+
+static void test_expire_in_batches(void **state)
+{
+	(void)state;
+	struct fz_reasm_req exp[2];
+
+	for (uint64_t id = 30; id < 35; id++)
+		assert_int_equal(add(id, 0, 100, id), FZ_REASM_STORED);
+	assert_int_equal(fz_reasm_expire(ra, 1000 * MS, exp, 2), 2);
+	assert_true(exp[0].req_id == 30 && exp[1].req_id == 31);
+	assert_int_equal(fz_reasm_expire(ra, 1000 * MS, exp, 2), 2);
+	assert_true(exp[0].req_id == 32 && exp[1].req_id == 33);
+	assert_int_equal(fz_reasm_expire(ra, 1000 * MS, exp, 2), 1);
+	assert_true(exp[0].req_id == 34);
+	assert_int_equal(fz_reasm_expire(ra, 1000 * MS, exp, 2), 0);
+}
+
+static void test_keys_separate_sources(void **state)
+{
+	(void)state;
+	struct fz_proto_addr other = t_client;
+
+	other.port = 40001;
+	assert_int_equal(add(50, 0, 300, 0), FZ_REASM_STORED);
+	assert_int_equal(add_from(&other, 50, 0, 300, 0), FZ_REASM_STORED); /* not a duplicate */
+	other.port = 40000;
+	other.ip = T_IP(10, 0, 0, 3);
+	assert_int_equal(add_from(&other, 50, 0, 300, 0), FZ_REASM_STORED);
+	assert_int_equal(add_from(&other, 50, 300, 484, 0), FZ_REASM_COMPLETE);
+	assert_complete(50);
+	assert_int_equal(out.reply.ip, T_IP(10, 0, 0, 3));
+}
+
+static void test_fragment_mismatch(void **state)
+{
+	(void)state;
+	struct fz_proto_req h = t_hdr(60, 300, 300);
+	struct fz_proto_addr to = t_appliance();
+	uint8_t junk[300] = {0};
+	int n;
+
+	assert_int_equal(add(60, 0, 300, 0), FZ_REASM_STORED);
+	/* Second fragment claims an f32 tensor of the same dims. */
+	h.dtype = FZ_PROTO_DT_F32;
+	h.tensor_bytes = T_TENSOR * 4;
+	n = fz_proto_build_request(&t_client, &to, &h, junk, 300, frame, CAP);
+	assert_int_equal(fz_proto_classify(&t_cfg, frame, (uint32_t)n, &pkt), FZ_PROTO_V_REQUEST);
+	assert_int_equal(fz_reasm_add(ra, &pkt, 1, &out), FZ_REASM_ERROR);
+	assert_answered(60, FZ_PROTO_R_FRAGMENT_MISMATCH);
+	assert_int_equal(out.dtype, FZ_PROTO_DT_U8); /* the entry's header, not the intruder's */
+}
+
+static void test_oversized_for_table(void **state)
+{
+	(void)state;
+	struct fz_reasm_params p = {.capacity = 4, .max_tensor_bytes = 700, .max_frags = 8,
+				    .timeout_ns = TIMEOUT};
+
+	fz_reasm_free(ra);
+	ra = fz_reasm_create(&p);
+	assert_non_null(ra);
+	assert_int_equal(add(70, 0, 300, 0), FZ_REASM_ERROR);
+	assert_answered(70, FZ_PROTO_R_OVERSIZED_TENSOR);
+	assert_int_equal(add(71, 0, T_TENSOR, 0), FZ_REASM_ERROR);
+	assert_answered(71, FZ_PROTO_R_OVERSIZED_TENSOR);
+}
+
+static void test_too_many_fragments(void **state)
+{
+	(void)state;
+	/* setup_small: max_frags 2 */
+	assert_int_equal(add(80, 0, 100, 0), FZ_REASM_STORED);
+	assert_int_equal(add(80, 100, 100, 0), FZ_REASM_STORED);
+	assert_int_equal(add(80, 200, 100, 0), FZ_REASM_ERROR);
+	assert_answered(80, FZ_PROTO_R_TOO_MANY_FRAGMENTS);
+}
+
+static void test_table_full(void **state)
+{
+	(void)state;
+	struct fz_reasm_stats st;
+	struct fz_reasm_req exp[4];
+
+	/* setup_small: capacity 2 */
+	assert_int_equal(add(90, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(91, 0, 400, 1), FZ_REASM_STORED);
+	/* Single datagrams still get through: they need no entry. */
+	assert_int_equal(add(92, 0, T_TENSOR, 2), FZ_REASM_COMPLETE);
+	assert_complete(92);
+	/* The first fragment of a third request is answered... */
+	assert_int_equal(add(93, 0, 400, 3), FZ_REASM_ERROR);
+	assert_answered(93, FZ_PROTO_R_REASSEMBLY_TABLE_FULL);
+	/* ...its other fragment only counted, so the request is answered once. */
+	assert_int_equal(add(93, 400, 384, 4), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_REASSEMBLY_TABLE_FULL);
+	/* A completed request's tombstone is reclaimed for a new one. */
+	assert_int_equal(add(90, 400, 384, 5), FZ_REASM_COMPLETE);
+	assert_complete(90);
+	fz_reasm_release(ra, &out);
+	assert_int_equal(add(94, 0, 400, 6), FZ_REASM_STORED);
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.live, 2);
+	assert_int_equal(st.tombstones, 0);
+	assert_int_equal(st.evicted_tombstones, 1);
+	assert_int_equal(st.peak_live, 2);
+	/* The reclaimed tombstone is gone from the age list: expiry finds both live ones. */
+	assert_int_equal(fz_reasm_expire(ra, UINT64_MAX, exp, 4), 2);
+	assert_true(exp[0].req_id == 91 && exp[1].req_id == 94);
+}
+
+static void test_release_stale_is_ignored(void **state)
+{
+	(void)state;
+	struct fz_reasm_req first, exp[2];
+	struct fz_reasm_stats st;
+
+	assert_int_equal(add(95, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(95, 400, 384, 0), FZ_REASM_COMPLETE);
+	first = out;
+	/* Never released: the deadline frees the entry anyway, without an error. */
+	assert_int_equal(fz_reasm_expire(ra, TIMEOUT, exp, 2), 0);
+	assert_int_equal(add(96, 0, 400, TIMEOUT), FZ_REASM_STORED);
+	fz_reasm_release(ra, &first); /* stale: must not touch request 96 */
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.live, 1);
+	assert_int_equal(st.tombstones, 0);
+	assert_int_equal(add(96, 400, 384, TIMEOUT), FZ_REASM_COMPLETE);
+	assert_complete(96);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_create_rejects_bad_params),
+		cmocka_unit_test_setup_teardown(test_single_datagram_is_not_stored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_out_of_order_fragments, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_fragments_every_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicate_fragment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overlapping_fragment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_missing_fragment_times_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expire_in_batches, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_separate_sources, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fragment_mismatch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oversized_for_table, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_too_many_fragments, setup_small, teardown),
+		cmocka_unit_test_setup_teardown(test_table_full, setup_small, teardown),
+		cmocka_unit_test_setup_teardown(test_release_stale_is_ignored, setup_small, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
