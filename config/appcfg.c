@@ -327,6 +327,14 @@ int fz_appcfg_resolve(struct fz_appcfg *c, const struct fz_model *m, char *err, 
 					     "before the layers of stage '%s')",
 					     st->name, st->first, c->stages[i - 1].name);
 		}
+		for (int j = i + 1; st->first_layer > next && j < c->n_stages; j++) {
+			int f = fz_model_find_layer(m, c->stages[j].first);
+			if (f >= 0 && f <= next)
+				return fz_appcfg_err(c, st->layers_pos, err, errlen,
+						     "stage '%s': stages out of model order: stage "
+						     "'%s' (from '%s') must come before it",
+						     st->name, c->stages[j].name, c->stages[j].first);
+		}
 		if (st->first_layer > next)
 			return fz_appcfg_err(c, st->layers_pos, err, errlen,
 					     "stage '%s': layer '%s' is in no stage (stage '%s' "
