@@ -10,6 +10,10 @@
 #define FZ_BLK 16 /* slots per block: one AVX-512 register of distances */
 #define FZ_CACHE_LINE 64
 
+/* 16 floats as one vector (GCC/clang extension): one zmm with AVX-512, two ymm with AVX2. */
+typedef float fz_v16 __attribute__((vector_size(64), aligned(64)));
+typedef float fz_v16u __attribute__((vector_size(64), aligned(4))); /* unaligned loads */
+
 /*
  * Entry store. Slot s lives in block s / 16, lane s % 16; its key element d is at
  * keys[(s / 16) * dim * 16 + d * 16 + s % 16], so one query against a block is 16 lanes of
@@ -30,7 +34,7 @@ struct fz_cache {
 	float thr;
 	bool enabled;
 
-	/* PCA (p.dims > 0): key = proj (dims x pooled_dim) * (x - mean) */
+	/* PCA (p.dims > 0): key[j] = sum_i (x[i] - mean[i]) * proj[i * dims + j] */
 	float *pca_mean;
 	float *pca_proj;
 	bool pca_fitted;

@@ -26,16 +26,24 @@ int fz_cache_pool_burst(const struct fz_cache *c, const float *act,
 				float inv = 1.0f / (float)((y1 - y0) * (x1 - x0));
 				for (int c0 = 0; c0 < c->c; c0 += cb) {
 					const float *blk = x + (size_t)(c0 / cb) * H * W * cb;
-					float acc[64] = { 0 };
 					int nc = c->c - c0 < cb ? c->c - c0 : cb;
-					if (cb > 64)
+					float acc[64] = { 0 };
+					if (cb == FZ_BLK) { /* nChw16c: one vector add per pixel */
+						fz_v16 a = { 0 };
+						for (int y = y0; y < y1; y++)
+							for (int xx = x0; xx < x1; xx++)
+								a += *(const fz_v16u *)(blk + (size_t)(y * W + xx) * FZ_BLK);
+						memcpy(acc, &a, sizeof(a));
+					} else if (cb <= 64) {
+						for (int y = y0; y < y1; y++)
+							for (int xx = x0; xx < x1; xx++) {
+								const float *px = blk + (size_t)(y * W + xx) * cb;
+								for (int k = 0; k < cb; k++)
+									acc[k] += px[k];
+							}
+					} else {
 						return -EINVAL;
-					for (int y = y0; y < y1; y++)
-						for (int xx = x0; xx < x1; xx++) {
-							const float *px = blk + (size_t)(y * W + xx) * cb;
-							for (int k = 0; k < cb; k++)
-								acc[k] += px[k];
-						}
+					}
 					for (int k = 0; k < nc; k++)
 						o[(size_t)(c0 + k) * G * G + gy * G + gx] = acc[k] * inv;
 				}
@@ -47,13 +55,19 @@ int fz_cache_pool_burst(const struct fz_cache *c, const float *act,
 
 static void l2_normalise(float *v, int d)
 {
-	float s = 0.0f;
+	float part[FZ_BLK] = { 0 }, s = 0.0f;
+	int i = 0;
 
-	for (int i = 0; i < d; i++)
+	for (; i + FZ_BLK <= d; i += FZ_BLK) /* lane-parallel partial sums: vectorises */
+		for (int l = 0; l < FZ_BLK; l++)
+			part[l] += v[i + l] * v[i + l];
+	for (; i < d; i++)
 		s += v[i] * v[i];
+	for (int l = 0; l < FZ_BLK; l++)
+		s += part[l];
 	if (s > 0.0f) {
 		float inv = 1.0f / sqrtf(s);
-		for (int i = 0; i < d; i++)
+		for (i = 0; i < d; i++)
 			v[i] *= inv;
 	}
 }
@@ -69,16 +83,15 @@ int fz_cache_project_burst(const struct fz_cache *c, const float *pooled, int n,
 		float *k = keys + (size_t)s * D;
 
 		if (c->p.dims) {
-			float xc[FZ_CACHE_MAX_POOLED];
-			for (int i = 0; i < P; i++)
-				xc[i] = x[i] - c->pca_mean[i];
-			for (int j = 0; j < D; j++) {
-				const float *row = c->pca_proj + (size_t)j * P;
-				float acc = 0.0f;
-				for (int i = 0; i < P; i++)
-					acc += row[i] * xc[i];
-				k[j] = acc;
+			/* key = sum_i (x_i - mean_i) * proj[i][0..D): axpy rows, lane-parallel */
+			float acc[FZ_CACHE_MAX_DIM] = { 0 };
+			for (int i = 0; i < P; i++) {
+				const float xi = x[i] - c->pca_mean[i];
+				const float *row = c->pca_proj + (size_t)i * D;
+				for (int j = 0; j < D; j++)
+					acc[j] += xi * row[j];
 			}
+			memcpy(k, acc, (size_t)D * sizeof(float));
 		} else if (k != x) {
 			memcpy(k, x, (size_t)P * sizeof(float));
 		}
@@ -193,9 +206,8 @@ int fz_cache_fit_pca(struct fz_cache *c, const float *pooled, size_t n, size_t s
 	}
 	for (int i = 0; i < P; i++)
 		c->pca_mean[i] = (float)mean[i];
-	for (int j = 0; j < d; j++)
-		for (int i = 0; i < P; i++)
-			c->pca_proj[(size_t)j * P + i] = (float)V[(size_t)i * d + j];
+	for (size_t i = 0; i < (size_t)P * d; i++) /* both P x d, row-major */
+		c->pca_proj[i] = (float)V[i];
 	c->pca_fitted = true;
 	free(mean), free(cov), free(V), free(Wm), free(xc);
 	return 0;

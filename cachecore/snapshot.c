@@ -18,7 +18,7 @@
  *   header  : magic "FZCACHE\0", u32 version, u32 n_caches, u64 model_fp, u32 n_classes,
  *             u32 reserved, u64 file length
  *   caches  : per cache a fixed record (name, params, shape, dims, counts, threshold), then
- *             PCA mean[pooled] + proj[dims][pooled] when dims > 0, then n_entries x
+ *             PCA mean[pooled] + proj[pooled][dims] when dims > 0, then n_entries x
  *             (u32 slot, i32 label, f32 frac, f32 key[key_dim])
  *   trailer : u32 CRC32C of every byte before it, u32 reserved
  */
