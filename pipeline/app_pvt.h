@@ -63,7 +63,8 @@ struct fz_rx_stats {
 	uint64_t drop_frame[64]; /* by protocol reason */
 	uint64_t drop[FZ_APP_DROP__COUNT];
 	uint64_t errors_answered; /* error responses queued */
-	uint64_t busy_tsc, idle_polls;
+	uint64_t busy_tsc, idle_polls, backpressure_polls;
+	uint64_t first_tsc; /* first frame */
 };
 
 struct fz_stage_stats {
@@ -77,6 +78,7 @@ struct fz_tx_stats {
 	alignas(64) uint64_t responses, ok, errors, frames, control, bursts, busy_tsc;
 	uint64_t drop[FZ_APP_DROP__COUNT];
 	uint64_t latency_ns_sum;
+	uint64_t last_tsc; /* last response sent */
 	uint64_t lat_hist[64]; /* log2 buckets of ns inside the appliance */
 };
 

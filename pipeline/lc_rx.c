@@ -2,6 +2,7 @@
  * handed to the first stage; bad frames counted by reason and answered when their id is known. */
 #include <string.h>
 
+#include <rte_byteorder.h>
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -68,12 +69,16 @@ static void load_tensor(struct fz_req *rq, const struct fz_reasm_req *r)
 		fz_net_preprocess_u8(fz_app.net, r->data, 1, rq->act);
 		return;
 	}
-	/* f32: little-endian values on the u8 scale, normalised the same way */
+	/* f32: big-endian binary32 values on the u8 scale (docs/protocol.md), normalised the
+	 * same way */
 	size_t hw = (size_t)in->shape.h * in->shape.w;
 	for (int c = 0; c < in->shape.c; c++)
 		for (size_t j = 0; j < hw; j++) {
+			uint32_t bits;
 			float v;
-			memcpy(&v, r->data + 4 * (c * hw + j), 4);
+			memcpy(&bits, r->data + 4 * (c * hw + j), 4);
+			bits = rte_be_to_cpu_32(bits);
+			memcpy(&v, &bits, 4);
 			rq->act[c * hw + j] = (v / in->scale - in->mean[c]) / in->std[c];
 		}
 }
@@ -259,9 +264,19 @@ int fz_lcore_rx(void *arg)
 			rte_delay_us_sleep(100);
 			continue;
 		}
-		uint16_t n = rte_eth_rx_burst(fz_app.port, 0, pkts, RX_BURST);
+		/* back-pressure: take frames only when a whole burst of requests fits the first
+		 * stage's ring and the request pool; otherwise they wait in the port's queue (a
+		 * NIC counts what overflows there as imissed, reported with the drops) */
+		uint16_t n = 0;
+		if (rte_ring_free_count(fz_app.stages[0].in) >= RX_BURST &&
+		    rte_ring_count(fz_app.free_reqs) >= 2 * RX_BURST)
+			n = rte_eth_rx_burst(fz_app.port, 0, pkts, RX_BURST);
+		else
+			fz_app.rx.backpressure_polls++;
 		if (n) {
 			uint64_t now_ns = tsc_to_ns(tsc);
+			if (!fz_app.rx.first_tsc)
+				fz_app.rx.first_tsc = tsc;
 			fz_app.rx.frames += n;
 			fz_app.rx.bursts++;
 			for (uint16_t i = 0; i < n; i++)

@@ -118,6 +118,8 @@ int fz_lcore_tx(void *arg)
 		}
 		fz_app.tx.drop[FZ_APP_DROP_TX_QUEUE_FULL] += nb - sent;
 		fz_app.tx.frames += sent;
+		if (sent)
+			fz_app.tx.last_tsc = rte_rdtsc();
 		fz_app.tx.bursts++;
 		fz_app.tx.busy_tsc += rte_rdtsc() - t0;
 	}

@@ -223,13 +223,52 @@ static enum fz_proto_reason fz_reasm_insert_range(struct fz_reasm *r, uint32_t i
 	return FZ_PROTO_R_OK;
 }
 
+/* A new live entry for pkt's request at time now; FZ_NIL when every entry is live. */
+static uint32_t fz_reasm_insert(struct fz_reasm *r, const struct fz_proto_pkt *pkt, uint64_t now)
+{
+	const struct fz_proto_req *h = &pkt->hdr;
+	struct fz_reasm_entry *e;
+	uint32_t i = fz_reasm_alloc(r), b;
+
+	if (i == FZ_NIL)
+		return FZ_NIL;
+	e = &r->e[i];
+	e->req_id = h->req_id;
+	e->src_ip = pkt->reply.ip;
+	e->src_port = pkt->reply.port;
+	memcpy(e->mac, pkt->reply.mac, 6);
+	e->state = FZ_RE_LIVE;
+	e->dtype = h->dtype;
+	e->c = h->c;
+	e->h = h->h;
+	e->w = h->w;
+	e->total = h->tensor_bytes;
+	e->received = 0;
+	e->n_frags = 0;
+	e->deadline = now + r->p.timeout_ns;
+	b = fz_reasm_hash(e->src_ip, e->src_port, e->req_id) & r->bmask;
+	e->hnext = r->buckets[b];
+	r->buckets[b] = i;
+	e->anext = FZ_NIL;
+	e->aprev = r->age_tail;
+	if (r->age_tail != FZ_NIL)
+		r->e[r->age_tail].anext = i;
+	else
+		r->age_head = i;
+	r->age_tail = i;
+	r->st.live++;
+	if (r->st.live > r->st.peak_live)
+		r->st.peak_live = r->st.live;
+	return i;
+}
+
 enum fz_reasm_result fz_reasm_add(struct fz_reasm *r, const struct fz_proto_pkt *pkt,
 				  uint64_t now, struct fz_reasm_req *out)
 {
 	const struct fz_proto_req *h = &pkt->hdr;
 	struct fz_reasm_entry *e;
 	enum fz_proto_reason why;
-	uint32_t i, b;
+	uint32_t i;
 
 	fz_reasm_fill_out(pkt, FZ_PROTO_R_OK, out);
 	if (h->tensor_bytes > r->p.max_tensor_bytes) {
@@ -249,38 +288,11 @@ enum fz_reasm_result fz_reasm_add(struct fz_reasm *r, const struct fz_proto_pkt 
 			r->st.completed++;
 			return FZ_REASM_COMPLETE;
 		}
-		i = fz_reasm_alloc(r);
+		i = fz_reasm_insert(r, pkt, now);
 		if (i == FZ_NIL) {
 			out->reason = FZ_PROTO_R_REASSEMBLY_TABLE_FULL;
 			return h->frag_off == 0 ? FZ_REASM_ERROR : FZ_REASM_DROP;
 		}
-		e = &r->e[i];
-		e->req_id = h->req_id;
-		e->src_ip = pkt->reply.ip;
-		e->src_port = pkt->reply.port;
-		memcpy(e->mac, pkt->reply.mac, 6);
-		e->state = FZ_RE_LIVE;
-		e->dtype = h->dtype;
-		e->c = h->c;
-		e->h = h->h;
-		e->w = h->w;
-		e->total = h->tensor_bytes;
-		e->received = 0;
-		e->n_frags = 0;
-		e->deadline = now + r->p.timeout_ns;
-		b = fz_reasm_hash(e->src_ip, e->src_port, e->req_id) & r->bmask;
-		e->hnext = r->buckets[b];
-		r->buckets[b] = i;
-		e->anext = FZ_NIL;
-		e->aprev = r->age_tail;
-		if (r->age_tail != FZ_NIL)
-			r->e[r->age_tail].anext = i;
-		else
-			r->age_head = i;
-		r->age_tail = i;
-		r->st.live++;
-		if (r->st.live > r->st.peak_live)
-			r->st.peak_live = r->st.live;
 	}
 	e = &r->e[i];
 	if (e->state != FZ_RE_LIVE) {
@@ -313,6 +325,23 @@ enum fz_reasm_result fz_reasm_add(struct fz_reasm *r, const struct fz_proto_pkt 
 	out->gen = e->gen;
 	r->st.completed++;
 	return FZ_REASM_COMPLETE;
+}
+
+int fz_reasm_abort(struct fz_reasm *r, const struct fz_proto_pkt *pkt, uint64_t now)
+{
+	uint32_t i;
+
+	if (pkt->reply.port == 0)
+		return -EINVAL;
+	i = fz_reasm_find(r, pkt->reply.ip, pkt->reply.port, pkt->hdr.req_id);
+	if (i == FZ_NIL) {
+		i = fz_reasm_insert(r, pkt, now);
+		if (i == FZ_NIL)
+			return -ENOSPC;
+	}
+	if (r->e[i].state != FZ_RE_TOMB)
+		fz_reasm_tomb(r, &r->e[i]);
+	return 0;
 }
 
 void fz_reasm_release(struct fz_reasm *r, const struct fz_reasm_req *req)

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <rte_ethdev.h>
 #include <rte_telemetry.h>
 
 #include "app_pvt.h"
@@ -170,6 +171,17 @@ void fz_app_summary(FILE *f)
 		fprintf(f, "latency inside     mean %.1f us, p50 < %.1f us, p99 < %.1f us\n",
 			t.lat_sum / 1e3 / t.lat_n, p50 / 1e3, p99 / 1e3);
 	}
+	if (fz_app.tx.last_tsc > fz_app.rx.first_tsc && fz_app.rx.first_tsc) {
+		double secs = (fz_app.tx.last_tsc - fz_app.rx.first_tsc) / (double)fz_app.tsc_hz;
+		fprintf(f, "throughput         %.0f answers/s over %.3f s (first frame to last "
+			   "answer)\n",
+			(t.answered_ok + t.answered_err) / secs, secs);
+	}
+	struct rte_eth_stats es;
+	if (rte_eth_stats_get(fz_app.port, &es) == 0 && (es.imissed || es.rx_nombuf))
+		fprintf(f, "port drops         imissed %" PRIu64 ", rx_nombuf %" PRIu64
+			   " (frames the port dropped before RX saw them)\n",
+			es.imissed, es.rx_nombuf);
 	uint64_t acct = t.answered_ok + t.answered_err + t.dropped + t.in_flight;
 	fprintf(f, "accounting         %s (requests %" PRIu64 " = answered + dropped + in flight %" PRIu64
 		   ")\n",
