@@ -405,6 +405,58 @@ static void test_release_stale_is_ignored(void **state)
 	assert_complete(96);
 }
 
+/* A fragment the classifier answered (here: a lying payload length) must not leave the rest of its
+ * request to time out into a second response for the same id. */
+static void test_classifier_error_answers_once(void **state)
+{
+	(void)state;
+	struct fz_proto_req h = t_hdr(97, 300, 300);
+	struct fz_proto_addr to = t_appliance();
+	struct fz_reasm_req exp[4];
+	uint8_t junk[300] = {0};
+	struct fz_proto_pkt bad;
+	int n;
+
+	/* Good first fragment, then a bad second one, then the good third one. */
+	assert_int_equal(add(97, 0, 300, 0), FZ_REASM_STORED);
+	n = fz_proto_build_request(&t_client, &to, &h, junk, 299, frame, CAP);
+	assert_int_equal(fz_proto_classify(&t_cfg, frame, (uint32_t)n, &bad), FZ_PROTO_V_ERROR);
+	assert_int_equal(bad.reason, FZ_PROTO_R_PAYLOAD_LENGTH_MISMATCH);
+	assert_int_equal(fz_reasm_abort(ra, &bad, 1), 0);
+	assert_int_equal(add(97, 600, 184, 2), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	/* The bad fragment first: the good ones that follow are absorbed too. */
+	h.req_id = 98;
+	n = fz_proto_build_request(&t_client, &to, &h, junk, 299, frame, CAP);
+	assert_int_equal(fz_proto_classify(&t_cfg, frame, (uint32_t)n, &bad), FZ_PROTO_V_ERROR);
+	assert_int_equal(fz_reasm_abort(ra, &bad, 3), 0);
+	assert_int_equal(add(98, 0, 300, 4), FZ_REASM_DROP);
+	assert_int_equal(add(98, 600, 184, 5), FZ_REASM_DROP);
+	/* Neither times out. */
+	assert_int_equal(fz_reasm_expire(ra, UINT64_MAX, exp, 4), 0);
+}
+
+static void test_abort_never_displaces_live(void **state)
+{
+	(void)state;
+	struct fz_proto_pkt bad;
+	struct fz_proto_req h = t_hdr(99, 0, T_TENSOR);
+	struct fz_proto_addr to = t_appliance();
+	uint8_t img[T_TENSOR] = {0};
+	int n;
+
+	/* setup_small: both entries live */
+	assert_int_equal(add(90, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(91, 0, 400, 0), FZ_REASM_STORED);
+	h.h = 27;
+	n = fz_proto_build_request(&t_client, &to, &h, img, T_TENSOR, frame, CAP);
+	assert_int_equal(fz_proto_classify(&t_cfg, frame, (uint32_t)n, &bad), FZ_PROTO_V_ERROR);
+	assert_int_equal(bad.reason, FZ_PROTO_R_DIMS_MISMATCH);
+	assert_int_equal(fz_reasm_abort(ra, &bad, 1), -ENOSPC);
+	assert_int_equal(add(90, 400, 384, 2), FZ_REASM_COMPLETE);
+	assert_complete(90);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -422,6 +474,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_too_many_fragments, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_table_full, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_release_stale_is_ignored, setup_small, teardown),
+		cmocka_unit_test_setup_teardown(test_classifier_error_answers_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_never_displaces_live, setup_small, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
