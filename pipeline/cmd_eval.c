@@ -16,12 +16,15 @@ static void eval_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: freeze eval --model MODEL.yaml --cache SNAPSHOT --images IDX --labels IDX\n"
-		"                   [--json] [--oracle] [--batch N] [--threads N] [--limit N]\n"
+		"                   [--json] [--oracle] [--online] [--passes N] [--batch N]\n"
+		"                   [--threads N] [--limit N]\n"
 		"  Runs each request through the model with the caches, exiting at the first hit.\n"
 		"  Reports the exit histogram, exits at or before block4, effective layers,\n"
 		"  agreement with the full model, accuracy (and the full model's), cache bytes,\n"
 		"  and mean lookup ns next to mean layer-group ns. --oracle reports the paper's\n"
-		"  upper bound: exit at the first cache whose answer is the full model's.\n");
+		"  upper bound: exit at the first cache whose answer is the full model's.\n"
+		"  --passes N sends the images N times; --online inserts the full model's answers\n"
+		"  into the caches configured online, so repeated frames can exit early.\n");
 }
 
 /* Weight layers (ResNet counting: conv 1, fc 1, a BasicBlock 2) of layers [0, last]. */
@@ -43,10 +46,12 @@ int fz_cmd_eval(int argc, char **argv)
 		{"images", required_argument, 0, 'i'}, {"labels", required_argument, 0, 'l'},
 		{"json", no_argument, 0, 'j'},	       {"oracle", no_argument, 0, 'O'},
 		{"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
-		{"limit", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
+		{"limit", required_argument, 0, 'n'}, {"online", no_argument, 0, 'o'},
+		{"passes", required_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0}};
 	const char *model_path = NULL, *snap_path = NULL, *images = NULL, *labels = NULL;
-	int batch = 64, threads = 1, limit = 0, json = 0, oracle = 0, c, rc = 1;
+	int batch = 64, threads = 1, limit = 0, json = 0, oracle = 0, online = 0, passes = 1, c;
+	int rc = 1;
 	char err[1024];
 
 	optind = 1;
@@ -61,6 +66,8 @@ int fz_cmd_eval(int argc, char **argv)
 		case 'b': batch = fz_opt_int("--batch", optarg, 1, FZ_CACHE_MAX_BURST); break;
 		case 't': threads = fz_opt_int("--threads", optarg, 1, 256); break;
 		case 'n': limit = fz_opt_int("--limit", optarg, 1, 1 << 30); break;
+		case 'o': online = 1; break;
+		case 'p': passes = fz_opt_int("--passes", optarg, 1, 1000); break;
 		case 'h': eval_usage(stdout); return 0;
 		default: eval_usage(stderr); return 2;
 		}
@@ -78,6 +85,7 @@ int fz_cmd_eval(int argc, char **argv)
 	int *layer = NULL, *pred = NULL, *exit = NULL, *idx = NULL, *answer = NULL;
 	struct fz_cache_result *res = NULL;
 	double *layer_t = NULL, *lookup_t = NULL;
+	float **saved = NULL, *kbuf = NULL;
 
 	if (!(m = fz_model_load(model_path, err, sizeof(err))) ||
 	    fz_idx_load(images, &img, err, sizeof(err)) < 0 ||
@@ -125,10 +133,23 @@ int fz_cmd_eval(int argc, char **argv)
 		fprintf(stderr, "freeze: %s\n", err);
 		goto out;
 	}
+	if (oracle && (online || passes > 1)) {
+		fprintf(stderr, "freeze: --oracle is a bound on one pass without online updates\n");
+		goto out;
+	}
 	res = malloc((size_t)L * N * sizeof(*res));
 	pred = malloc(N * sizeof(int));
-	answer = malloc(N * sizeof(int));
-	exit = malloc(N * sizeof(int));
+	answer = malloc(N * (size_t)passes * sizeof(int));
+	exit = malloc(N * (size_t)passes * sizeof(int));
+	saved = calloc((size_t)L, sizeof(*saved));
+	kbuf = malloc((size_t)FZ_CACHE_MAX_BURST * FZ_CACHE_MAX_DIM * sizeof(float));
+	if (!saved || !kbuf)
+		goto nomem;
+	for (int i = 0; online && i < L; i++)
+		if (fz_cache_params(set->caches[i])->online &&
+		    !(saved[i] = malloc((size_t)batch * fz_cache_key_dim(set->caches[i]) *
+					sizeof(float))))
+			goto nomem;
 	idx = malloc((size_t)batch * sizeof(int));
 	layer_t = calloc((size_t)ch.n, sizeof(double));
 	lookup_t = calloc((size_t)ch.n, sizeof(double));
@@ -191,39 +212,71 @@ int fz_cmd_eval(int argc, char **argv)
 		}
 	}
 
-	/* 3. the same requests as a real cascade: the batch re-forms after each exit */
-	size_t mismatch = 0;
+	/* 3. the requests (passes x the images) as a real cascade: the batch re-forms after each
+	 *    exit. With --online, requests the full model answered insert their keys into the
+	 *    online caches, and this pass's exits are the ones reported. */
+	const size_t NR = N * (size_t)passes;
+	size_t mismatch = 0, inserts = 0;
 	double t_casc = 0;
 	if (!oracle) {
-		for (size_t i = 0; i < N; i += (size_t)batch) {
-			int n = (int)(N - i < (size_t)batch ? N - i : (size_t)batch);
+		for (size_t j = N; j < NR && !online; j++) {
+			exit[j] = exit[j % N];
+			answer[j] = answer[j % N];
+		}
+		for (size_t i = 0, n0; i < NR; i += n0) {
+			/* a batch never wraps around the image set: cut it at the end of a pass */
+			n0 = NR - i < (size_t)batch ? NR - i : (size_t)batch;
+			if (i % N + n0 > N)
+				n0 = N - i % N;
+			int n = (int)n0;
 			int orig[FZ_CACHE_MAX_BURST];
 			struct fz_cache_result r[FZ_CACHE_MAX_BURST];
 			for (int k = 0; k < n; k++)
 				orig[k] = k;
 			double t0 = fz_now_s();
-			fz_net_preprocess_u8(net, img.data + i * img.item_size, (size_t)n,
+			fz_net_preprocess_u8(net, img.data + (i % N) * img.item_size, (size_t)n,
 					     fz_group_input(ch.g[0]));
 			for (int s = 0; s < ch.n && n; s++) {
 				if (fz_group_run(ch.g[s], n) < 0)
 					goto fail_run;
 				if (s == ch.n - 1) {
 					const float *o = fz_group_output(ch.g[s]);
-					for (int k = 0; k < n; k++)
-						mismatch += exit[i + (size_t)orig[k]] != L ||
-							    fz_argmax(o + (size_t)k * out_ss, classes) !=
-								    pred[i + (size_t)orig[k]];
+					for (int k = 0; k < n; k++) {
+						size_t rq = i + (size_t)orig[k];
+						int lbl = fz_argmax(o + (size_t)k * out_ss, classes);
+						if (online) {
+							exit[rq] = L;
+							answer[rq] = lbl;
+							for (int c2 = 0; c2 < L; c2++)
+								if (saved[c2] &&
+								    fz_cache_insert(set->caches[c2],
+										    saved[c2] + (size_t)orig[k] * fz_cache_key_dim(set->caches[c2]),
+										    lbl) == 0)
+									inserts++;
+						}
+						mismatch += exit[rq] != L || lbl != pred[rq % N];
+					}
 					break;
 				}
+				struct fz_cache *ca = set->caches[s];
+				const size_t D = (size_t)fz_cache_key_dim(ca);
 				struct fz_act_layout lay = fz_group_out_layout(ch.g[s]);
-				fz_cache_lookup_burst(set->caches[s], fz_group_output(ch.g[s]), &lay,
-						      n, r);
+				fz_cache_key_burst(ca, fz_group_output(ch.g[s]), &lay, n, kbuf);
+				fz_cache_lookup_keys(ca, kbuf, n, r);
 				int m2 = 0;
 				for (int k = 0; k < n; k++) {
+					size_t rq = i + (size_t)orig[k];
 					if (r[k].hit) {
-						mismatch += exit[i + (size_t)orig[k]] != s;
+						if (online) {
+							exit[rq] = s;
+							answer[rq] = r[k].label;
+						}
+						mismatch += exit[rq] != s;
 						continue;
 					}
+					if (saved[s])
+						memcpy(saved[s] + (size_t)orig[k] * D, kbuf + (size_t)k * D,
+						       D * sizeof(float));
 					idx[m2] = k;
 					orig[m2++] = orig[k];
 				}
@@ -243,11 +296,11 @@ int fz_cmd_eval(int argc, char **argv)
 	if (!hist)
 		goto nomem;
 	double eff_layers = 0, eff_macs = 0;
-	for (size_t j = 0; j < N; j++) {
+	for (size_t j = 0; j < NR; j++) {
 		hist[exit[j]]++;
-		agree += answer[j] == pred[j];
-		correct += answer[j] == lab.data[j];
-		full_correct += pred[j] == lab.data[j];
+		agree += answer[j] == pred[j % N];
+		correct += answer[j] == lab.data[j % N];
+		full_correct += pred[j % N] == lab.data[j % N];
 		by_mid += exit[j] < L && mid >= 0 && layer[exit[j]] <= mid;
 		eff_layers += (double)weight_layers(m, layer[exit[j]]) / wl_all;
 		eff_macs += (double)fz_net_macs(net, 0, layer[exit[j]]) / macs_all;
@@ -257,21 +310,21 @@ int fz_cmd_eval(int argc, char **argv)
 		layer_sum += layer_t[s];
 		lookup_sum += lookup_t[s];
 	}
-	const double nsd = 1e9 / (double)N;
+	const double nsd = 1e9 / (double)N; /* pass 1: every image once */
 	if (json) {
 		printf("{\"model\": \"%s\", \"snapshot\": \"%s\", \"images\": \"%s\", "
 		       "\"mode\": \"%s\", \"requests\": %zu, \"batch\": %d, \"threads\": %d,\n",
-		       m->name, snap_path, images, oracle ? "oracle" : "cache", N, batch, threads);
+		       m->name, snap_path, images, oracle ? "oracle" : online ? "cache+online" : "cache", NR, batch, threads);
 		printf(" \"exit_histogram\": {");
 		for (int s = 0; s <= L; s++)
 			printf("%s\"%s\": %zu", s ? ", " : "",
 			       s < L ? fz_cache_params(set->caches[s])->layer : "full", hist[s]);
 		printf("},\n \"exit_by_mid\": %.6f, \"effective_layers\": %.6f, "
 		       "\"effective_macs\": %.6f,\n",
-		       (double)by_mid / N, eff_layers / N, eff_macs / N);
+		       (double)by_mid / NR, eff_layers / NR, eff_macs / NR);
 		printf(" \"agreement\": %.6f, \"accuracy\": %.6f, \"full_model_accuracy\": %.6f, "
 		       "\"cache_bytes\": %zu,\n",
-		       (double)agree / N, (double)correct / N, (double)full_correct / N,
+		       (double)agree / NR, (double)correct / NR, (double)full_correct / NR,
 		       fz_cache_set_bytes(set));
 		printf(" \"lookup_ns\": {");
 		for (int s = 0; s < L; s++)
@@ -282,54 +335,57 @@ int fz_cmd_eval(int argc, char **argv)
 			printf("%s\"%s\": %.1f", s ? ", " : "", m->layers[ch.last[s]].name,
 			       layer_t[s] * nsd);
 		printf("}, \"layer_ns_total\": %.1f,\n", layer_sum * nsd);
+		printf(" \"images_per_s_full\": %.1f", N / t_full);
 		if (!oracle)
-			printf(" \"images_per_s_full\": %.1f, \"images_per_s_cascade\": %.1f, "
-			       "\"cascade_mismatch\": %zu}\n",
-			       N / t_full, N / t_casc, mismatch);
-		else
-			printf(" \"images_per_s_full\": %.1f}\n", N / t_full);
+			printf(", \"images_per_s_cascade\": %.1f, \"cascade_mismatch\": %zu, "
+			       "\"passes\": %d, \"online_inserts\": %zu",
+			       NR / t_casc, mismatch, passes, inserts);
+		printf("}\n");
 	} else {
 		printf("model        %s, snapshot %s%s\n", m->name, snap_path,
 		       oracle ? " (ORACLE: exit where the cache's answer is the full model's)" : "");
-		printf("requests     %zu from %s (batch %d, %d thread%s)\n", N, images, batch,
+		printf("requests     %zu from %s (%d pass%s%s, batch %d, %d thread%s)\n", NR, images,
+		       passes, passes == 1 ? "" : "es", online ? ", online updates" : "", batch,
 		       threads, threads == 1 ? "" : "s");
 		printf("%-8s %-7s %9s %8s %8s %9s %11s %11s %7s\n", "exit at", "kind", "threshold",
 		       "exits", "cumul", "disagree", "lookup ns", "layer ns", "ratio");
 		size_t cum = 0;
 		for (int s = 0; s <= L; s++) {
 			size_t dis = 0;
-			for (size_t j = 0; j < N; j++)
-				dis += exit[j] == s && answer[j] != pred[j];
+			for (size_t j = 0; j < NR; j++)
+				dis += exit[j] == s && answer[j] != pred[j % N];
 			cum += hist[s];
 			if (s < L) {
 				const struct fz_cache *ca = set->caches[s];
 				printf("%-8s %-7s %9.4g %7.2f%% %7.2f%% %9zu %11.0f %11.0f %6.2f%%\n",
 				       fz_cache_params(ca)->layer,
 				       fz_cache_kind_name(fz_cache_params(ca)->kind),
-				       fz_cache_threshold(ca), 100.0 * hist[s] / N, 100.0 * cum / N,
+				       fz_cache_threshold(ca), 100.0 * hist[s] / NR, 100.0 * cum / NR,
 				       dis, lookup_t[s] * nsd, layer_t[s] * nsd,
 				       100.0 * lookup_t[s] / layer_t[s]);
 			} else {
 				printf("%-8s %-7s %9s %7.2f%% %7.2f%% %9s %11s %11.0f\n", "full", "-",
-				       "-", 100.0 * hist[s] / N, 100.0 * cum / N, "-", "-",
+				       "-", 100.0 * hist[s] / NR, 100.0 * cum / NR, "-", "-",
 				       layer_t[s] * nsd);
 			}
 		}
 		printf("exit_by_mid  %.2f%% of requests exit at or before block4\n",
-		       100.0 * by_mid / N);
-		printf("effective    %.3f of the layers (%.3f of the MACs)\n", eff_layers / N,
-		       eff_macs / N);
-		printf("agreement    %.3f%% with the full model (%zu disagree)\n", 100.0 * agree / N,
-		       N - agree);
-		printf("accuracy     %.2f%% (full model %.2f%%)\n", 100.0 * correct / N,
-		       100.0 * full_correct / N);
+		       100.0 * by_mid / NR);
+		printf("effective    %.3f of the layers (%.3f of the MACs)\n", eff_layers / NR,
+		       eff_macs / NR);
+		printf("agreement    %.3f%% with the full model (%zu disagree)\n", 100.0 * agree / NR,
+		       NR - agree);
+		printf("accuracy     %.2f%% (full model %.2f%%)\n", 100.0 * correct / NR,
+		       100.0 * full_correct / NR);
 		printf("cache bytes  %zu\n", fz_cache_set_bytes(set));
 		printf("ns/request   lookups %.0f, layer groups %.0f (lookups %.2f%% of compute)\n",
 		       lookup_sum * nsd, layer_sum * nsd, 100.0 * lookup_sum / layer_sum);
 		if (!oracle)
 			printf("images/s     full model %.0f, cascade %.0f (%.2fx)%s\n", N / t_full,
-			       N / t_casc, t_full / t_casc,
+			       NR / t_casc, (NR / t_casc) / (N / t_full),
 			       mismatch ? " -- cascade differed from the per-stage pass" : "");
+		if (online)
+			printf("online       %zu inserts\n", inserts);
 	}
 	free(hist);
 	rc = 0;
@@ -341,6 +397,9 @@ nomem:
 	fprintf(stderr, "freeze: eval: out of memory\n");
 out:
 	free(res), free(pred), free(answer), free(exit), free(idx), free(layer_t), free(lookup_t);
+	for (int i = 0; saved && i < set->n_caches; i++)
+		free(saved[i]);
+	free(saved), free(kbuf);
 	free(layer);
 	fz_chain_free(&ch);
 	fz_cache_set_free(set);
