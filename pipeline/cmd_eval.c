@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,14 +18,16 @@ static void eval_usage(FILE *f)
 	fprintf(f,
 		"usage: freeze eval --model MODEL.yaml --cache SNAPSHOT --images IDX --labels IDX\n"
 		"                   [--json] [--oracle] [--online] [--passes N] [--batch N]\n"
-		"                   [--threads N] [--limit N]\n"
+		"                   [--threads N] [--offset N] [--limit N]\n"
 		"  Runs each request through the model with the caches, exiting at the first hit.\n"
 		"  Reports the exit histogram, exits at or before block4, effective layers,\n"
 		"  agreement with the full model, accuracy (and the full model's), cache bytes,\n"
 		"  and mean lookup ns next to mean layer-group ns. --oracle reports the paper's\n"
 		"  upper bound: exit at the first cache whose answer is the full model's.\n"
 		"  --passes N sends the images N times; --online inserts the full model's answers\n"
-		"  into the caches configured online, so repeated frames can exit early.\n");
+		"  into the caches configured online, so repeated frames can exit early.\n"
+		"  --offset/--limit select images [offset, offset + limit) (e.g. a held-out part\n"
+		"  of the train set for tuning: never tune on the test set).\n");
 }
 
 /* Weight layers (ResNet counting: conv 1, fc 1, a BasicBlock 2) of layers [0, last]. */
@@ -47,10 +50,12 @@ int fz_cmd_eval(int argc, char **argv)
 		{"json", no_argument, 0, 'j'},	       {"oracle", no_argument, 0, 'O'},
 		{"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
 		{"limit", required_argument, 0, 'n'}, {"online", no_argument, 0, 'o'},
-		{"passes", required_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
+		{"passes", required_argument, 0, 'p'}, {"offset", required_argument, 0, 's'},
+		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0}};
 	const char *model_path = NULL, *snap_path = NULL, *images = NULL, *labels = NULL;
-	int batch = 64, threads = 1, limit = 0, json = 0, oracle = 0, online = 0, passes = 1, c;
+	int batch = 64, threads = 1, limit = 0, offset = 0, json = 0, oracle = 0, online = 0;
+	int passes = 1, c;
 	int rc = 1;
 	char err[1024];
 
@@ -68,6 +73,7 @@ int fz_cmd_eval(int argc, char **argv)
 		case 'n': limit = fz_opt_int("--limit", optarg, 1, 1 << 30); break;
 		case 'o': online = 1; break;
 		case 'p': passes = fz_opt_int("--passes", optarg, 1, 1000); break;
+		case 's': offset = fz_opt_int("--offset", optarg, 0, 1 << 30); break;
 		case 'h': eval_usage(stdout); return 0;
 		default: eval_usage(stderr); return 2;
 		}
@@ -105,7 +111,14 @@ int fz_cmd_eval(int argc, char **argv)
 		goto out;
 	}
 	const int L = set->n_caches, classes = m->layers[m->output].out.c;
-	const size_t N = limit && (size_t)limit < img.count ? (size_t)limit : img.count;
+	if ((size_t)offset >= img.count) {
+		fprintf(stderr, "freeze: --offset %d: %s holds %zu images\n", offset, images,
+			img.count);
+		goto out;
+	}
+	const size_t avail = img.count - (size_t)offset;
+	const size_t N = limit && (size_t)limit < avail ? (size_t)limit : avail;
+	const uint8_t *px = img.data + (size_t)offset * img.item_size, *gt = lab.data + offset;
 	layer = calloc((size_t)L + 1, sizeof(int));
 	if (!layer)
 		goto nomem;
@@ -158,7 +171,7 @@ int fz_cmd_eval(int argc, char **argv)
 	const size_t out_ss = fz_group_out_layout(ch.g[ch.n - 1]).sample_stride;
 
 	/* warm-up: every stage's plans for a full batch, outside the timings */
-	fz_net_preprocess_u8(net, img.data, 1, fz_group_input(ch.g[0]));
+	fz_net_preprocess_u8(net, px, 1, fz_group_input(ch.g[0]));
 	for (int s = 0; s < ch.n; s++) {
 		int n = N < (size_t)batch ? (int)N : batch;
 		if (fz_group_run(ch.g[s], n) < 0)
@@ -172,7 +185,7 @@ int fz_cmd_eval(int argc, char **argv)
 	double t_full = fz_now_s();
 	for (size_t i = 0; i < N; i += (size_t)batch) {
 		int n = (int)(N - i < (size_t)batch ? N - i : (size_t)batch);
-		fz_net_preprocess_u8(net, img.data + i * img.item_size, (size_t)n,
+		fz_net_preprocess_u8(net, px + i * img.item_size, (size_t)n,
 				     fz_group_input(ch.g[0]));
 		for (int s = 0; s < ch.n; s++) {
 			double t0 = fz_now_s();
@@ -234,7 +247,7 @@ int fz_cmd_eval(int argc, char **argv)
 			for (int k = 0; k < n; k++)
 				orig[k] = k;
 			double t0 = fz_now_s();
-			fz_net_preprocess_u8(net, img.data + (i % N) * img.item_size, (size_t)n,
+			fz_net_preprocess_u8(net, px + (i % N) * img.item_size, (size_t)n,
 					     fz_group_input(ch.g[0]));
 			for (int s = 0; s < ch.n && n; s++) {
 				if (fz_group_run(ch.g[s], n) < 0)
@@ -299,8 +312,8 @@ int fz_cmd_eval(int argc, char **argv)
 	for (size_t j = 0; j < NR; j++) {
 		hist[exit[j]]++;
 		agree += answer[j] == pred[j % N];
-		correct += answer[j] == lab.data[j % N];
-		full_correct += pred[j % N] == lab.data[j % N];
+		correct += answer[j] == gt[j % N];
+		full_correct += pred[j % N] == gt[j % N];
 		by_mid += exit[j] < L && mid >= 0 && layer[exit[j]] <= mid;
 		eff_layers += (double)weight_layers(m, layer[exit[j]]) / wl_all;
 		eff_macs += (double)fz_net_macs(net, 0, layer[exit[j]]) / macs_all;
