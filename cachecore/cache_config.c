@@ -161,10 +161,9 @@ static int parse(struct fz_ydoc *doc, struct fz_cache_config *cfg)
 	return 0;
 }
 
-struct fz_cache_config *fz_cache_config_load(const char *path, char *err, size_t errlen)
+static struct fz_cache_config *config_from_doc(struct fz_ydoc *doc, const char *path)
 {
 	struct fz_cache_config *cfg;
-	struct fz_ydoc *doc = fz_ydoc_load(path, err, errlen);
 	int rc;
 
 	if (!doc)
@@ -187,6 +186,17 @@ struct fz_cache_config *fz_cache_config_load(const char *path, char *err, size_t
 		return NULL;
 	}
 	return cfg;
+}
+
+struct fz_cache_config *fz_cache_config_load(const char *path, char *err, size_t errlen)
+{
+	return config_from_doc(fz_ydoc_load(path, err, errlen), path);
+}
+
+struct fz_cache_config *fz_cache_config_parse(const char *path, const char *buf, size_t len,
+					      char *err, size_t errlen)
+{
+	return config_from_doc(fz_ydoc_parse(path, buf, len, err, errlen), path ? path : "");
 }
 
 void fz_cache_config_free(struct fz_cache_config *cfg)

@@ -48,7 +48,7 @@ struct fz_cache {
 
 	/* Shared between the writer and readers: slots that may be live (high-water mark). */
 	_Alignas(FZ_CACHE_LINE) _Atomic int n_live;
-	/* Readers' LRU clock: bumped per lookup call, relaxed (an approximate recency). */
+	/* LRU clock: inserts so far, bumped by the writer, read by readers to stamp hits. */
 	_Alignas(FZ_CACHE_LINE) _Atomic uint32_t tick;
 
 	/* Writer-only state. */

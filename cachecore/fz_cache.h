@@ -213,6 +213,10 @@ int fz_cache_set_save(const struct fz_cache_set *s, const char *path);
 struct fz_cache_set *fz_cache_set_load(const char *path, uint64_t model_fp, char *err,
 				       size_t errlen);
 
+/* Same, from buf[0..len) in memory; `path` names it in messages. NULL with errno EINVAL/ENOMEM. */
+struct fz_cache_set *fz_cache_set_parse(const char *path, const void *buf, size_t len,
+					uint64_t model_fp, char *err, size_t errlen);
+
 /* ---- cache config (YAML) ---- */
 
 struct fz_cache_config {
@@ -234,6 +238,9 @@ struct fz_cache_config {
  * "FILE:LINE:COLUMN: ..." message in err.
  */
 struct fz_cache_config *fz_cache_config_load(const char *path, char *err, size_t errlen);
+/* Same, from buf[0..len) in memory; `path` names it in messages (NULL: ""). */
+struct fz_cache_config *fz_cache_config_parse(const char *path, const char *buf, size_t len,
+					      char *err, size_t errlen);
 void fz_cache_config_free(struct fz_cache_config *cfg);
 
 /* FNV-1a 64 of a buffer, continuing from h (start with FZ_FNV64_INIT). */

@@ -117,7 +117,8 @@ static void answer(struct fz_cache *c, const struct topk *t, int k, uint32_t tic
 		int s = t->slot[0];
 		if (!atomic_load_explicit(&c->ref[s], memory_order_relaxed))
 			atomic_store_explicit(&c->ref[s], 1, memory_order_relaxed);
-		atomic_store_explicit(&c->used[s], tick, memory_order_relaxed);
+		if (atomic_load_explicit(&c->used[s], memory_order_relaxed) != tick)
+			atomic_store_explicit(&c->used[s], tick, memory_order_relaxed);
 	}
 }
 
@@ -144,8 +145,9 @@ int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 	 * every slot below it has been initialised (and its seqlock tells whether it is whole). */
 	int live = atomic_load_explicit(&c->n_live, memory_order_acquire);
 	int nb = (live + FZ_BLK - 1) / FZ_BLK;
-	/* Relaxed: an approximate clock for LRU stamps, ordered against nothing. */
-	uint32_t tick = atomic_fetch_add_explicit(&c->tick, 1, memory_order_relaxed) + 1;
+	/* Relaxed: the writer's insert count is the LRU clock; readers only read it, so lookups
+	 * on many cores never write a shared line (a hit stamps its own slot). */
+	uint32_t tick = atomic_load_explicit(&c->tick, memory_order_relaxed);
 
 	for (int q0 = 0; q0 < n; q0 += FZ_QCHUNK) {
 		int nq = n - q0 < FZ_QCHUNK ? n - q0 : FZ_QCHUNK;

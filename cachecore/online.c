@@ -80,5 +80,8 @@ int fz_cache_insert(struct fz_cache *c, const float *key, int label)
 	else
 		s = pick_victim(c);
 	fz_cache_write_slot(c, s, key, label, 1.0f);
+	/* Relaxed: the LRU clock (inserts so far); readers stamp hits with it, unordered. */
+	atomic_store_explicit(&c->tick, atomic_load_explicit(&c->tick, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 	return 0;
 }

@@ -315,20 +315,11 @@ fail:
 	return NULL;
 }
 
-struct fz_cache_set *fz_cache_set_load(const char *path, uint64_t model_fp, char *err,
-				       size_t errlen)
+struct fz_cache_set *fz_cache_set_parse(const char *path, const void *buf, size_t len,
+					uint64_t model_fp, char *err, size_t errlen)
 {
-	void *buf = NULL;
-	size_t len = 0;
 	struct fz_cache_set *s = NULL;
 	char why[256];
-	int rc = fz_file_read(path, &buf, &len);
-
-	if (rc) {
-		msg(err, errlen, "%s: cannot read snapshot: %s", path, strerror(-rc));
-		errno = -rc;
-		return NULL;
-	}
 	const unsigned char *p = buf;
 	uint32_t version, n_caches, n_classes, crc;
 	uint64_t fp, total;
@@ -373,10 +364,8 @@ struct fz_cache_set *fz_cache_set_load(const char *path, uint64_t model_fp, char
 		goto bad;
 	}
 	s = fz_cache_set_new(fp, (int)n_classes, (int)n_caches);
-	if (!s) {
-		free(buf);
+	if (!s)
 		return NULL;
-	}
 	struct rbuf r = { .p = p, .len = len - SNAP_TRAILER, .off = SNAP_HDR };
 	for (uint32_t i = 0; i < n_caches; i++) {
 		s->caches[i] = get_cache(&r, (int)i, (int)n_classes, why, sizeof(why));
@@ -390,11 +379,29 @@ struct fz_cache_set *fz_cache_set_load(const char *path, uint64_t model_fp, char
 		    r.len - r.off);
 		goto bad;
 	}
-	free(buf);
 	return s;
 bad:
 	fz_cache_set_free(s);
-	free(buf);
 	errno = EINVAL;
 	return NULL;
+}
+
+struct fz_cache_set *fz_cache_set_load(const char *path, uint64_t model_fp, char *err,
+				       size_t errlen)
+{
+	void *buf = NULL;
+	size_t len = 0;
+	struct fz_cache_set *s;
+	int rc = fz_file_read(path, &buf, &len);
+
+	if (rc) {
+		msg(err, errlen, "%s: cannot read snapshot: %s", path, strerror(-rc));
+		errno = -rc;
+		return NULL;
+	}
+	s = fz_cache_set_parse(path, buf, len, model_fp, err, errlen);
+	rc = errno;
+	free(buf);
+	errno = rc;
+	return s;
 }
