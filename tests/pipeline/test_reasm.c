@@ -1,6 +1,7 @@
 /* Tests of pipeline/reasm.c: out-of-order, duplicate, overlapping, missing fragments, table full. */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "proto_test_pvt.h"
@@ -457,8 +458,146 @@ static void test_abort_never_displaces_live(void **state)
 	assert_complete(90);
 }
 
-int main(void)
+/*
+ * Loopback mode (`test_reasm --loopback REQ.pcap RESP.pcap`), driven by `fzgen.py selftest`: an
+ * appliance without DPDK or a model. Every frame of a request pcap written by fzgen.py (default
+ * addresses) goes through fz_proto_classify and fz_reasm in pcap-timestamp time; complete requests
+ * are answered ok with label = (sum of the tensor bytes) & 0xffff so the generator can check that
+ * reassembly put every byte in place; errors, ARP and ICMP are answered as the runtime would.
+ * Prints the drop/error counters as JSON on stdout.
+ */
+static FILE *lb_out;
+static uint64_t lb_count[FZ_PROTO_R__COUNT];
+
+static void lb_write(const uint8_t *fr, int len, uint64_t ts_ns)
 {
+	uint32_t rec[4] = {(uint32_t)(ts_ns / 1000000000u), (uint32_t)(ts_ns % 1000000000u / 1000u),
+			   (uint32_t)len, (uint32_t)len};
+
+	if (len <= 0) {
+		fprintf(stderr, "loopback: builder failed (%d)\n", len);
+		exit(1);
+	}
+	fwrite(rec, sizeof(rec), 1, lb_out);
+	fwrite(fr, 1, (size_t)len, lb_out);
+}
+
+static void lb_error(const struct fz_proto_cfg *cfg, const struct fz_proto_addr *to, uint64_t id,
+		     enum fz_proto_reason why, uint64_t ts)
+{
+	uint8_t o[128];
+
+	lb_count[why]++;
+	lb_write(o, fz_proto_build_error(cfg, to, id, why, 0, o, sizeof(o)), ts);
+}
+
+static int loopback(const char *in_path, const char *out_path)
+{
+	struct fz_proto_cfg cfg = {
+		.mac = {0x02, 0x70, 0x63, 0x61, 0x70, 0x00},
+		.ip = T_IP(198, 18, 0, 1),
+		.port = 7878,
+		.in_c = 1, .in_h = 28, .in_w = 28,
+		.dtype_mask = 1u << FZ_PROTO_DT_U8,
+		.max_tensor_bytes = 65536,
+	};
+	struct fz_reasm_params rp = {.capacity = 64, .max_tensor_bytes = 784, .max_frags = 64,
+				     .timeout_ns = 100 * MS};
+	static uint8_t fr[65536 + 64], o[65536 + 64];
+	struct fz_reasm_req r, exp[16];
+	struct fz_proto_pkt p;
+	uint32_t gh[6], rec[4];
+	uint64_t ts = 0, complete = 0, arp = 0, icmp = 0;
+	FILE *in = fopen(in_path, "rb");
+	unsigned n;
+	int len;
+
+	lb_out = fopen(out_path, "wb");
+	ra = fz_reasm_create(&rp);
+	if (in == NULL || lb_out == NULL || ra == NULL || fread(gh, 4, 6, in) != 6 ||
+	    gh[0] != 0xa1b2c3d4u || gh[5] != 1) {
+		fprintf(stderr, "loopback: cannot read %s or write %s\n", in_path, out_path);
+		return 1;
+	}
+	fwrite(gh, 4, 6, lb_out);
+	while (fread(rec, 4, 4, in) == 4) {
+		if (rec[2] > sizeof(fr) || fread(fr, 1, rec[2], in) != rec[2]) {
+			fprintf(stderr, "loopback: truncated record\n");
+			return 1;
+		}
+		ts = (uint64_t)rec[0] * 1000000000u + (uint64_t)rec[1] * 1000u;
+		while ((n = fz_reasm_expire(ra, ts, exp, 16)) > 0)
+			for (unsigned k = 0; k < n; k++)
+				lb_error(&cfg, &exp[k].reply, exp[k].req_id, exp[k].reason, ts);
+		switch (fz_proto_classify(&cfg, fr, rec[2], &p)) {
+		case FZ_PROTO_V_ARP:
+			arp++;
+			lb_write(o, fz_proto_build_arp_reply(&cfg, fr, rec[2], o, sizeof(o)), ts);
+			break;
+		case FZ_PROTO_V_ICMP:
+			icmp++;
+			lb_write(o, fz_proto_build_icmp_reply(&cfg, fr, rec[2], o, sizeof(o)), ts);
+			break;
+		case FZ_PROTO_V_ERROR:
+			lb_error(&cfg, &p.reply, p.hdr.req_id, p.reason, ts);
+			fz_reasm_abort(ra, &p, ts);
+			break;
+		case FZ_PROTO_V_DROP:
+			lb_count[p.reason]++;
+			break;
+		case FZ_PROTO_V_REQUEST:
+			switch (fz_reasm_add(ra, &p, ts, &r)) {
+			case FZ_REASM_COMPLETE: {
+				struct fz_proto_resp resp = {.req_id = r.req_id,
+							     .status = FZ_PROTO_R_OK,
+							     .exit_layer = FZ_PROTO_EXIT_FULL,
+							     .confidence = 1.0f};
+				uint32_t sum = 0;
+
+				for (uint32_t k = 0; k < r.len; k++)
+					sum += r.data[k];
+				resp.label = (uint16_t)sum;
+				complete++;
+				fz_reasm_release(ra, &r);
+				len = fz_proto_build_response(&cfg, &r.reply, &resp, o, sizeof(o));
+				lb_write(o, len, ts);
+				break;
+			}
+			case FZ_REASM_ERROR:
+				lb_error(&cfg, &r.reply, r.req_id, r.reason, ts);
+				break;
+			case FZ_REASM_DROP:
+				lb_count[r.reason]++;
+				break;
+			case FZ_REASM_STORED:
+				break;
+			}
+			break;
+		}
+	}
+	while ((n = fz_reasm_expire(ra, UINT64_MAX, exp, 16)) > 0)
+		for (unsigned k = 0; k < n; k++)
+			lb_error(&cfg, &exp[k].reply, exp[k].req_id, exp[k].reason, ts);
+	printf("{\"complete\": %llu, \"arp\": %llu, \"icmp\": %llu, \"reasons\": {",
+	       (unsigned long long)complete, (unsigned long long)arp, (unsigned long long)icmp);
+	for (unsigned k = 1, first = 1; k < FZ_PROTO_R__COUNT; k++) {
+		if (lb_count[k] == 0)
+			continue;
+		printf("%s\"%s\": %llu", first ? "" : ", ", fz_proto_reason_name(k),
+		       (unsigned long long)lb_count[k]);
+		first = 0;
+	}
+	printf("}}\n");
+	fz_reasm_free(ra);
+	fclose(in);
+	return fclose(lb_out) == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 4 && strcmp(argv[1], "--loopback") == 0)
+		return loopback(argv[2], argv[3]);
+
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_rejects_bad_params),
 		cmocka_unit_test_setup_teardown(test_single_datagram_is_not_stored, setup, teardown),
