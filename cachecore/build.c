@@ -82,6 +82,41 @@ static float dist2(const float *a, const float *b, int dim)
 	return s;
 }
 
+/* Nearest centroid (blocked, 4 points at a time) of each of n points into assign[i]. */
+static void assign_all(const float *keys, size_t n, int D, const float *blk, int nb, int *assign)
+{
+	size_t i = 0;
+
+	for (; i + 4 <= n; i += 4) {
+		float best[4] = { FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX }, dd[4][FZ_BLK];
+		int bi[4] = { 0 };
+		for (int b = 0; b < nb; b++) {
+			fz_cache_dist_block4(keys + i * D, blk + (size_t)b * D * FZ_BLK, D, dd);
+			for (int q = 0; q < 4; q++)
+				for (int l = 0; l < FZ_BLK; l++)
+					if (dd[q][l] < best[q]) {
+						best[q] = dd[q][l];
+						bi[q] = b * FZ_BLK + l;
+					}
+		}
+		for (int q = 0; q < 4; q++)
+			assign[i + q] = bi[q];
+	}
+	for (; i < n; i++) {
+		float best = FLT_MAX, dd[FZ_BLK];
+		int bi = 0;
+		for (int b = 0; b < nb; b++) {
+			fz_cache_dist_block(keys + i * D, blk + (size_t)b * D * FZ_BLK, D, dd);
+			for (int l = 0; l < FZ_BLK; l++)
+				if (dd[l] < best) {
+					best = dd[l];
+					bi = b * FZ_BLK + l;
+				}
+		}
+		assign[i] = bi;
+	}
+}
+
 static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels, size_t n,
 			uint64_t seed)
 {
@@ -89,16 +124,16 @@ static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels
 	int k = c->base_slots < (int)n ? c->base_slots : (int)n;
 	int nb = (k + FZ_BLK - 1) / FZ_BLK;
 	float *cent = malloc((size_t)k * D * sizeof(float));
-	float *blk = malloc((size_t)nb * D * FZ_BLK * sizeof(float));
+	float *blk = fz_cache_zalloc((size_t)nb * D * FZ_BLK * sizeof(float)); /* vector loads */
 	double *sum = malloc((size_t)k * D * sizeof(double));
 	float *mind = malloc(n * sizeof(float));
-	int *assign = malloc(n * sizeof(int));
+	int *assign = malloc(n * sizeof(int)), *prev = malloc(n * sizeof(int));
 	size_t *count = malloc((size_t)k * sizeof(size_t));
 	size_t *votes = calloc((size_t)k * c->n_classes, sizeof(size_t));
 	uint64_t rs = seed ? seed : 1;
 	int rc = -ENOMEM;
 
-	if (!cent || !blk || !sum || !mind || !assign || !count || !votes)
+	if (!cent || !blk || !sum || !mind || !assign || !prev || !count || !votes)
 		goto out;
 
 	/* k-means++ seeding: each next centre drawn with probability ~ squared distance */
@@ -136,20 +171,12 @@ static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels
 		to_blocks(cent, k, D, blk);
 		memset(sum, 0, (size_t)k * D * sizeof(double));
 		memset(count, 0, (size_t)k * sizeof(size_t));
+		memcpy(prev, assign, n * sizeof(int));
+		assign_all(keys, n, D, blk, nb, assign);
 		for (size_t i = 0; i < n; i++) {
 			const float *x = keys + i * D;
-			float best = FLT_MAX, dd[FZ_BLK];
-			int bi = 0;
-			for (int b = 0; b < nb; b++) {
-				fz_cache_dist_block(x, blk + (size_t)b * D * FZ_BLK, D, dd);
-				for (int l = 0; l < FZ_BLK; l++)
-					if (dd[l] < best) {
-						best = dd[l];
-						bi = b * FZ_BLK + l;
-					}
-			}
-			changed += assign[i] != bi;
-			assign[i] = bi;
+			int bi = assign[i];
+			changed += prev[i] != bi;
 			count[bi]++;
 			for (int d = 0; d < D; d++)
 				sum[(size_t)bi * D + d] += x[d];
@@ -169,20 +196,9 @@ static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels
 	}
 	/* final assignment against the final centroids, then majority labels */
 	to_blocks(cent, k, D, blk);
-	for (size_t i = 0; i < n; i++) {
-		const float *x = keys + i * D;
-		float best = FLT_MAX, dd[FZ_BLK];
-		int bi = 0;
-		for (int b = 0; b < nb; b++) {
-			fz_cache_dist_block(x, blk + (size_t)b * D * FZ_BLK, D, dd);
-			for (int l = 0; l < FZ_BLK; l++)
-				if (dd[l] < best) {
-					best = dd[l];
-					bi = b * FZ_BLK + l;
-				}
-		}
-		votes[(size_t)bi * c->n_classes + labels[i]]++;
-	}
+	assign_all(keys, n, D, blk, nb, assign);
+	for (size_t i = 0; i < n; i++)
+		votes[(size_t)assign[i] * c->n_classes + labels[i]]++;
 	int s = 0;
 	for (int j = 0; j < k; j++) {
 		size_t tot = 0, bestv = 0;
@@ -202,7 +218,7 @@ static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels
 	c->n_base = s;
 	rc = 0;
 out:
-	free(cent), free(blk), free(sum), free(mind), free(assign), free(count), free(votes);
+	free(cent), free(blk), free(sum), free(mind), free(assign), free(prev), free(count), free(votes);
 	return rc;
 }
 

@@ -66,6 +66,9 @@ static inline float *fz_cache_key_at(float *keys, int dim, int slot, int d)
 /* Squared distances of one query to the 16 slots of one block (out[16]). */
 void fz_cache_dist_block(const float *q, const float *blk, int dim, float *out);
 
+/* The same for 4 consecutive queries q[4][dim] (out[4][16]): 4 FMA chains, ~4x the rate. */
+void fz_cache_dist_block4(const float *q, const float *blk, int dim, float (*out)[FZ_BLK]);
+
 /* Write slot s whole under its seqlock (writer only). */
 void fz_cache_write_slot(struct fz_cache *c, int s, const float *key, int label, float frac);
 

@@ -28,7 +28,7 @@ void fz_cache_dist_block(const float *restrict q, const float *restrict blk, int
 
 /* Four queries against one block: four independent FMA chains hide the FMA latency that
  * bounds the one-query kernel (~4 cycles per d). q points at 4 consecutive keys. */
-static void dist_block4(const float *restrict q, const float *restrict blk, int dim,
+void fz_cache_dist_block4(const float *restrict q, const float *restrict blk, int dim,
 			float (*restrict out)[FZ_BLK])
 {
 	fz_v16 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
@@ -172,7 +172,7 @@ int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 				s1[l] = atomic_load_explicit(&c->seq[base + l], memory_order_acquire);
 			int q = 0;
 			for (; q + 4 <= nq; q += 4)
-				dist_block4(keys + (size_t)(q0 + q) * D, blk, D, &dist[q]);
+				fz_cache_dist_block4(keys + (size_t)(q0 + q) * D, blk, D, &dist[q]);
 			for (; q < nq; q++)
 				fz_cache_dist_block(keys + (size_t)(q0 + q) * D, blk, D, dist[q]);
 			memcpy(lab, c->labels + base, sizeof(lab));
