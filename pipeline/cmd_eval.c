@@ -347,7 +347,19 @@ int fz_cmd_eval(int argc, char **argv)
 		for (int s = 0; s < ch.n; s++)
 			printf("%s\"%s\": %.1f", s ? ", " : "", m->layers[ch.last[s]].name,
 			       layer_t[s] * nsd);
-		printf("}, \"layer_ns_total\": %.1f,\n", layer_sum * nsd);
+		printf("}, \"layer_ns_total\": %.1f,\n \"lookup_over_layer\": {", layer_sum * nsd);
+		for (int s = 0; s < L; s++)
+			printf("%s\"%s\": %.4f", s ? ", " : "", fz_cache_params(set->caches[s])->layer,
+			       lookup_t[s] / layer_t[s]);
+		printf("}, \"lookup_over_saved\": {");
+		for (int s = 0; s < L; s++) {
+			double rest = 0;
+			for (int s2 = s + 1; s2 < ch.n; s2++)
+				rest += layer_t[s2];
+			printf("%s\"%s\": %.4f", s ? ", " : "", fz_cache_params(set->caches[s])->layer,
+			       lookup_t[s] / rest);
+		}
+		printf("},\n");
 		printf(" \"images_per_s_full\": %.1f", N / t_full);
 		if (!oracle)
 			printf(", \"images_per_s_cascade\": %.1f, \"cascade_mismatch\": %zu, "
