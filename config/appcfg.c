@@ -134,7 +134,7 @@ static void defaults(struct fz_appcfg *c)
 	c->caches = true;
 	c->online = false;
 	c->port.ipv4 = (198u << 24) | (18u << 16) | 1; /* 198.18.0.1 (benchmarking range) */
-	c->port.udp_port = 9000;
+	c->port.udp_port = 7878; /* FZ_PROTO_DEFAULT_PORT, docs/protocol.md */
 	c->rx_lcore = 0;
 	c->tx_lcore = 1;
 	c->ring_size = 1024;
