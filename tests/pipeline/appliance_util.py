@@ -1,0 +1,85 @@
+"""Helpers of the appliance integration tests: run the real freeze binary on pcap ports."""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+SRC = os.environ.get("FZ_SRCDIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BUILD = os.environ.get("FZ_BUILDDIR", os.path.join(SRC, "build"))
+FREEZE = os.path.join(BUILD, "pipeline", "freeze")
+MODEL_DIR = os.path.join(SRC, "models", "resnet18-w16-fmnist")
+sys.path.insert(0, os.path.join(SRC, "tools"))
+import fzgen  # noqa: E402
+from pcap_io import read_pcap  # noqa: E402
+
+LCORES = "0@0,1@1,(2-9)@(0,1)"  # more lcores than cores: stages idle by yielding
+_prefix = [0]
+
+
+def skip(why):
+    print(f"SKIP: {why}")
+    sys.exit(77)
+
+
+def need_model():
+    for f in ("model.yaml", "weights.safetensors"):
+        if not os.path.exists(os.path.join(MODEL_DIR, f)):
+            skip(f"no shipped model ({f})")
+
+
+def eal_args(vdev):
+    _prefix[0] += 1
+    return ["--lcores", LCORES, "--no-huge", "-m", "512", "--no-pci",
+            "--file-prefix", f"fzt{os.getpid()}_{_prefix[0]}", "--vdev", vdev,
+            "--log-level=pmd.net.pcap:error", "--log-level=eal:error"]
+
+
+def run(vdev, app_args, timeout=600, check=True):
+    """Run freeze to completion; returns (returncode, stdout+stderr)."""
+    p = subprocess.run([FREEZE] + eal_args(vdev) + ["--"] + app_args, capture_output=True,
+                       text=True, timeout=timeout)
+    out = p.stdout + p.stderr
+    if check and p.returncode != 0:
+        print(out)
+        raise AssertionError(f"freeze exited {p.returncode}")
+    return p.returncode, out
+
+
+def gen(out_dir, name, *args):
+    """tools/fzgen.py gen into out_dir/name.pcap; returns (pcap, sidecar dict)."""
+    pcap = os.path.join(out_dir, name + ".pcap")
+    subprocess.run([sys.executable, os.path.join(SRC, "tools", "fzgen.py"), "gen", "-o", pcap,
+                    *args], check=True, capture_output=True)
+    with open(pcap + ".json") as f:
+        return pcap, json.load(f)
+
+
+def answers(resp_pcap, meta):
+    """Response frames by request id: {id: [decoded response, ...]} (a list, to see repeats)."""
+    port = meta["appliance"]["port"]
+    got = {}
+    for _ts, fr in read_pcap(resp_pcap):
+        u = fzgen.parse_udp(fr)
+        r = fzgen.decode_resp(u[4]) if u and u[1] == port else None
+        if r is not None:
+            got.setdefault(r["id"], []).append(r)
+    return got
+
+
+def counters(out):
+    """The summary's drop lines: {reason: count}."""
+    c = {}
+    for m in re.finditer(r"^\s+(?:frame|request) drop (\S+)\s+(\d+)$", out, re.M):
+        c[m.group(1)] = c.get(m.group(1), 0) + int(m.group(2))
+    return c
+
+
+def summary_value(out, key):
+    m = re.search(r"^" + re.escape(key) + r"\s+(\d+)", out, re.M)
+    return int(m.group(1)) if m else None
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="fz-test-")

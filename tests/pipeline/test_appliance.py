@@ -1,0 +1,181 @@
+#!/usr/bin/python3
+"""Integration tests of the appliance on net_pcap ports (the real binary, real frames):
+pcap in -> pcap out with every request answered once and the answers of `freeze eval`;
+malformed frames counted by reason and answered where their id is known; config errors that
+need EAL; SIGTERM under load drains the pipeline."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import appliance_util as U  # noqa: E402
+
+FAILS = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILS.append(what)
+
+
+def stage_config(d, caches=True, online=False, extra=""):
+    path = os.path.join(d, "stages.yaml")
+    cache = os.path.join(U.MODEL_DIR, "cache.fzc")
+    with open(path, "w") as f:
+        f.write(f"model: {U.MODEL_DIR}/model.yaml\n")
+        if caches and os.path.exists(cache):
+            f.write(f"cache: {cache}\n")
+        f.write(f"caches: {'true' if caches else 'false'}\nonline: {'true' if online else 'false'}\n")
+        f.write(extra)
+        f.write("stages:\n"
+                "  - {name: s1, lcore: 2, layers: stem..block2, max_batch: 16}\n"
+                "  - {name: s2, lcore: 3, layers: block3..block4, max_batch: 16}\n"
+                "  - {name: s3, lcore: 4, layers: block5..block6, max_batch: 16}\n"
+                "  - {name: s4, lcore: 5, layers: block7..fc, max_batch: 16}\n")
+    return path
+
+
+def test_pcap_roundtrip_matches_eval(d):
+    n = 1500
+    req, meta = U.gen(d, "req", "-n", str(n), "--first", "2000")
+    resp = os.path.join(d, "resp.pcap")
+    cfg = stage_config(d)
+    _, out = U.run(f"net_pcap0,rx_pcap={req},tx_pcap={resp}", ["--config", cfg, "--exit-idle", "300"])
+    got = U.answers(resp, meta)
+    ids = [r["id"] for r in meta["requests"]]
+    check(all(len(got.get(i, [])) == 1 for i in ids), f"pcap: each of {n} requests answered exactly once")
+    check(U.summary_value(out, "requests") == n and "accounting         ok" in out,
+          "pcap: the summary counts every request and its accounting adds up")
+    # the same images through freeze eval with the same snapshot: same labels and exits
+    cache = os.path.join(U.MODEL_DIR, "cache.fzc")
+    if not os.path.exists(cache):
+        print("note: no shipped cache snapshot; compared with the full model only")
+    dump = os.path.join(d, "eval.csv")
+    data = os.environ.get("FZ_FMNIST_DIR", "/usr/share/datasets/fashion-mnist")
+    args = [U.FREEZE, "eval", "--model", os.path.join(U.MODEL_DIR, "model.yaml"),
+            "--images", os.path.join(data, "t10k-images-idx3-ubyte.gz"),
+            "--labels", os.path.join(data, "t10k-labels-idx1-ubyte.gz"),
+            "--offset", "2000", "--limit", str(n), "--dump", dump]
+    if os.path.exists(cache):
+        args += ["--cache", cache]
+    subprocess.run(args, check=True, capture_output=True)
+    with open(dump) as f:
+        ev = {int(r["index"]): r for r in csv.DictReader(f)}
+    same_label = same_exit = 0
+    for q in meta["requests"]:
+        r = got.get(q["id"], [None])[0]
+        e = ev.get(q["index"])
+        if r is None or e is None:
+            continue
+        same_label += r["label"] == int(e["label"])
+        ex = -1 if r["exit"] == 0xFFFE else r["exit"]
+        same_exit += ex == int(e["exit_layer"])
+    check(same_label == n, f"pcap: labels equal freeze eval's ({same_label}/{n})")
+    check(same_exit == n, f"pcap: exit layers equal freeze eval's ({same_exit}/{n})")
+
+
+def test_malformed_frames(d):
+    req, meta = U.gen(d, "bad", "-n", "200", "--frag", "300", "--inject", "all", "--order", "shuffle")
+    resp = os.path.join(d, "bad-resp.pcap")
+    cfg = stage_config(d)
+    _, out = U.run(f"net_pcap0,rx_pcap={req},tx_pcap={resp}", ["--config", cfg, "--exit-idle", "500"])
+    got = U.answers(resp, meta)
+    c = U.counters(out)
+    good = [q for q in meta["requests"] if q["expect"] == "ok"]
+    check(all(len(got.get(q["id"], [])) == 1 and got[q["id"]][0]["status"] == 0 for q in good),
+          f"malformed: the {len(good)} good requests around the bad frames are answered ok")
+    for q in meta["requests"]:
+        if q["expect"] == "ok":
+            continue
+        kind = q["expect"]
+        rs = got.get(q["id"], [])
+        if q["answered"]:
+            check(len(rs) == 1 and fzgen_name(rs[0]) == kind,
+                  f"malformed {kind}: answered once with status {kind} (got {[fzgen_name(r) for r in rs]})")
+        else:
+            check(not rs, f"malformed {kind}: not answered")
+        check(c.get(kind, 0) >= 1, f"malformed {kind}: counted under '{kind}' ({c.get(kind, 0)})")
+    check(U.summary_value(out, "arp") is None or "arp 1" in out, "malformed: ARP request answered")
+    check("accounting         ok" in out, "malformed: accounting adds up")
+
+
+def fzgen_name(r):
+    return r.get("status_name") or U.fzgen.status_name(r["status"])
+
+
+def test_config_lcore_not_enabled(d):
+    cfg = os.path.join(d, "bad-lcore.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"model: {U.MODEL_DIR}/model.yaml\ncaches: false\nstages:\n"
+                "  - {name: s1, lcore: 2, layers: stem..block4}\n"
+                "  - {name: s2, lcore: 12, layers: block5..fc}\n")
+    rc, out = U.run("net_null0", ["--config", cfg], check=False)
+    check(rc != 0 and f"{cfg}:5:23: stage 's2': lcore 12 is not enabled" in out,
+          "config: a stage on an lcore EAL did not enable is refused with file:line:col")
+
+
+def test_config_bad_snapshot(d):
+    bad = os.path.join(d, "bad.fzc")
+    with open(bad, "wb") as f:
+        f.write(b"FZCACHE1" + b"\0" * 40)
+    cfg = os.path.join(d, "bad-snap.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"model: {U.MODEL_DIR}/model.yaml\ncache: {bad}\nstages:\n"
+                "  - {name: s1, lcore: 2, layers: stem..fc}\n")
+    rc, out = U.run("net_null0", ["--config", cfg], check=False)
+    check(rc != 0 and bad in out, "config: a corrupt cache snapshot is refused at start, naming the file")
+
+
+def test_sigterm_drains(d):
+    req, meta = U.gen(d, "load", "-n", "500")
+    resp = os.path.join(d, "load-resp.pcap")
+    cfg = stage_config(d)
+    p = subprocess.Popen([U.FREEZE] + U.eal_args(f"net_pcap0,rx_pcap={req},tx_pcap={resp},infinite_rx=1")
+                         + ["--", "--config", cfg], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    deadline = time.time() + 120
+    started = False
+    lines = []
+    while time.time() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "serving" in line:
+            started = True
+            break
+    if started:
+        time.sleep(3)
+        p.send_signal(signal.SIGTERM)
+    try:
+        out, _ = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    out = "".join(lines) + out
+    check(started and p.returncode == 0, "sigterm: the appliance stops cleanly under load")
+    n = U.summary_value(out, "requests") or 0
+    check(n > 0 and "in flight at exit  0" in out and "accounting         ok" in out,
+          f"sigterm: {n} requests, none in flight at exit, accounting adds up")
+
+
+def main():
+    U.need_model()
+    d = U.tmpdir()
+    for t in (test_pcap_roundtrip_matches_eval, test_malformed_frames, test_config_lcore_not_enabled,
+              test_config_bad_snapshot, test_sigterm_drains):
+        print(f"== {t.__name__}", flush=True)
+        try:
+            t(d)
+        except Exception as e:  # a crash of one case is a failure, the others still run
+            check(False, f"{t.__name__}: {type(e).__name__}: {e}")
+    print(f"{len(FAILS)} failed")
+    sys.exit(1 if FAILS else 0)
+
+
+if __name__ == "__main__":
+    main()
