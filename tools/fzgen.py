@@ -534,6 +534,40 @@ def cmd_check_header(a):
     return 0
 
 
+# ---- fuzz seeds -------------------------------------------------------------------------------
+
+def cmd_seeds(a):
+    """Seed corpus for tests/fuzz/fuzz_frame.c: records [ctl u8][len u16 BE][frame]."""
+    ds = Dataset(a.images, a.labels)
+    ep = Endpoints(a)
+    os.makedirs(a.dir, exist_ok=True)
+    img = ds.image(0)
+
+    def rec(frame, ctl=0):
+        return bytes([ctl]) + struct.pack(">H", len(frame)) + frame
+
+    def req(rid, off, data, **kw):
+        return ep.frame(encode_req(rid, off, data, ds.size, ds.dims, **kw))
+
+    seeds = {
+        "single": rec(req(1, 0, img)),
+        "frags_out_of_order": b"".join(rec(req(2, o, img[o:o + 300])) for o in (600, 0, 300)),
+        "frags_two_requests": b"".join(rec(req(3 + (k & 1), o, img[o:o + 392]))
+                                       for k, o in enumerate((0, 0, 392, 392))),
+        "frag_missing_timeout": rec(req(5, 0, img[:300])) + rec(b"", 0xF0),
+        "fixup_checksums": rec(req(6, 0, img), 3),
+        "f32_mismatch": rec(req(7, 0, img[:392])) +
+        rec(ep.frame(encode_req(7, 392, img[392:], ds.size * 4, ds.dims, dtype=DT_F32))),
+    }
+    for k in ALL_KINDS:
+        seeds[k] = b"".join(rec(fr) for fr in malformed(k, ep, 100, img, ds.dims))
+    for name, blob in seeds.items():
+        with open(os.path.join(a.dir, name), "wb") as f:
+            f.write(blob)
+    print(f"fzgen: {len(seeds)} seeds -> {a.dir}", file=sys.stderr)
+    return 0
+
+
 # ---- selftest ---------------------------------------------------------------------------------
 
 def cmd_selftest(a):
@@ -622,6 +656,11 @@ def main(argv=None):
                    help="exit 1 on missing/duplicate/unknown/unexpected answers or statuses")
     c = sub.add_parser("check-header", help="compare the reason list with fz_proto.h")
     c.add_argument("header")
+    z = sub.add_parser("seeds", help="write the fuzz_frame seed corpus")
+    z.add_argument("dir")
+    z.add_argument("--images")
+    z.add_argument("--labels")
+    add_endpoint_args(z)
     t = sub.add_parser("selftest", help="round trip through the C classifier (test_reasm)")
     t.add_argument("--loopback", required=True, help="the test_reasm executable")
     t.add_argument("-n", "--count", type=int, default=300)
@@ -634,6 +673,8 @@ def main(argv=None):
         return cmd_summarize(a)
     if a.cmd == "selftest":
         return cmd_selftest(a)
+    if a.cmd == "seeds":
+        return cmd_seeds(a)
     return cmd_check_header(a)
 
 
