@@ -3,6 +3,7 @@
 #define FZ_CACHE_PVT_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "fz_cache.h"
@@ -56,6 +57,13 @@ struct fz_cache {
 	int n_online;                       /* online slots filled */
 	int hand;                           /* CLOCK hand over online slots */
 };
+
+/* Lines written by one side and read by the other sit apart (rte_ring_core.h style). */
+_Static_assert(offsetof(struct fz_cache, n_live) % FZ_CACHE_LINE == 0, "n_live line");
+_Static_assert(offsetof(struct fz_cache, tick) - offsetof(struct fz_cache, n_live) >= FZ_CACHE_LINE,
+	       "tick shares n_live's line");
+_Static_assert(offsetof(struct fz_cache, n_base) - offsetof(struct fz_cache, tick) >= FZ_CACHE_LINE,
+	       "writer state shares tick's line");
 
 static inline float *fz_cache_key_at(float *keys, int dim, int slot, int d)
 {

@@ -200,7 +200,8 @@ size_t fz_cache_set_bytes(const struct fz_cache_set *s);
 /*
  * Write a snapshot durably (temp file, fsync, rename, directory fsync). Format: magic "FZCACHE1",
  * version, model fingerprint, per-cache params/dims/counts, PCA, entries (calibrated and online),
- * and a CRC32C of everything before it. Returns 0 or a negative errno.
+ * and a CRC32C of everything before it. Call it from the writer thread (online inserts
+ * paused), so no entry changes while it is copied. Returns 0 or a negative errno.
  */
 int fz_cache_set_save(const struct fz_cache_set *s, const char *path);
 
