@@ -226,7 +226,67 @@ def print_report(r):
         r["exit_histogram"].items(), key=lambda kv: (kv[0] == "full", kv[0].zfill(5)))))
 
 
-def main(argv=None):
+def selftest():
+    """fzclient against an in-process fake appliance on 127.0.0.1 (no DPDK): ids, fragments,
+    errors, timeouts and accuracy must come out exactly as the fake decided."""
+    import threading
+
+    ds = fzgen.Dataset()
+    label_of = {bytes(ds.image(i)): ds.label(i) for i in range(200)}
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def fake():
+        parts = {}
+        while not stop.is_set():
+            try:
+                d, addr = srv.recvfrom(4096)
+            except socket.timeout:
+                continue
+            h = fzgen.REQ_HDR.unpack_from(d)
+            rid, ln, total, off = h[5], h[9], h[10], h[11]
+            buf = parts.setdefault(rid, bytearray(total))
+            buf[off:off + ln] = d[32:32 + ln]
+            if off + ln != total:
+                continue  # fzclient sends fragments in order: the last one completes
+            img = bytes(parts.pop(rid))
+            if rid % 37 == 5:
+                continue  # lost: a timeout
+            st = fzgen.STATUS["dims_mismatch"] if rid % 41 == 3 else 0
+            lab = label_of[img] if st == 0 else fzgen.LABEL_NONE
+            ex = (rid % 3) if st == 0 else fzgen.EXIT_NONE
+            ex = fzgen.EXIT_FULL if ex == 2 else ex
+            srv.sendto(fzgen.RESP.pack(fzgen.RESP_MAGIC, 1, 2, st, 0, rid, lab, ex, 0.5, 1000),
+                       addr)
+
+    th = threading.Thread(target=fake, daemon=True)
+    th.start()
+    port = srv.getsockname()[1]
+    ok = True
+    for mode in (["--concurrency", "4"], ["--rate", "2000"]):
+        args = ["--host", "127.0.0.1", "--port", str(port), "-n", "200", "--frag", "300",
+                "--timeout", "0.3", "--id-base", "0", "--json"] + mode
+        a = build_parser().parse_args(args)
+        r = run(a, Source.from_idx(a))
+        lost = sum(1 for i in range(200) if i % 37 == 5)
+        dims = sum(1 for i in range(200) if i % 41 == 3 and i % 37 != 5)
+        want = {"sent": 200, "frames": 600, "timeouts": lost, "answered": 200 - lost,
+                "ok": 200 - lost - dims, "errors": {"dims_mismatch": dims}, "accuracy": 1.0}
+        got = {k: r[k] for k in want}
+        if got != want or r["latency_us"]["p99"] is None or "full" not in r["exit_histogram"]:
+            print(f"fzclient selftest FAILED ({' '.join(mode)}): got {got}, want {want}",
+                  file=sys.stderr)
+            ok = False
+    stop.set()
+    th.join()
+    if ok:
+        print("fzclient selftest: closed and open loop, 200 requests each, match the fake")
+    return 0 if ok else 1
+
+
+def build_parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", required=True, help="appliance IPv4 address")
     ap.add_argument("--port", type=int, default=7878)
@@ -251,6 +311,14 @@ def main(argv=None):
     ap.add_argument("--frag", type=int, default=0, help="fragment bytes (0: one datagram)")
     ap.add_argument("--id-base", type=int, help="first request id (default: random)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--selftest", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv=None):
+    if argv is None and sys.argv[1:] == ["--selftest"]:
+        return selftest()
+    ap = build_parser()
     a = ap.parse_args(argv)
     if a.rate is not None and a.rate <= 0:
         ap.error("--rate must be > 0")
