@@ -103,13 +103,16 @@ static int reqs_init(void)
 		if (f > floats)
 			floats = f;
 	}
-	fz_app.act_floats = (floats + 15) & ~(size_t)15;
+	/* activation, then the cache keys kept for online inserts (lc_rx.c: submit) */
+	fz_app.act_floats = ((floats + 15) & ~(size_t)15) + fz_app_key_floats();
 	fz_app.reqs = calloc(c->requests, sizeof(struct fz_req));
 	fz_app.arena = aligned_alloc(64, (size_t)c->requests * fz_app.act_floats * sizeof(float));
 	unsigned ring = rte_align32pow2(c->requests + 1);
 	fz_app.free_reqs = rte_ring_create("fz_free_reqs", ring, rte_socket_id(), 0);
 	if (!fz_app.reqs || !fz_app.arena || !fz_app.free_reqs)
 		return -ENOMEM;
+	/* touch every page now: first-touch faults would otherwise land on the stages */
+	memset(fz_app.arena, 0, (size_t)c->requests * fz_app.act_floats * sizeof(float));
 	for (int i = 0; i < c->requests; i++) {
 		struct fz_req *r = &fz_app.reqs[i];
 		r->act = fz_app.arena + (size_t)i * fz_app.act_floats;

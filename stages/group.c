@@ -67,6 +67,13 @@ struct fz_group {
 	struct fz_wlayout **bl; /* bias/scale-shift of each position (plain layout) */
 	struct fz_buf *bufs;
 	int nbufs, cap_bufs;
+	/* one user-managed scratchpad for every primitive of every plan (they never run at the
+	 * same time): no allocation, no page faults on the data path */
+	dnnl_primitive_attr_t attr; /* scratchpad mode user, no post-ops */
+	void *scratch;
+	size_t scratch_size;
+	dnnl_memory_t *scratch_mems; /* re-pointed when the scratchpad grows */
+	int n_scratch, cap_scratch;
 };
 
 static void *aligned(size_t size)
@@ -244,6 +251,43 @@ static void *weights_in(struct fz_group *g, int pos, const dnnl_memory_desc_t *w
 	return l->buf;
 }
 
+/* Create the primitive of `pd` into pr and give it the group's scratchpad. */
+static int prim_create(struct fz_group *g, struct fz_plan *pl, struct fz_prim *pr,
+		       const_dnnl_primitive_desc_t pd)
+{
+	int rc = 0;
+	FZ_DNNL(dnnl_primitive_create(&pr->p, pd));
+	const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+	size_t size = smd ? dnnl_memory_desc_get_size(smd) : 0;
+	if (!size)
+		return 0;
+	if (size > g->scratch_size) {
+		void *nb = aligned(size);
+		if (!nb)
+			return -ENOMEM;
+		for (int i = 0; i < g->n_scratch; i++)
+			FZ_DNNL(dnnl_memory_set_data_handle(g->scratch_mems[i], nb));
+		free(g->scratch);
+		g->scratch = nb;
+		g->scratch_size = size;
+	}
+	if (g->n_scratch == g->cap_scratch) {
+		int cap = g->cap_scratch ? 2 * g->cap_scratch : 32;
+		dnnl_memory_t *nm = realloc(g->scratch_mems, cap * sizeof(*nm));
+		if (!nm)
+			return -ENOMEM;
+		g->scratch_mems = nm;
+		g->cap_scratch = cap;
+	}
+	dnnl_memory_t m = plan_mem(g, pl, smd, g->scratch);
+	if (!m)
+		return -ENOMEM;
+	g->scratch_mems[g->n_scratch++] = m;
+	pr->args[pr->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m};
+out:
+	return rc;
+}
+
 /* Append a reorder primitive (src -> dst) to the plan. */
 static int plan_reorder(struct fz_group *g, struct fz_plan *pl, const dnnl_memory_desc_t *smd,
 			void *s, const dnnl_memory_desc_t *dmd, void *d)
@@ -254,11 +298,12 @@ static int plan_reorder(struct fz_group *g, struct fz_plan *pl, const dnnl_memor
 	dnnl_memory_t ms = plan_mem(g, pl, smd, s), md = plan_mem(g, pl, dmd, d);
 	if (!pr || !ms || !md)
 		return -ENOMEM;
-	FZ_DNNL(dnnl_reorder_primitive_desc_create(&pd, smd, g->eng, dmd, g->eng, NULL));
-	FZ_DNNL(dnnl_primitive_create(&pr->p, pd));
+	FZ_DNNL(dnnl_reorder_primitive_desc_create(&pd, smd, g->eng, dmd, g->eng, g->attr));
 	pr->nargs = 2;
 	pr->args[0] = (dnnl_exec_arg_t){DNNL_ARG_FROM, ms};
 	pr->args[1] = (dnnl_exec_arg_t){DNNL_ARG_TO, md};
+	if ((rc = prim_create(g, pl, pr, pd)) < 0)
+		goto out;
 out:
 	if (pd)
 		dnnl_primitive_desc_destroy(pd);
@@ -349,6 +394,7 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 			FZ_DNNL(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f));
 		FZ_DNNL(dnnl_primitive_attr_create(&attr));
 		FZ_DNNL(dnnl_primitive_attr_set_post_ops(attr, po));
+		FZ_DNNL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
 		FZ_DNNL(dnnl_primitive_desc_create(&pd, &cd, attr, g->eng, NULL));
 		dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
 		wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -388,12 +434,13 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 			rc = -ENOMEM;
 			goto out;
 		}
-		FZ_DNNL(dnnl_primitive_create(&pr->p, pd));
 		pr->nargs = 4;
 		pr->args[0] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ms};
 		pr->args[1] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mw};
 		pr->args[2] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mb};
 		pr->args[3] = (dnnl_exec_arg_t){DNNL_ARG_DST, md};
+		if ((rc = prim_create(g, pl, pr, pd)) < 0)
+			goto out;
 		break;
 	}
 	case FZ_NODE_FC: {
@@ -408,7 +455,7 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		md_plain(&d2, 2, dd);
 		FZ_DNNL(dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference, &src->md,
 							     &wmd, &bmd, &d2));
-		FZ_DNNL(dnnl_primitive_desc_create(&pd, &ipd, NULL, g->eng, NULL));
+		FZ_DNNL(dnnl_primitive_desc_create(&pd, &ipd, g->attr, g->eng, NULL));
 		wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
 		void *wbuf = weights_in(g, pos, &wmd, &wplain, nd->w);
 		/* downstream sees the plain 2D result as N x O x 1 x 1 */
@@ -425,12 +472,13 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 			rc = -ENOMEM;
 			goto out;
 		}
-		FZ_DNNL(dnnl_primitive_create(&pr->p, pd));
 		pr->nargs = 4;
 		pr->args[0] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ms};
 		pr->args[1] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mw};
 		pr->args[2] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mb};
 		pr->args[3] = (dnnl_exec_arg_t){DNNL_ARG_DST, md};
+		if ((rc = prim_create(g, pl, pr, pd)) < 0)
+			goto out;
 		break;
 	}
 	case FZ_NODE_AVGPOOL: {
@@ -443,14 +491,14 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		FZ_DNNL(dnnl_pooling_forward_desc_init(&pdsc, dnnl_forward_inference,
 						       dnnl_pooling_avg_exclude_padding, &src->md,
 						       &dst_md, st, kr, z, z));
-		FZ_DNNL(dnnl_primitive_desc_create(&pd, &pdsc, NULL, g->eng, NULL));
+		FZ_DNNL(dnnl_primitive_desc_create(&pd, &pdsc, g->attr, g->eng, NULL));
 		goto unary;
 	}
 	case FZ_NODE_RELU: {
 		dnnl_eltwise_desc_t ed;
 		FZ_DNNL(dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference,
 						       dnnl_eltwise_relu, &src->md, 0.f, 0.f));
-		FZ_DNNL(dnnl_primitive_desc_create(&pd, &ed, NULL, g->eng, NULL));
+		FZ_DNNL(dnnl_primitive_desc_create(&pd, &ed, g->attr, g->eng, NULL));
 		goto unary;
 	}
 	case FZ_NODE_BN: {
@@ -459,14 +507,14 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		FZ_DNNL(dnnl_batch_normalization_forward_desc_init(
 			&bd, dnnl_forward_inference, &src->md, ly->eps,
 			dnnl_use_global_stats | dnnl_use_scaleshift));
-		FZ_DNNL(dnnl_primitive_desc_create(&pd, &bd, NULL, g->eng, NULL));
+		FZ_DNNL(dnnl_primitive_desc_create(&pd, &bd, g->attr, g->eng, NULL));
 		goto unary;
 	}
 	case FZ_NODE_ADD: {
 		dnnl_binary_desc_t bd;
 		struct vstate *s2 = vs_of(g, vs, nd->in2);
 		FZ_DNNL(dnnl_binary_desc_init(&bd, dnnl_binary_add, &src->md, &s2->md, &src->md));
-		FZ_DNNL(dnnl_primitive_desc_create(&pd, &bd, NULL, g->eng, NULL));
+		FZ_DNNL(dnnl_primitive_desc_create(&pd, &bd, g->attr, g->eng, NULL));
 		goto unary;
 	}
 	}
@@ -494,7 +542,8 @@ unary:
 			rc = -ENOMEM;
 			goto out;
 		}
-		FZ_DNNL(dnnl_primitive_create(&pr->p, pd));
+		if ((rc = prim_create(g, pl, pr, pd)) < 0)
+			goto out;
 		pr->args[pr->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, md};
 		if (nd->op == FZ_NODE_ADD) {
 			struct vstate *s2 = vs_of(g, vs, nd->in2);
@@ -560,6 +609,7 @@ static int build_plan(struct fz_group *g, int n)
 	struct fz_plan *pl = calloc(1, sizeof(*pl));
 	struct vstate *vs = calloc(g->n_nodes + 1, sizeof(*vs));
 	int rc = -ENOMEM;
+	const int n_scratch = g->n_scratch;
 	if (!pl || !vs)
 		goto fail;
 	pl->n = n;
@@ -592,6 +642,7 @@ fail:
 	FZ_STAGES_LOG("layers %s..%s: cannot build the plan for batch %d (%d)",
 		      g->net->model->layers[g->first].name, g->net->model->layers[g->last].name,
 		      n, rc);
+	g->n_scratch = n_scratch; /* the failed plan's scratchpad memories go with it */
 	plan_free(pl);
 	free(vs);
 	return rc < 0 ? rc : -EIO;
@@ -699,7 +750,10 @@ struct fz_group *fz_group_create(struct fz_net *net, int first, int last, int ma
 		goto fail;
 	}
 	if (dnnl_engine_create(&g->eng, dnnl_cpu, 0) != dnnl_success ||
-	    dnnl_stream_create(&g->stream, g->eng, dnnl_stream_default_flags) != dnnl_success) {
+	    dnnl_stream_create(&g->stream, g->eng, dnnl_stream_default_flags) != dnnl_success ||
+	    dnnl_primitive_attr_create(&g->attr) != dnnl_success ||
+	    dnnl_primitive_attr_set_scratchpad_mode(g->attr, dnnl_scratchpad_mode_user) !=
+		    dnnl_success) {
 		snprintf(err, errlen, "oneDNN: cannot create the CPU engine or stream");
 		rc = -EIO;
 		goto fail;
@@ -764,6 +818,10 @@ void fz_group_free(struct fz_group *g)
 		}
 	for (int i = 0; i < g->nbufs; i++)
 		free(g->bufs[i].p);
+	if (g->attr)
+		dnnl_primitive_attr_destroy(g->attr);
+	free(g->scratch);
+	free(g->scratch_mems);
 	if (g->stream)
 		dnnl_stream_destroy(g->stream);
 	if (g->eng)

@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""Live test: the appliance on net_af_packet bound to one end of a veth pair, the client in a
+network namespace on the other end, talking with ordinary UDP sockets (and ping, and ARP)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import appliance_util as U  # noqa: E402
+
+NS = f"fzc{os.getpid()}"
+DEV, PEER = f"fzv{os.getpid() % 10000}a", f"fzv{os.getpid() % 10000}b"
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+def setup():
+    if os.geteuid() != 0:
+        U.skip("needs root for network namespaces")
+    if sh("ip", "netns", "add", NS, check=False).returncode != 0:
+        U.skip("cannot create a network namespace here")
+    sh("ip", "link", "add", DEV, "type", "veth", "peer", "name", PEER)
+    sh("ip", "link", "set", PEER, "netns", NS)
+    sh("sysctl", "-qw", f"net.ipv6.conf.{DEV}.disable_ipv6=1", check=False)
+    sh("ip", "link", "set", DEV, "up")
+    # the kernel would leave UDP checksums to offload that a veth never does
+    sh("ip", "netns", "exec", NS, "ethtool", "-K", PEER, "tx", "off", check=False)
+    sh("ip", "netns", "exec", NS, "ip", "addr", "add", "198.18.0.2/24", "dev", PEER)
+    sh("ip", "netns", "exec", NS, "ip", "link", "set", PEER, "up")
+    sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
+
+
+def teardown():
+    sh("ip", "link", "del", DEV, check=False)
+    sh("ip", "netns", "del", NS, check=False)
+
+
+def main():
+    U.need_model()
+    setup()
+    fails = []
+    p = None
+    try:
+        p = subprocess.Popen([U.FREEZE] + U.eal_args(f"net_af_packet0,iface={DEV}") + ["--"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        t0 = time.time()
+        while time.time() - t0 < 120:
+            line = p.stdout.readline()
+            if not line or "serving" in line:
+                break
+        ping = sh("ip", "netns", "exec", NS, "ping", "-c", "3", "-i", "0.2", "-W", "2",
+                  "198.18.0.1", check=False)
+        ok = ping.returncode == 0
+        print(("ok   " if ok else "FAIL ") + "ping through ARP and ICMP echo")
+        if not ok:
+            fails.append("ping")
+            print(ping.stdout, ping.stderr)
+        n = 2000
+        c = sh("ip", "netns", "exec", NS, sys.executable, os.path.join(U.SRC, "tools", "fzclient.py"),
+               "--host", "198.18.0.1", "-n", str(n), "--concurrency", "16", "--timeout", "5",
+               "--frag", "300", "--json", check=False)
+        try:
+            r = json.loads(c.stdout)
+        except ValueError:
+            r = {}
+            print(c.stdout, c.stderr)
+        print(json.dumps({k: r.get(k) for k in ("sent", "answered", "ok", "errors", "timeouts",
+                                                "accuracy", "latency_us")}))
+        ok = r.get("answered") == n and r.get("ok") == n
+        print(("ok   " if ok else "FAIL ") + f"client: {r.get('answered')}/{n} answered ok over UDP "
+              "sockets (fragmented requests)")
+        if not ok:
+            fails.append("client")
+        acc = r.get("accuracy") or 0
+        ok = acc > 0.85
+        print(("ok   " if ok else "FAIL ") + f"client: accuracy {acc:.4f}")
+        if not ok:
+            fails.append("accuracy")
+    finally:
+        if p:
+            p.send_signal(signal.SIGTERM)
+            try:
+                out, _ = p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+            ok = p.returncode == 0 and "accounting         ok" in out
+            print(("ok   " if ok else "FAIL ") + "appliance stopped cleanly with its accounting adding up")
+            if not ok:
+                fails.append("appliance")
+                print(out[-3000:])
+        teardown()
+    print(f"{len(fails)} failed")
+    sys.exit(1 if fails else 0)
+
+
+if __name__ == "__main__":
+    main()
