@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fz_proto.h"
 
@@ -42,15 +43,18 @@ struct fz_reasm {
 	uint8_t *data;                 /* max_tensor_bytes per entry */
 	uint32_t *buckets;
 	uint32_t bmask;
+	uint64_t seed; /* per table, so nobody can aim request ids at one hash chain */
 	uint32_t free_head;
 	uint32_t age_head, age_tail;
 	struct fz_reasm_stats st;
 };
 
-static uint32_t fz_reasm_hash(uint32_t ip, uint16_t port, uint64_t id)
+static uint32_t fz_reasm_hash(const struct fz_reasm *r, uint32_t ip, uint16_t port, uint64_t id)
 {
-	uint64_t h = id ^ ((uint64_t)ip << 16 | port) * 0x9e3779b97f4a7c15ull;
+	uint64_t h = (id ^ r->seed) + ((uint64_t)ip << 16 | port) * 0x9e3779b97f4a7c15ull;
 
+	h ^= h >> 31;
+	h *= 0x94d049bb133111ebull;
 	h ^= h >> 29;
 	h *= 0xbf58476d1ce4e5b9ull;
 	h ^= h >> 32;
@@ -89,6 +93,13 @@ struct fz_reasm *fz_reasm_create(const struct fz_reasm_params *p)
 		return NULL;
 	}
 	r->bmask = nb - 1;
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		r->seed = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) *
+			  0xff51afd7ed558ccdull ^ (uint64_t)(uintptr_t)r;
+	}
 	memset(r->buckets, 0xff, nb * sizeof(*r->buckets));
 	for (uint32_t i = 0; i < p->capacity; i++) {
 		r->e[i].anext = i + 1 < p->capacity ? i + 1 : FZ_NIL;
@@ -113,7 +124,7 @@ void fz_reasm_free(struct fz_reasm *r)
 
 static uint32_t fz_reasm_find(const struct fz_reasm *r, uint32_t ip, uint16_t port, uint64_t id)
 {
-	uint32_t i = r->buckets[fz_reasm_hash(ip, port, id) & r->bmask];
+	uint32_t i = r->buckets[fz_reasm_hash(r, ip, port, id) & r->bmask];
 
 	while (i != FZ_NIL) {
 		const struct fz_reasm_entry *e = &r->e[i];
@@ -129,7 +140,7 @@ static uint32_t fz_reasm_find(const struct fz_reasm *r, uint32_t ip, uint16_t po
 static void fz_reasm_drop_entry(struct fz_reasm *r, uint32_t i)
 {
 	struct fz_reasm_entry *e = &r->e[i];
-	uint32_t *pp = &r->buckets[fz_reasm_hash(e->src_ip, e->src_port, e->req_id) & r->bmask];
+	uint32_t *pp = &r->buckets[fz_reasm_hash(r, e->src_ip, e->src_port, e->req_id) & r->bmask];
 
 	while (*pp != i)
 		pp = &r->e[*pp].hnext;
@@ -246,7 +257,7 @@ static uint32_t fz_reasm_insert(struct fz_reasm *r, const struct fz_proto_pkt *p
 	e->received = 0;
 	e->n_frags = 0;
 	e->deadline = now + r->p.timeout_ns;
-	b = fz_reasm_hash(e->src_ip, e->src_port, e->req_id) & r->bmask;
+	b = fz_reasm_hash(r, e->src_ip, e->src_port, e->req_id) & r->bmask;
 	e->hnext = r->buckets[b];
 	r->buckets[b] = i;
 	e->anext = FZ_NIL;
