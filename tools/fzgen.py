@@ -556,6 +556,10 @@ def cmd_seeds(a):
                                        for k, o in enumerate((0, 0, 392, 392))),
         "frag_missing_timeout": rec(req(5, 0, img[:300])) + rec(b"", 0xF0),
         "fixup_checksums": rec(req(6, 0, img), 3),
+        # fuzz_frame's table holds 4 requests of at most 8 fragments
+        "table_full": b"".join(rec(req(20 + k, 0, img[:392])) for k in range(6)),
+        "too_many_fragments": b"".join(rec(req(30, o, img[o:o + 70]))
+                                       for o in range(0, len(img), 70)),
         "f32_mismatch": rec(req(7, 0, img[:392])) +
         rec(ep.frame(encode_req(7, 392, img[392:], ds.size * 4, ds.dims, dtype=DT_F32))),
     }
