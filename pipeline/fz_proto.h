@@ -14,8 +14,8 @@
  *	case FZ_PROTO_V_ARP:     n = fz_proto_build_arp_reply(&cfg, data, len, data, cap); ...
  *	case FZ_PROTO_V_ICMP:    n = fz_proto_build_icmp_reply(&cfg, data, len, data, cap); ...
  *	case FZ_PROTO_V_REQUEST: fz_reasm_add(ra, &p, now, &done) -> STORED / COMPLETE / ERROR / DROP
- *	case FZ_PROTO_V_ERROR:   drops[p.reason]++; answer p.reply / p.hdr.req_id with p.reason;
- *	                         fz_reasm_abort(ra, &p, now) so its other fragments stay quiet
+ *	case FZ_PROTO_V_ERROR:   if (fz_reasm_abort(ra, &p, now) == -EALREADY) drops[LATE_FRAGMENT]++;
+ *	                         else drops[p.reason]++, answer p.reply / p.hdr.req_id with p.reason
  *	case FZ_PROTO_V_DROP:    drops[p.reason]++;
  *	}
  * and every few milliseconds fz_reasm_expire() to answer timed-out requests.
@@ -334,11 +334,15 @@ enum fz_reasm_result fz_reasm_add(struct fz_reasm *r, const struct fz_proto_pkt 
 				  uint64_t now, struct fz_reasm_req *out);
 
 /*
- * The request of `pkt` (classified FZ_PROTO_V_ERROR, so its id is known) was answered with an
- * error outside the table: leave a tombstone under its key, so that its other fragments, before
- * or after, are dropped as late_fragment instead of timing out into a second response. Uses a
- * free or tombstone entry; never displaces a live one. Returns 0, or -ENOSPC (all entries live:
- * nothing recorded), -EINVAL (pkt carries no usable key).
+ * Call before answering a fragment that fz_proto_classify() refused with FZ_PROTO_V_ERROR: the
+ * error is recorded under the request's key as a tombstone, so the request is answered once
+ * however many of its fragments are refused, and its good fragments, before or after, are dropped
+ * as late_fragment instead of timing out into a second response. Uses a free or tombstone entry,
+ * never a live one. Returns:
+ *   0          answer the error (first refusal of this request; a live entry was closed);
+ *   -EALREADY  this request was already answered: count late_fragment, send nothing;
+ *   -ENOSPC    every entry is live, nothing recorded: answer anyway;
+ *   -EINVAL    pkt has no usable key (source port 0): answer anyway.
  */
 int fz_reasm_abort(struct fz_reasm *r, const struct fz_proto_pkt *pkt, uint64_t now);
 

@@ -345,13 +345,14 @@ int fz_reasm_abort(struct fz_reasm *r, const struct fz_proto_pkt *pkt, uint64_t 
 	if (pkt->reply.port == 0)
 		return -EINVAL;
 	i = fz_reasm_find(r, pkt->reply.ip, pkt->reply.port, pkt->hdr.req_id);
+	if (i != FZ_NIL && r->e[i].state != FZ_RE_LIVE)
+		return -EALREADY; /* answered before (error or complete) */
 	if (i == FZ_NIL) {
 		i = fz_reasm_insert(r, pkt, now);
 		if (i == FZ_NIL)
 			return -ENOSPC;
 	}
-	if (r->e[i].state != FZ_RE_TOMB)
-		fz_reasm_tomb(r, &r->e[i]);
+	fz_reasm_tomb(r, &r->e[i]);
 	return 0;
 }
 

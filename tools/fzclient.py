@@ -27,7 +27,7 @@ from pcap_io import read_pcap  # noqa: E402
 
 
 class Source:
-    """A list of (tensor fragments as (offset, bytes), dims, label or None), cycled through."""
+    """A list of (fragments [(offset, bytes)], dims, label or None, tensor bytes, dtype)."""
 
     def __init__(self, items):
         if not items:
@@ -39,8 +39,12 @@ class Source:
         ds = fzgen.Dataset(a.images, a.labels)
         n = a.count if a.count else ds.count
         idx = fzgen.pick_indices(min(n, ds.count), a.first, ds.count, a.order, a.seed)
-        return Source([(fzgen.fragments(ds.image(i), a.frag), ds.dims, ds.label(i), ds.size)
-                       for i in idx])
+        dt = fzgen.DTYPES[a.dtype]
+        items = []
+        for i in idx:
+            t = fzgen.as_dtype(ds.image(i), dt)
+            items.append((fzgen.fragments(t, a.frag), ds.dims, ds.label(i), len(t), dt))
+        return Source(items)
 
     @staticmethod
     def from_pcap(a):
@@ -66,17 +70,17 @@ class Source:
         items = []
         for rid, payloads in groups.items():
             h = fzgen.REQ_HDR.unpack_from(payloads[0])
-            items.append((("raw", payloads), (h[6], h[7], h[8]), labels.get(rid), h[10]))
+            items.append((("raw", payloads), (h[6], h[7], h[8]), labels.get(rid), h[10], h[3]))
         return Source(items)
 
 
 def payloads_for(item, req_id):
     """The UDP payloads of one request under id req_id."""
-    frags, dims, _label, total = item
+    frags, dims, _label, total, dtype = item
     if isinstance(frags, tuple) and frags[0] == "raw":
         idb = struct.pack(">Q", req_id)
         return [p[:8] + idb + p[16:] for p in frags[1]]
-    return [fzgen.encode_req(req_id, off, data, total, dims) for off, data in frags]
+    return [fzgen.encode_req(req_id, off, data, total, dims, dtype=dtype) for off, data in frags]
 
 
 def percentile(sorted_vals, p):
@@ -309,6 +313,7 @@ def build_parser():
     ap.add_argument("--order", choices=["seq", "shuffle"], default="seq")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--frag", type=int, default=0, help="fragment bytes (0: one datagram)")
+    ap.add_argument("--dtype", choices=sorted(fzgen.DTYPES), default="u8")
     ap.add_argument("--id-base", type=int, help="first request id (default: random)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--selftest", action="store_true", help=argparse.SUPPRESS)

@@ -211,6 +211,16 @@ class Dataset:
         return self.labels[i]
 
 
+def as_dtype(img, dtype):
+    """u8 image bytes as the wire tensor of `dtype` (f32: big-endian, same 0..255 scale)."""
+    if dtype == DT_U8:
+        return bytes(img)
+    return struct.pack(f">{len(img)}f", *img)
+
+
+DTYPES = {"u8": DT_U8, "f32": DT_F32}
+
+
 def pick_indices(count, first, n_items, order, seed):
     idx = [(first + k) % n_items for k in range(count)]
     if order == "shuffle":
@@ -359,7 +369,8 @@ def cmd_gen(a):
             if pos == len(indices):
                 break
             i = indices[pos]
-            frags = fragments(ds.image(i), a.frag)
+            tensor = as_dtype(ds.image(i), DTYPES[a.dtype])
+            frags = fragments(tensor, a.frag)
             if a.frag_order == "reverse":
                 frags.reverse()
             elif a.frag_order == "shuffle":
@@ -367,14 +378,15 @@ def cmd_gen(a):
             requests.append({"id": next_id, "index": i, "label": ds.label(i), "expect": "ok",
                              "answered": True, "frames": len(frags), "frame": nframes})
             for off, data in frags:
-                put(ep.frame(encode_req(next_id, off, data, ds.size, ds.dims)))
+                put(ep.frame(encode_req(next_id, off, data, len(tensor), ds.dims,
+                                        dtype=DTYPES[a.dtype])))
             next_id += 1
     meta = {
         "version": 1,
         "pcap": os.path.abspath(a.output),
         "appliance": {"mac": a.appliance_mac, "ip": a.appliance_ip, "port": a.port},
         "client": {"mac": a.client_mac, "ip": a.client_ip, "port": a.client_port},
-        "dims": list(ds.dims), "dtype": "u8", "frag": a.frag, "frames": nframes,
+        "dims": list(ds.dims), "dtype": a.dtype, "frag": a.frag, "frames": nframes,
         "requests": requests, "control": control,
     }
     write_sidecar(out_json, meta)
@@ -646,6 +658,8 @@ def main(argv=None):
     g.add_argument("--frag", type=int, default=0,
                    help="fragment payload bytes (default 0: whole tensor in one datagram)")
     g.add_argument("--frag-order", choices=["in", "reverse", "shuffle"], default="in")
+    g.add_argument("--dtype", choices=sorted(DTYPES), default="u8",
+                   help="tensor element type of the good requests (malformed ones are u8)")
     g.add_argument("--inject", help="malformed/control frames to add, once each: 'all' or "
                    "a comma list of " + ",".join(ALL_KINDS))
     g.add_argument("--gap-ns", type=int, default=1000, help="pcap timestamp step")

@@ -85,9 +85,8 @@ static void one_frame(struct fz_reasm *ra, uint8_t *f, uint32_t len, uint8_t ctl
 		check(p.reason > FZ_PROTO_R_OK && p.reason < FZ_PROTO_R__COUNT);
 		break;
 	case FZ_PROTO_V_ERROR:
-		answer(&p.reply, p.hdr.req_id, p.reason);
-		if (!(ctl & 8))
-			fz_reasm_abort(ra, &p, now);
+		if ((ctl & 8) || fz_reasm_abort(ra, &p, now) != -EALREADY)
+			answer(&p.reply, p.hdr.req_id, p.reason);
 		break;
 	case FZ_PROTO_V_ARP:
 		n = fz_proto_build_arp_reply(&cfg, f, len, out, sizeof(out));

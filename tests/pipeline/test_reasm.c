@@ -437,6 +437,61 @@ static void test_classifier_error_answers_once(void **state)
 	assert_int_equal(fz_reasm_expire(ra, UINT64_MAX, exp, 4), 0);
 }
 
+/* Every fragment refused (here: f32 on a u8-only appliance): one answer, the rest late. */
+static void test_every_fragment_refused_answers_once(void **state)
+{
+	(void)state;
+	struct fz_proto_cfg u8only = t_cfg;
+	struct fz_proto_addr to = t_appliance();
+	uint8_t junk[1100] = {0};
+	struct fz_proto_pkt bad;
+	int answered = 0, late = 0;
+
+	u8only.dtype_mask = 1u << FZ_PROTO_DT_U8;
+	for (uint32_t off = 0; off < T_TENSOR * 4; off += 1100) {
+		struct fz_proto_req h = t_hdr(61, off, 0);
+		uint16_t len = (uint16_t)(T_TENSOR * 4 - off < 1100 ? T_TENSOR * 4 - off : 1100);
+		int n;
+
+		h.dtype = FZ_PROTO_DT_F32;
+		h.tensor_bytes = T_TENSOR * 4;
+		h.frag_len = len;
+		n = fz_proto_build_request(&t_client, &to, &h, junk, len, frame, CAP);
+		assert_int_equal(fz_proto_classify(&u8only, frame, (uint32_t)n, &bad), FZ_PROTO_V_ERROR);
+		assert_int_equal(bad.reason, FZ_PROTO_R_UNSUPPORTED_DTYPE);
+		switch (fz_reasm_abort(ra, &bad, off)) {
+		case 0:
+			answered++;
+			break;
+		case -EALREADY:
+			late++;
+			break;
+		default:
+			fail();
+		}
+	}
+	assert_int_equal(answered, 1);
+	assert_int_equal(late, 2);
+}
+
+/* A stray refused copy of a completed request is not answered again. */
+static void test_refused_after_complete_is_late(void **state)
+{
+	(void)state;
+	struct fz_proto_req h = t_hdr(62, 0, 300);
+	struct fz_proto_addr to = t_appliance();
+	uint8_t junk[300] = {0};
+	struct fz_proto_pkt bad;
+	int n;
+
+	assert_int_equal(add(62, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(62, 400, 384, 1), FZ_REASM_COMPLETE);
+	fz_reasm_release(ra, &out);
+	n = fz_proto_build_request(&t_client, &to, &h, junk, 299, frame, CAP);
+	assert_int_equal(fz_proto_classify(&t_cfg, frame, (uint32_t)n, &bad), FZ_PROTO_V_ERROR);
+	assert_int_equal(fz_reasm_abort(ra, &bad, 2), -EALREADY);
+}
+
 static void test_abort_never_displaces_live(void **state)
 {
 	(void)state;
@@ -539,8 +594,10 @@ static int loopback(const char *in_path, const char *out_path)
 			lb_write(o, fz_proto_build_icmp_reply(&cfg, fr, rec[2], o, sizeof(o)), ts);
 			break;
 		case FZ_PROTO_V_ERROR:
-			lb_error(&cfg, &p.reply, p.hdr.req_id, p.reason, ts);
-			fz_reasm_abort(ra, &p, ts);
+			if (fz_reasm_abort(ra, &p, ts) == -EALREADY)
+				lb_count[FZ_PROTO_R_LATE_FRAGMENT]++;
+			else
+				lb_error(&cfg, &p.reply, p.hdr.req_id, p.reason, ts);
 			break;
 		case FZ_PROTO_V_DROP:
 			lb_count[p.reason]++;
@@ -615,6 +672,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_release_stale_is_ignored, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_classifier_error_answers_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abort_never_displaces_live, setup_small, teardown),
+		cmocka_unit_test_setup_teardown(test_every_fragment_refused_answers_once, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_refused_after_complete_is_late, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
