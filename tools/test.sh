@@ -1,6 +1,7 @@
 #!/bin/bash
-# Freeze's test command: release build + unit and integration tests, then the unit tests again
-# under AddressSanitizer + UndefinedBehaviorSanitizer. Ends with "N passed, N failed".
+# Freeze's test command: release build + unit and integration tests, the unit tests again under
+# AddressSanitizer + UndefinedBehaviorSanitizer, then every libFuzzer target for a short fixed
+# time (FZ_FUZZ_SECS, default 20; 0 skips). Ends with "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SUITES=${FZ_TEST_SUITES:-"fast slow"}
@@ -37,6 +38,12 @@ echo "== release build: suites $SUITES"
 run_build build $SUITES
 echo "== ASan + UBSan build: suite fast"
 run_build build-asan fast -- -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
+
+if [ "${FZ_FUZZ_SECS:-20}" != 0 ] && [ -x tools/fuzz.sh ]; then
+	echo "== libFuzzer targets: ${FZ_FUZZ_SECS:-20} s each"
+	tools/fuzz.sh "${FZ_FUZZ_SECS:-20}" || fail=1
+	count build-fuzz
+fi
 
 echo "$passed passed, $failed failed, $skipped skipped"
 exit $fail
