@@ -79,12 +79,15 @@ static void calibrate_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: freeze calibrate --model MODEL.yaml --cache-config CACHES.yaml --out SNAPSHOT\n"
-		"                        [--images IDX] [--labels IDX] [--build N] [--validation N]\n"
-		"                        [--batch N] [--threads N]\n"
+		"                        [--cache-config C2 --out S2 ...] [--images IDX] [--labels IDX]\n"
+		"                        [--build N] [--validation N] [--heldout N] [--batch N]\n"
+		"                        [--threads N]\n"
 		"  Runs the train images (default Fashion-MNIST train) through the model; the first\n"
 		"  `build` of them build each layer's cache (labelled with the full model's answers),\n"
-		"  the next `validation` set the thresholds. Prints per cache: entries, threshold,\n"
-		"  validation exit rate and disagreement; writes the snapshot durably.\n");
+		"  the next `validation` set the thresholds, and the next `heldout` (default 0) only\n"
+		"  measure the result. Prints per cache: entries, threshold, validation exit rate and\n"
+		"  disagreement; writes the snapshot durably. Several configs (pairs of --cache-config\n"
+		"  and --out) share one pass through the model: a sweep of cache settings.\n");
 }
 
 /* Cache config items -> model layer indices, sorted into model order (params reordered too). */
@@ -120,112 +123,325 @@ static void key_desc(const struct fz_cache_params *p, char *b, size_t n)
 		snprintf(b + o, n - (size_t)o, "/l2");
 }
 
+#define MAX_CFG 32
+
+/* Pooled taps of one (layer, grid), shared by every config that keys a cache on them. */
+struct feat {
+	int layer, grid;
+	struct fz_cache *pool; /* a cache used only for its pooling */
+	float *data;           /* N x P */
+	size_t P;
+};
+
+struct cal {
+	const struct fz_model *m;
+	uint64_t fp;
+	int classes;
+	size_t nb, nv, nh, N; /* build, validation, held-out, all */
+	const int *pred;      /* full-model answers */
+	struct feat *f;
+	int nf;
+};
+
+static struct feat *feat_find(struct cal *k, int layer, int grid)
+{
+	for (int i = 0; i < k->nf; i++)
+		if (k->f[i].layer == layer && k->f[i].grid == grid)
+			return &k->f[i];
+	return NULL;
+}
+
+/* Validation (or held-out) answers of cache i for samples [from, from + n). */
+static void answers(struct fz_cache *ca, const float *keys, const int *pred, size_t from,
+		    size_t n, float *conf, bool *agree)
+{
+	const size_t D = (size_t)fz_cache_key_dim(ca);
+
+	for (size_t j = 0; j < n; j += FZ_CACHE_MAX_BURST) {
+		int c = (int)(n - j < FZ_CACHE_MAX_BURST ? n - j : FZ_CACHE_MAX_BURST);
+		struct fz_cache_result res[FZ_CACHE_MAX_BURST];
+		fz_cache_lookup_keys(ca, keys + (from + j) * D, c, res);
+		for (int q = 0; q < c; q++) {
+			conf[j + (size_t)q] = res[q].conf;
+			agree[j + (size_t)q] = res[q].label == pred[from + j + (size_t)q];
+		}
+	}
+}
+
+/* Build one config's caches from the pooled taps, set thresholds, report, save. */
+static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *layer,
+			 const char *out_path)
+{
+	const int L = cfg->n_caches;
+	const size_t nb = k->nb, nv = k->nv, nh = k->nh;
+	struct fz_cache_set *set = fz_cache_set_new(k->fp, k->classes, L);
+	float *keys = malloc(k->N * FZ_CACHE_MAX_DIM * sizeof(float));
+	float *conf = malloc((size_t)L * (nv + nh + 1) * sizeof(float));
+	bool *agree = malloc((size_t)L * (nv + nh + 1) * sizeof(bool));
+	float *thr = malloc((size_t)L * sizeof(float)), *fixed = malloc((size_t)L * sizeof(float));
+	bool *enabled = malloc((size_t)L * sizeof(bool));
+	enum fz_cache_thr_mode *mode = malloc((size_t)L * sizeof(*mode));
+	int *exit = malloc((nv + nh + 1) * sizeof(int));
+	int rc = -ENOMEM;
+
+	if (!set || !keys || !conf || !agree || !thr || !fixed || !enabled || !mode || !exit)
+		goto out;
+	float *hconf = conf + (size_t)L * nv;
+	bool *hagree = agree + (size_t)L * nv;
+	for (int i = 0; i < L; i++) {
+		const struct fz_cache_params *p = &cfg->caches[i];
+		struct fz_shape sh = k->m->layers[layer[i]].out;
+		struct feat *f = feat_find(k, layer[i], p->grid);
+		struct fz_cache *ca = fz_cache_create(p, sh.c, sh.h, sh.w, k->classes);
+		double tc = fz_now_s();
+		if (!ca || !f) {
+			fprintf(stderr, "freeze: %s: cache on '%s' (%dx%dx%d): invalid settings (a key "
+					"holds at most %d floats: c*grid*grid, or dims with PCA)\n",
+				cfg->path, p->layer, sh.c, sh.h, sh.w, FZ_CACHE_MAX_DIM);
+			rc = -EINVAL;
+			goto out;
+		}
+		set->caches[i] = ca;
+		const size_t D = (size_t)fz_cache_key_dim(ca);
+		fprintf(stderr, "calibrate: %s: cache %d/%d on %s: ", cfg->path, i + 1, L, p->layer);
+		if (p->dims) {
+			fprintf(stderr, "PCA %zu->%d, ", f->P, p->dims);
+			if (fz_cache_fit_pca(ca, f->data, nb, PCA_SAMPLE) < 0)
+				goto out;
+		}
+		for (size_t j = 0; j < k->N; j += 256) {
+			int n = (int)(k->N - j < 256 ? k->N - j : 256);
+			fz_cache_project_burst(ca, f->data + j * f->P, n, keys + j * D);
+		}
+		fprintf(stderr, "%s of %zu points, ", fz_cache_kind_name(p->kind), nb);
+		if (fz_cache_build(ca, keys, k->pred, nb, cfg->seed + (uint64_t)i) < 0)
+			goto out;
+		answers(ca, keys, k->pred, nb, nv, conf + (size_t)i * nv, agree + (size_t)i * nv);
+		answers(ca, keys, k->pred, nb + nv, nh, hconf + (size_t)i * nh, hagree + (size_t)i * nh);
+		fprintf(stderr, "%d entries (%.1f s)\n", fz_cache_entries(ca), fz_now_s() - tc);
+		mode[i] = p->thr_mode;
+		enabled[i] = p->enabled;
+		fixed[i] = p->threshold;
+	}
+	if ((rc = fz_cache_calibrate_thresholds(mode, enabled, fixed, L, conf, agree, nv,
+						cfg->budget, thr)) < 0)
+		goto out;
+	for (int i = 0; i < L; i++)
+		fz_cache_set_threshold(set->caches[i], thr[i]);
+	size_t wrong = fz_cache_cascade(enabled, thr, L, conf, agree, nv, exit);
+
+	const int mid = fz_model_find_layer(k->m, "block4");
+	printf("config       %s (budget %.4f; build %zu, validation %zu, held-out %zu)\n",
+	       cfg->path, cfg->budget, nb, nv, nh);
+	printf("%-8s %-7s %-14s %7s %-10s %10s %8s %8s %8s %9s\n", "layer", "kind", "key",
+	       "entries", "mode", "threshold", "alone", "exits", "cumul", "disagree");
+	size_t cum = 0, by_mid = 0;
+	for (int i = 0; i < L; i++) {
+		const struct fz_cache_params *p = fz_cache_params(set->caches[i]);
+		size_t alone = 0, ex = 0, dis = 0;
+		for (size_t j = 0; j < nv; j++) {
+			alone += enabled[i] && conf[(size_t)i * nv + j] > thr[i];
+			if (exit[j] == i) {
+				ex++;
+				dis += !agree[(size_t)i * nv + j];
+			}
+		}
+		cum += ex;
+		if (mid >= 0 && layer[i] <= mid)
+			by_mid += ex;
+		char kd[32];
+		key_desc(p, kd, sizeof(kd));
+		printf("%-8s %-7s %-14s %7d %-10s %10.4g %7.2f%% %7.2f%% %7.2f%% %9zu\n", p->layer,
+		       fz_cache_kind_name(p->kind), kd, fz_cache_entries(set->caches[i]),
+		       enabled[i] ? fz_cache_thr_name(p->thr_mode) : "disabled", thr[i],
+		       100.0 * alone / nv, 100.0 * ex / nv, 100.0 * cum / nv, dis);
+	}
+	printf("validation   exits %.2f%%, by block4 %.2f%%, agreement %.3f%% (%zu disagree)\n",
+	       100.0 * cum / nv, 100.0 * by_mid / nv, 100.0 - 100.0 * wrong / nv, wrong);
+	if (nh) {
+		size_t hw = fz_cache_cascade(enabled, thr, L, hconf, hagree, nh, exit), hx = 0, hm = 0;
+		for (size_t j = 0; j < nh; j++) {
+			hx += exit[j] < L;
+			hm += exit[j] < L && mid >= 0 && layer[exit[j]] <= mid;
+		}
+		printf("held-out     exits %.2f%%, by block4 %.2f%%, agreement %.3f%% (%zu disagree)\n",
+		       100.0 * hx / nh, 100.0 * hm / nh, 100.0 - 100.0 * hw / nh, hw);
+	}
+	printf("cache bytes  %zu\n", fz_cache_set_bytes(set));
+	if ((rc = fz_cache_set_save(set, out_path)) < 0) {
+		fprintf(stderr, "freeze: %s: cannot write the snapshot: %s\n", out_path, strerror(-rc));
+		goto out;
+	}
+	printf("snapshot     %s\n\n", out_path);
+	rc = 0;
+out:
+	if (rc == -ENOMEM)
+		fprintf(stderr, "freeze: calibrate: out of memory\n");
+	free(keys), free(conf), free(agree), free(thr), free(fixed), free(enabled), free(mode);
+	free(exit);
+	fz_cache_set_free(set);
+	return rc;
+}
+
 int fz_cmd_calibrate(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"model", required_argument, 0, 'm'},	 {"cache-config", required_argument, 0, 'c'},
 		{"out", required_argument, 0, 'o'},	 {"images", required_argument, 0, 'i'},
 		{"labels", required_argument, 0, 'l'},	 {"build", required_argument, 0, 'B'},
-		{"validation", required_argument, 0, 'V'}, {"batch", required_argument, 0, 'b'},
-		{"threads", required_argument, 0, 't'},	 {"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0}};
-	const char *model_path = NULL, *cfg_path = NULL, *out_path = NULL;
+		{"validation", required_argument, 0, 'V'}, {"heldout", required_argument, 0, 'H'},
+		{"batch", required_argument, 0, 'b'},	 {"threads", required_argument, 0, 't'},
+		{"help", no_argument, 0, 'h'},		 {0, 0, 0, 0}};
+	const char *model_path = NULL, *cfg_path[MAX_CFG], *out_path[MAX_CFG];
 	const char *images = FMNIST "train-images-idx3-ubyte.gz";
 	const char *labels = FMNIST "train-labels-idx1-ubyte.gz";
-	int batch = 64, threads = 1, build = 0, validation = 0, c, rc = 1;
+	int batch = 64, threads = 1, build = 0, validation = 0, heldout = 0, n_cfg = 0, n_out = 0;
+	int c, rc = 1;
 	char err[1024];
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_path = optarg; break;
-		case 'c': cfg_path = optarg; break;
-		case 'o': out_path = optarg; break;
+		case 'c':
+			if (n_cfg == MAX_CFG) {
+				fprintf(stderr, "freeze: at most %d --cache-config\n", MAX_CFG);
+				return 2;
+			}
+			cfg_path[n_cfg++] = optarg;
+			break;
+		case 'o':
+			if (n_out == MAX_CFG) {
+				fprintf(stderr, "freeze: at most %d --out\n", MAX_CFG);
+				return 2;
+			}
+			out_path[n_out++] = optarg;
+			break;
 		case 'i': images = optarg; break;
 		case 'l': labels = optarg; break;
 		case 'B': build = fz_opt_int("--build", optarg, 1, 1 << 30); break;
 		case 'V': validation = fz_opt_int("--validation", optarg, 1, 1 << 30); break;
+		case 'H': heldout = fz_opt_int("--heldout", optarg, 0, 1 << 30); break;
 		case 'b': batch = fz_opt_int("--batch", optarg, 1, FZ_CACHE_MAX_BURST); break;
 		case 't': threads = fz_opt_int("--threads", optarg, 1, 256); break;
 		case 'h': calibrate_usage(stdout); return 0;
 		default: calibrate_usage(stderr); return 2;
 		}
 	}
-	if (!model_path || !cfg_path || !out_path || optind != argc) {
+	if (!model_path || !n_cfg || n_cfg != n_out || optind != argc) {
 		calibrate_usage(stderr);
 		return 2;
 	}
 
 	struct fz_model *m = NULL;
 	struct fz_net *net = NULL;
-	struct fz_cache_config *cfg = NULL;
-	struct fz_cache_set *set = NULL;
+	struct fz_cache_config *cfg[MAX_CFG] = {0};
+	int *layer[MAX_CFG] = {0};
 	struct fz_chain ch = {0};
 	struct fz_idx img = {0}, lab = {0};
-	int *layer = NULL, *pred = NULL, *exit = NULL;
-	float **pooled = NULL, *keys = NULL, *conf = NULL, *thr = NULL, *fixed = NULL;
-	bool *agree = NULL, *enabled = NULL;
-	enum fz_cache_thr_mode *mode = NULL;
+	struct cal k = {0};
+	int *pred = NULL, cut[FZ_CACHE_MAX_BURST], ncut = 0;
 
 	if (!(m = fz_model_load(model_path, err, sizeof(err))) ||
-	    !(cfg = fz_cache_config_load(cfg_path, err, sizeof(err))) ||
 	    fz_idx_load(images, &img, err, sizeof(err)) < 0 ||
 	    fz_idx_load(labels, &lab, err, sizeof(err)) < 0) {
 		fprintf(stderr, "freeze: %s\n", err);
 		goto out;
 	}
-	if (build)
-		cfg->build = build;
-	if (validation)
-		cfg->validation = validation;
-	const int L = cfg->n_caches;
-	const size_t nb = (size_t)cfg->build, nv = (size_t)cfg->validation, N = nb + nv;
+	for (int i = 0; i < n_cfg; i++) {
+		if (!(cfg[i] = fz_cache_config_load(cfg_path[i], err, sizeof(err)))) {
+			fprintf(stderr, "freeze: %s\n", err);
+			goto out;
+		}
+		if (build)
+			cfg[i]->build = build;
+		if (validation)
+			cfg[i]->validation = validation;
+		if (cfg[i]->build != cfg[0]->build || cfg[i]->validation != cfg[0]->validation) {
+			fprintf(stderr, "freeze: %s: build/validation differ from %s's: one pass "
+					"serves them all (or set --build/--validation)\n",
+				cfg_path[i], cfg_path[0]);
+			goto out;
+		}
+		if (!(layer[i] = calloc((size_t)cfg[i]->n_caches, sizeof(int))) ||
+		    map_layers(m, cfg[i], layer[i]) < 0)
+			goto out;
+	}
+	k.m = m;
+	k.nb = (size_t)cfg[0]->build;
+	k.nv = (size_t)cfg[0]->validation;
+	k.nh = (size_t)heldout;
+	k.N = k.nb + k.nv + k.nh;
+	const size_t N = k.N;
 	if (img.item_size != fz_shape_size(m->input.shape) || lab.count != img.count ||
 	    N > img.count) {
 		fprintf(stderr,
 			"freeze: %s: %zu images of %zu bytes (%zu labels); calibration needs %zu "
-			"(build %zu + validation %zu) of %dx%dx%d\n",
-			images, img.count, img.item_size, lab.count, N, nb, nv, m->input.shape.c,
-			m->input.shape.h, m->input.shape.w);
+			"(build %zu + validation %zu + held-out %zu) of %dx%dx%d\n",
+			images, img.count, img.item_size, lab.count, N, k.nb, k.nv, k.nh,
+			m->input.shape.c, m->input.shape.h, m->input.shape.w);
 		goto out;
 	}
-	layer = calloc((size_t)L, sizeof(int));
-	if (!layer || map_layers(m, cfg, layer) < 0)
-		goto out;
 	if (!(net = fz_net_create(m, err, sizeof(err)))) {
 		fprintf(stderr, "freeze: %s\n", err);
 		goto out;
 	}
-	const int classes = m->layers[m->output].out.c;
-	set = fz_cache_set_new(fz_net_fingerprint(net), classes, L);
-	if (!set)
-		goto out;
-	for (int i = 0; i < L; i++) {
-		struct fz_shape sh = m->layers[layer[i]].out;
-		set->caches[i] = fz_cache_create(&cfg->caches[i], sh.c, sh.h, sh.w, classes);
-		if (!set->caches[i]) {
-			fprintf(stderr, "freeze: %s: cache on '%s' (%dx%dx%d): invalid settings: %s\n",
-				cfg_path, cfg->caches[i].layer, sh.c, sh.h, sh.w, strerror(errno));
-			goto out;
+	k.fp = fz_net_fingerprint(net);
+	k.classes = m->layers[m->output].out.c;
+
+	/* the (layer, grid) taps every config needs, and the layers the model is cut after */
+	for (int i = 0; i < n_cfg; i++)
+		for (int j = 0; j < cfg[i]->n_caches; j++) {
+			const struct fz_cache_params *p = &cfg[i]->caches[j];
+			if (!feat_find(&k, layer[i][j], p->grid)) {
+				struct feat *nf = realloc(k.f, (size_t)(k.nf + 1) * sizeof(*nf));
+				if (!nf)
+					goto nomem;
+				k.f = nf;
+				struct fz_shape sh = m->layers[layer[i][j]].out;
+				struct fz_cache_params pp;
+				fz_cache_params_default(&pp);
+				pp.grid = p->grid;
+				pp.dims = 1; /* pooling only: no key-size limit */
+				pp.size = 1;
+				struct feat *f = &k.f[k.nf];
+				memset(f, 0, sizeof(*f));
+				f->layer = layer[i][j];
+				f->grid = p->grid;
+				if (!(f->pool = fz_cache_create(&pp, sh.c, sh.h, sh.w, k.classes))) {
+					fprintf(stderr, "freeze: %s: grid %d does not fit '%s' (%dx%d)\n",
+						cfg_path[i], p->grid, p->layer, sh.h, sh.w);
+					goto out;
+				}
+				k.nf++;
+				f->P = (size_t)fz_cache_pooled_dim(f->pool);
+				if (!(f->data = malloc(N * f->P * sizeof(float))))
+					goto nomem;
+			}
+			int seen = 0;
+			for (int q = 0; q < ncut; q++)
+				seen |= cut[q] == layer[i][j];
+			if (!seen && ncut < FZ_CACHE_MAX_BURST)
+				cut[ncut++] = layer[i][j];
 		}
-	}
+	for (int i = 1; i < ncut; i++)
+		for (int j = i; j > 0 && cut[j] < cut[j - 1]; j--) {
+			int t = cut[j];
+			cut[j] = cut[j - 1];
+			cut[j - 1] = t;
+		}
 	omp_set_num_threads(threads);
-	if (fz_chain_create(&ch, net, layer, L, batch, err, sizeof(err)) < 0) {
+	if (fz_chain_create(&ch, net, cut, ncut, batch, err, sizeof(err)) < 0) {
 		fprintf(stderr, "freeze: %s\n", err);
 		goto out;
 	}
 
-	/* 1. forward pass: full-model answers and every cache's pooled tap */
-	pooled = calloc((size_t)L, sizeof(*pooled));
-	pred = malloc(N * sizeof(int));
-	if (!pooled || !pred)
+	/* 1. one forward pass: full-model answers and every needed pooled tap */
+	if (!(pred = malloc(N * sizeof(int))))
 		goto nomem;
-	for (int i = 0; i < L; i++)
-		if (!(pooled[i] = malloc(N * (size_t)fz_cache_pooled_dim(set->caches[i]) *
-					 sizeof(float))))
-			goto nomem;
+	k.pred = pred;
 	double t0 = fz_now_s();
-	const int classes_ss = (int)fz_group_out_layout(ch.g[ch.n - 1]).sample_stride;
+	const size_t out_ss = fz_group_out_layout(ch.g[ch.n - 1]).sample_stride;
 	for (size_t i = 0; i < N; i += (size_t)batch) {
 		int n = (int)(N - i < (size_t)batch ? N - i : (size_t)batch);
 		fz_net_preprocess_u8(net, img.data + i * img.item_size, (size_t)n,
@@ -238,139 +454,50 @@ int fz_cmd_calibrate(int argc, char **argv)
 			if (s == ch.n - 1)
 				break;
 			struct fz_act_layout lay = fz_group_out_layout(ch.g[s]);
-			size_t P = (size_t)fz_cache_pooled_dim(set->caches[s]);
-			fz_cache_pool_burst(set->caches[s], fz_group_output(ch.g[s]), &lay, n,
-					    pooled[s] + i * P);
+			for (int q = 0; q < k.nf; q++)
+				if (k.f[q].layer == cut[s])
+					fz_cache_pool_burst(k.f[q].pool, fz_group_output(ch.g[s]), &lay,
+							    n, k.f[q].data + i * k.f[q].P);
 			fz_chain_forward(&ch, s, NULL, n);
 		}
 		const float *o = fz_group_output(ch.g[ch.n - 1]);
-		for (int k = 0; k < n; k++)
-			pred[i + (size_t)k] = fz_argmax(o + (size_t)k * classes_ss, classes);
-		if ((i / batch) % 50 == 0 || i + n == N) {
-			double el = fz_now_s() - t0;
+		for (int q = 0; q < n; q++)
+			pred[i + (size_t)q] = fz_argmax(o + (size_t)q * out_ss, k.classes);
+		if ((i / batch) % 50 == 0 || i + n == N)
 			fprintf(stderr, "\rcalibrate: forward %zu/%zu images (%.0f/s)   ", i + n, N,
-				(i + n) / el);
-		}
+				(i + n) / (fz_now_s() - t0));
 	}
 	size_t correct = 0, vcorrect = 0;
 	for (size_t j = 0; j < N; j++) {
 		correct += pred[j] == lab.data[j];
-		vcorrect += j >= nb && pred[j] == lab.data[j];
+		vcorrect += j >= k.nb && j < k.nb + k.nv && pred[j] == lab.data[j];
 	}
 	fprintf(stderr, "\ncalibrate: full model accuracy %.2f%% on these %zu train images "
 			"(%.2f%% on the validation part)\n",
-		100.0 * correct / N, N, nv ? 100.0 * vcorrect / nv : 0.0);
+		100.0 * correct / N, N, k.nv ? 100.0 * vcorrect / k.nv : 0.0);
+	printf("model        %s (fingerprint %016llx), %s\n", m->name, (unsigned long long)k.fp,
+	       images);
 
-	/* 2. per cache: PCA on the build part, keys, entries, validation answers */
-	conf = malloc((size_t)L * nv * sizeof(float));
-	agree = malloc((size_t)L * nv * sizeof(bool));
-	keys = malloc(N * FZ_CACHE_MAX_DIM * sizeof(float));
-	if (!conf || !agree || !keys)
-		goto nomem;
-	for (int i = 0; i < L; i++) {
-		struct fz_cache *ca = set->caches[i];
-		const struct fz_cache_params *p = fz_cache_params(ca);
-		const size_t P = (size_t)fz_cache_pooled_dim(ca), D = (size_t)fz_cache_key_dim(ca);
-		double tc = fz_now_s();
-		fprintf(stderr, "calibrate: cache %d/%d on %s: ", i + 1, L, p->layer);
-		if (p->dims) {
-			fprintf(stderr, "PCA %zu->%d, ", P, p->dims);
-			if (fz_cache_fit_pca(ca, pooled[i], nb, PCA_SAMPLE) < 0)
-				goto nomem;
-		}
-		for (size_t j = 0; j < N; j += 256) {
-			int n = (int)(N - j < 256 ? N - j : 256);
-			fz_cache_project_burst(ca, pooled[i] + j * P, n, keys + j * D);
-		}
-		free(pooled[i]);
-		pooled[i] = NULL;
-		fprintf(stderr, "%s of %zu points, ", fz_cache_kind_name(p->kind), nb);
-		if (fz_cache_build(ca, keys, pred, nb, cfg->seed + (uint64_t)i) < 0)
-			goto nomem;
-		for (size_t j = 0; j < nv; j += FZ_CACHE_MAX_BURST) {
-			int n = (int)(nv - j < FZ_CACHE_MAX_BURST ? nv - j : FZ_CACHE_MAX_BURST);
-			struct fz_cache_result res[FZ_CACHE_MAX_BURST];
-			fz_cache_lookup_keys(ca, keys + (nb + j) * D, n, res);
-			for (int k = 0; k < n; k++) {
-				conf[(size_t)i * nv + j + k] = res[k].conf;
-				agree[(size_t)i * nv + j + k] = res[k].label == pred[nb + j + k];
-			}
-		}
-		fprintf(stderr, "%d entries (%.1f s)\n", fz_cache_entries(ca), fz_now_s() - tc);
-	}
-
-	/* 3. thresholds on the validation part */
-	mode = malloc((size_t)L * sizeof(*mode));
-	enabled = malloc((size_t)L * sizeof(bool));
-	thr = malloc((size_t)L * sizeof(float));
-	fixed = malloc((size_t)L * sizeof(float));
-	exit = malloc((nv ? nv : 1) * sizeof(int));
-	if (!mode || !enabled || !thr || !fixed || !exit)
-		goto nomem;
-	for (int i = 0; i < L; i++) {
-		mode[i] = cfg->caches[i].thr_mode;
-		enabled[i] = cfg->caches[i].enabled;
-		fixed[i] = cfg->caches[i].threshold;
-	}
-	if (fz_cache_calibrate_thresholds(mode, enabled, fixed, L, conf, agree, nv, cfg->budget,
-					  thr) < 0)
-		goto nomem;
-	for (int i = 0; i < L; i++)
-		fz_cache_set_threshold(set->caches[i], thr[i]);
-	size_t wrong = fz_cache_cascade(enabled, thr, L, conf, agree, nv, exit);
-
-	printf("model        %s (fingerprint %016llx)\n", m->name,
-	       (unsigned long long)set->model_fp);
-	printf("calibration  %s: build %zu, validation %zu (budget %.4f)\n", images, nb, nv,
-	       cfg->budget);
-	printf("%-8s %-7s %-14s %7s %-10s %10s %8s %8s %8s %9s\n", "layer", "kind", "key",
-	       "entries", "mode", "threshold", "alone", "exits", "cumul", "disagree");
-	size_t cum = 0;
-	for (int i = 0; i < L; i++) {
-		const struct fz_cache_params *p = fz_cache_params(set->caches[i]);
-		size_t alone = 0, ex = 0, dis = 0;
-		for (size_t j = 0; j < nv; j++) {
-			alone += enabled[i] && conf[(size_t)i * nv + j] > thr[i];
-			if (exit[j] == i) {
-				ex++;
-				dis += !agree[(size_t)i * nv + j];
-			}
-		}
-		cum += ex;
-		char kd[32];
-		key_desc(p, kd, sizeof(kd));
-		printf("%-8s %-7s %-14s %7d %-10s %10.4g %7.2f%% %7.2f%% %7.2f%% %9zu\n", p->layer,
-		       fz_cache_kind_name(p->kind), kd, fz_cache_entries(set->caches[i]),
-		       enabled[i] ? fz_cache_thr_name(p->thr_mode) : "disabled", thr[i],
-		       100.0 * alone / nv, 100.0 * ex / nv, 100.0 * cum / nv, dis);
-	}
-	size_t by_mid = 0;
-	for (size_t j = 0; j < nv; j++)
-		by_mid += exit[j] < L && layer[exit[j]] <= fz_model_find_layer(m, "block4");
-	printf("validation   exits %.2f%%, by block4 %.2f%%, agreement %.3f%% (%zu disagree)\n",
-	       100.0 * cum / nv, fz_model_find_layer(m, "block4") >= 0 ? 100.0 * by_mid / nv : 0.0,
-	       100.0 - 100.0 * wrong / nv, wrong);
-	printf("cache bytes  %zu\n", fz_cache_set_bytes(set));
-
-	int wr = fz_cache_set_save(set, out_path);
-	if (wr < 0) {
-		fprintf(stderr, "freeze: %s: cannot write the snapshot: %s\n", out_path, strerror(-wr));
-		goto out;
-	}
-	printf("snapshot     %s\n", out_path);
+	/* 2. each config: caches, thresholds, report, snapshot */
 	rc = 0;
+	for (int i = 0; i < n_cfg; i++)
+		if (calibrate_one(&k, cfg[i], layer[i], out_path[i]) < 0)
+			rc = 1;
 	goto out;
 nomem:
 	fprintf(stderr, "freeze: calibrate: out of memory\n");
 out:
-	for (int i = 0; pooled && cfg && i < cfg->n_caches; i++)
-		free(pooled[i]);
-	free(pooled);
-	free(keys), free(conf), free(agree), free(thr), free(fixed), free(mode), free(enabled);
-	free(exit), free(pred), free(layer);
+	for (int i = 0; i < k.nf; i++) {
+		fz_cache_free(k.f[i].pool);
+		free(k.f[i].data);
+	}
+	free(k.f);
+	for (int i = 0; i < n_cfg; i++) {
+		fz_cache_config_free(cfg[i]);
+		free(layer[i]);
+	}
+	free(pred);
 	fz_chain_free(&ch);
-	fz_cache_set_free(set);
-	fz_cache_config_free(cfg);
 	fz_net_free(net);
 	fz_model_free(m);
 	fz_idx_free(&img);
