@@ -351,7 +351,23 @@ def cmd_gen(a):
             w.write(frame, nframes * a.gap_ns)
             nframes += 1
 
+        pending = []  # good requests whose frames are interleaved: (sidecar entry, frames)
+
+        def flush():
+            # Round-robin over the pending requests' frames (--interleave).
+            for q, _ in pending:
+                q["frame"] = None
+            while any(frs for _, frs in pending):
+                for q, frs in pending:
+                    if frs:
+                        if q["frame"] is None:
+                            q["frame"] = nframes
+                        put(frs.pop(0))
+            pending.clear()
+
         for pos in range(len(indices) + 1):
+            if slots.get(pos):
+                flush()
             for k in slots.get(pos, []):
                 if k in CONTROL_KINDS:
                     control.append({"kind": k, "frame": nframes})
@@ -375,12 +391,20 @@ def cmd_gen(a):
                 frags.reverse()
             elif a.frag_order == "shuffle":
                 rng.shuffle(frags)
-            requests.append({"id": next_id, "index": i, "label": ds.label(i), "expect": "ok",
-                             "answered": True, "frames": len(frags), "frame": nframes})
-            for off, data in frags:
-                put(ep.frame(encode_req(next_id, off, data, len(tensor), ds.dims,
-                                        dtype=DTYPES[a.dtype])))
+            sport = a.client_port + pos % a.clients
+            q = {"id": next_id, "index": i, "label": ds.label(i), "expect": "ok",
+                 "answered": True, "frames": len(frags), "frame": nframes}
+            if a.clients > 1:
+                q["port"] = sport
+            requests.append(q)
+            pending.append((q, [udp_frame(ep.cmac, ep.amac, ep.cip, ep.aip, sport, ep.aport,
+                                          encode_req(next_id, off, data, len(tensor), ds.dims,
+                                                     dtype=DTYPES[a.dtype]))
+                                for off, data in frags]))
+            if len(pending) >= a.interleave:
+                flush()
             next_id += 1
+        flush()
     meta = {
         "version": 1,
         "pcap": os.path.abspath(a.output),
@@ -594,7 +618,8 @@ def cmd_selftest(a):
     with tempfile.TemporaryDirectory(prefix="fzgen-") as d:
         req, resp = os.path.join(d, "req.pcap"), os.path.join(d, "resp.pcap")
         gen_args = ["gen", "-o", req, "-n", str(a.count), "--frag", "300", "--frag-order",
-                    "shuffle", "--order", "shuffle", "--inject", "all"]
+                    "shuffle", "--order", "shuffle", "--inject", "all", "--interleave", "5",
+                    "--clients", "3"]
         if main(gen_args) != 0:
             return 1
         out = subprocess.run([a.loopback, "--loopback", req, resp], check=True,
@@ -629,7 +654,8 @@ def cmd_selftest(a):
         if bad:
             print("fzgen selftest FAILED: " + "; ".join(bad), file=sys.stderr)
             return 1
-        print(f"fzgen selftest: {a.count} requests in shuffled 300-byte fragments and "
+        print(f"fzgen selftest: {a.count} requests in shuffled 300-byte fragments from 3 ports, "
+              f"5 interleaved, and "
               f"{len(ALL_KINDS)} injected kinds round-trip through the C classifier")
     return 0
 
@@ -658,6 +684,10 @@ def main(argv=None):
     g.add_argument("--frag", type=int, default=0,
                    help="fragment payload bytes (default 0: whole tensor in one datagram)")
     g.add_argument("--frag-order", choices=["in", "reverse", "shuffle"], default="in")
+    g.add_argument("--interleave", type=int, default=1,
+                   help="interleave the fragments of this many consecutive requests")
+    g.add_argument("--clients", type=int, default=1,
+                   help="spread requests over this many client UDP ports (port, port+1, ...)")
     g.add_argument("--dtype", choices=sorted(DTYPES), default="u8",
                    help="tensor element type of the good requests (malformed ones are u8)")
     g.add_argument("--inject", help="malformed/control frames to add, once each: 'all' or "
@@ -684,6 +714,8 @@ def main(argv=None):
     t.add_argument("-n", "--count", type=int, default=300)
     a = ap.parse_args(argv)
     if a.cmd == "gen":
+        if a.interleave < 1 or a.clients < 1 or a.client_port + a.clients > 65536:
+            ap.error("--interleave and --clients must be >= 1 (and ports <= 65535)")
         if a.frag < 0 or a.frag > 65535 - 20 - 8 - REQ_HDR.size:
             ap.error("--frag must be 0..65475 (1440 fits a 1500-byte MTU)")
         return cmd_gen(a)
