@@ -180,6 +180,8 @@ static uint32_t fz_reasm_alloc(struct fz_reasm *r)
 	uint32_t i = r->free_head;
 
 	if (i == FZ_NIL) {
+		if (r->st.tombstones == 0)
+			return FZ_NIL; /* all live: no walk per refused fragment under overload */
 		for (i = r->age_head; i != FZ_NIL; i = r->e[i].anext)
 			if (r->e[i].state == FZ_RE_TOMB)
 				break;
