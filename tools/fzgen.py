@@ -566,7 +566,19 @@ def cmd_check_header(a):
         if k not in STATUS or REASONS[STATUS[k]][1] != (k in ANSWERED_KINDS):
             print(f"fzgen: injected kind {k} disagrees with the reason list", file=sys.stderr)
             return 1
-    print(f"fzgen: {len(names)} reasons match {a.header}")
+    if a.doc:
+        with open(a.doc) as f:
+            rows = re.findall(r"^\| (\d+) \| ([a-z0-9_]+) \|.*\| (answered|counted) \|$",
+                              f.read(), re.M)
+        doc = [(int(v), n, w == "answered") for v, n, w in rows]
+        want = [(i, n, ans) for i, (n, ans) in enumerate(REASONS)]
+        if doc != want:
+            for d, w in zip(doc + [None] * len(want), want + [None] * len(doc)):
+                if d != w:
+                    print(f"fzgen: {a.doc} status table has {d}, expected {w}", file=sys.stderr)
+                    break
+            return 1
+    print(f"fzgen: {len(names)} reasons match {a.header}" + (f" and {a.doc}" if a.doc else ""))
     return 0
 
 
@@ -704,6 +716,7 @@ def main(argv=None):
                    help="exit 1 on missing/duplicate/unknown/unexpected answers or statuses")
     c = sub.add_parser("check-header", help="compare the reason list with fz_proto.h")
     c.add_argument("header")
+    c.add_argument("--doc", help="also check the status table of docs/protocol.md")
     z = sub.add_parser("seeds", help="write the fuzz_frame seed corpus")
     z.add_argument("dir")
     z.add_argument("--images")
