@@ -1,0 +1,827 @@
+#!/usr/bin/python3
+"""Freeze perf harness: how much faster, at what accuracy, on which traffic.
+
+  perf/run.py                     full mode (about 20-30 minutes on the 2-core dev machine)
+  perf/run.py --quick             CI smoke: tiny counts, under a minute
+  perf/run.py --scenarios saturation,load --workloads iid,temporal --modes off,kmeans,online
+
+Builds what it needs, makes the workloads from the Fashion-MNIST test set (tools/workloads.py),
+finds or calibrates the cache snapshots (train split only), runs the scenarios and writes CSV, a
+Markdown report and PNG plots into perf/results/<date-time>/ (see perf/README.md).
+
+Scenarios
+  saturation  pcap replay through the appliance (net_pcap): throughput, exits, agreement with the
+              caches-off run on the same requests, accuracy, CPU time per request
+  load        live veth + open-loop client (perf/loadgen.py) at a sweep of offered rates:
+              answered rate, latency p50/p90/p99 and CDFs (needs root and network namespaces)
+  offline     `freeze eval` of every mode on every workload: exits, effective layers and MACs,
+              lookup against layer cost (the profile behind the appliance numbers)
+  sweep       thresholds from calibration budgets (train split only) -> `freeze eval` on the test
+              workload: the accuracy-vs-exit trade-off, with the oracle bound
+  peers       perf/bench_infer.py: `freeze infer` without caches and PyTorch at batch 1 and 32
+Modes
+  off         --no-caches (every request runs the whole model): the baseline of every ratio
+  kmeans      the shipped k-means snapshot (the paper's realised design)
+  knn         a knn snapshot
+  online-off  the online-capable snapshot with online inserts off
+  online      the online-capable snapshot with --online (full-model answers inserted)
+"""
+import argparse
+import csv
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import fzgen  # noqa: E402
+import workloads  # noqa: E402
+from pcap_io import read_pcap  # noqa: E402
+
+PY = "/usr/bin/python3"  # Debian's, with numpy, matplotlib and torch
+SCENARIOS = ("saturation", "load", "offline", "sweep", "peers")
+MODES = ("off", "kmeans", "knn", "online-off", "online")
+MODE_SNAPSHOT = {"off": "kmeans", "kmeans": "kmeans", "knn": "knn", "online-off": "online",
+                 "online": "online"}
+COLORS = {"off": "black", "kmeans": "tab:blue", "knn": "tab:orange", "online-off": "tab:purple",
+          "online": "tab:green"}
+# Snapshots looked for in the model folder before calibrating our own (first match wins).
+SHIPPED = {"kmeans": ["cache.fzc", "cache-kmeans.fzc"], "knn": ["cache-knn.fzc"],
+           "online": ["cache-online.fzc"]}
+CONFIGS = {"kmeans": ["cache-config.yaml", "cache-kmeans.yaml"], "knn": ["cache-config-knn.yaml",
+                                                                          "cache-knn.yaml"],
+           "online": ["cache-config-online.yaml", "cache-online.yaml"]}
+LCORES = "0@0,1@1,(2-5)@(0,1)"
+APP_IP, CLIENT_IP, APP_PORT = "198.18.0.1", "198.18.0.2", 7878
+
+T0 = time.monotonic()
+
+
+def log(msg):
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(cmd, check=True, **kw):
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
+
+
+def pct(sorted_vals, p):
+    return fzgen.percentile(sorted_vals, p)
+
+
+# ---- model facts ------------------------------------------------------------------------------
+
+class Model:
+    """Layer names, ResNet-18 weight-layer counts and MACs per exit point, from model.yaml."""
+
+    def __init__(self, path):
+        import yaml
+        with open(path) as f:
+            y = yaml.safe_load(f)
+        self.path = path
+        self.name = y.get("name", "?")
+        self.layers = [layer["name"] for layer in y["layers"]]
+        self.blocks = [layer["name"] for layer in y["layers"] if layer["kind"] == "block"]
+        # weight layers up to and including each block (stem conv + 2 convs per block), as
+        # `freeze eval` counts them; the full model adds the fc layer
+        self.weight_layers = {b: 1 + 2 * (i + 1) for i, b in enumerate(self.blocks)}
+        self.weight_layers["full"] = 2 + 2 * len(self.blocks)
+        macs, total = {}, 0
+        shape = {"input": y["input"]["shape"]}
+        for layer in y["layers"]:
+            src = shape.get(layer.get("input"), None)
+            out = layer.get("shape", src)
+            shape[layer["name"]] = out
+            k = layer["kind"]
+            if k == "conv":
+                total += out[0] * out[1] * out[2] * src[0] * layer.get("kernel", 3) ** 2
+            elif k == "block":
+                c, h, w = out
+                total += c * h * w * src[0] * 9 + c * h * w * c * 9
+                if layer.get("stride", 1) != 1 or src[0] != c:
+                    total += c * h * w * src[0]
+            elif k == "fc":
+                total += src[0] * layer["out_features"]
+            if k == "block":
+                macs[layer["name"]] = total
+        macs["full"] = total
+        self.macs = macs
+
+    def exit_name(self, code):
+        if code == fzgen.EXIT_FULL:
+            return "full"
+        return self.layers[code] if code < len(self.layers) else f"layer{code}"
+
+    def exit_points(self):
+        return self.blocks + ["full"]
+
+
+# ---- the appliance ----------------------------------------------------------------------------
+
+class Appliance:
+    """One `freeze` appliance process: started on a vdev, its summary parsed at exit, its CPU
+    time sampled from /proc/PID/stat while it serves."""
+    seq = 0
+
+    def __init__(self, h, mode, vdev, exit_idle=None):
+        Appliance.seq += 1
+        cfg = h.app_config(mode)
+        args = [h.freeze, "--lcores", LCORES, "--no-huge", "-m", "512", "--no-pci",
+                "--file-prefix", f"fzperf{os.getpid()}_{Appliance.seq}", "--vdev", vdev,
+                "--log-level=pmd.net.pcap:error", "--log-level=eal:error", "--",
+                "--config", cfg]
+        if mode == "off":
+            args.append("--no-caches")
+        if mode == "online":
+            args.append("--online")
+        if exit_idle is not None:
+            args += ["--exit-idle", str(exit_idle)]
+        self.lines = []
+        self.t_serving = None
+        self.cpu = []  # (monotonic, cpu seconds)
+        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        self.serving = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.append(line)
+            if self.t_serving is None and "serving" in line:
+                self.t_serving = time.monotonic()
+                self.serving.set()
+        self.serving.set()
+
+    def _sample(self):
+        tick = os.sysconf("SC_CLK_TCK")
+        path = f"/proc/{self.p.pid}/stat"
+        while self.p.poll() is None:
+            try:
+                with open(path) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                self.cpu.append((time.monotonic(), (int(fields[11]) + int(fields[12])) / tick))
+            except (OSError, IndexError, ValueError):
+                break
+            time.sleep(0.02)
+
+    def wait_serving(self, timeout=120):
+        self.serving.wait(timeout)
+        if self.t_serving is None:
+            self.stop()
+            raise RuntimeError("freeze did not start:\n" + "".join(self.lines[-30:]))
+
+    def cpu_at(self, t):
+        """Process CPU seconds at time t, interpolated between samples."""
+        s = self.cpu
+        if not s:
+            return None
+        if t <= s[0][0]:
+            return s[0][1]
+        for (ta, ca), (tb, cb) in zip(s, s[1:]):
+            if ta <= t <= tb:
+                return ca + (cb - ca) * (t - ta) / (tb - ta) if tb > ta else ca
+        return s[-1][1]
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        return self.wait(60)
+
+    def wait(self, timeout):
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        self.reader.join(5)
+        return self.summary()
+
+    def summary(self):
+        out = "".join(self.lines)
+        s = {"rc": self.p.returncode, "output": out}
+        for key in ("requests", "dropped", "cache hits"):
+            m = re.search(r"^" + key + r"\s+(\d+)", out, re.M)
+            s[key.replace(" ", "_")] = int(m.group(1)) if m else None
+        m = re.search(r"^answered\s+(\d+) \(ok (\d+), error (\d+)\)", out, re.M)
+        s["answered"], s["ok"], s["errors"] = (int(x) for x in m.groups()) if m else (None,) * 3
+        m = re.search(r"^throughput\s+([\d.]+) answers/s over ([\d.]+) s", out, re.M)
+        s["throughput"], s["window_s"] = (float(m.group(1)), float(m.group(2))) if m else (None, None)
+        s["accounting_ok"] = bool(re.search(r"^accounting\s+ok", out, re.M))
+        s["busy_s"] = sum(float(x) for x in re.findall(r"busy ([\d.]+) s", out))
+        s["stages"] = re.findall(r"^  (\S+)\s+(\S+)\s+\.\.(\S+)\s+in\s+(\d+) answered\s+(\d+)", out,
+                                 re.M)
+        return s
+
+
+def responses(pcap, port=APP_PORT):
+    """{request id: decoded response} of a response pcap (first answer per id)."""
+    got = {}
+    for _ts, fr in read_pcap(pcap):
+        u = fzgen.parse_udp(fr)
+        r = fzgen.decode_resp(u[4]) if u and u[1] == port else None
+        if r is not None and r["id"] not in got:
+            got[r["id"]] = r
+    return got
+
+
+# ---- the harness ------------------------------------------------------------------------------
+
+class Harness:
+    def __init__(self, a):
+        self.a = a
+        self.quick = a.quick
+        self.build = os.path.abspath(a.build)
+        self.freeze = os.path.join(self.build, "pipeline", "freeze")
+        self.model_dir = os.path.abspath(a.model_dir)
+        self.model_yaml = os.path.join(self.model_dir, "model.yaml")
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
+        self.out = os.path.abspath(a.out or os.path.join(HERE, "results", stamp))
+        self.work = os.path.join(a.work or os.path.join(self.out, "work"))
+        os.makedirs(self.work, exist_ok=True)
+        self.cache_dir = os.path.abspath(a.cache_dir)
+        self.snap = {}
+        self.model = None
+        self.wl = {}  # workload -> {"images", "labels", "meta", "pcap", "sidecar", "labelled"}
+        self.ref = {}  # workload -> [full-model label per request]
+        self.rows = {k: [] for k in ("saturation", "load", "offline", "sweep", "peers")}
+        self.exits = []  # rows: scenario, workload, mode, exit, count
+        self.cdf = {}  # (workload, mode, rate) -> {"all": [...], "hit": [...]}
+        self.notes = []
+
+    # -- set-up --
+
+    def do_build(self):
+        if self.a.no_build:
+            if not os.path.exists(self.freeze):
+                sys.exit(f"run.py: {self.freeze} does not exist (drop --no-build)")
+            return
+        if not os.path.exists(os.path.join(self.build, "build.ninja")):
+            log(f"meson setup {self.build}")
+            sh(["meson", "setup", self.build], cwd=ROOT)
+        log(f"ninja -C {self.build}")
+        r = sh(["ninja", "-C", self.build], check=False)
+        if r.returncode != 0:
+            sys.exit("run.py: the build failed:\n" + r.stdout[-3000:] + r.stderr[-2000:])
+
+    def model_key(self):
+        h = hashlib.sha1()
+        for f in ("model.yaml", "weights.safetensors"):
+            with open(os.path.join(self.model_dir, f), "rb") as fh:
+                h.update(fh.read())
+        return h.hexdigest()[:16]
+
+    def find_config(self, kind):
+        for name in CONFIGS[kind]:
+            for d in (self.model_dir, os.path.join(ROOT, "config", "examples")):
+                p = os.path.join(d, name)
+                if os.path.exists(p):
+                    return p
+        sys.exit(f"run.py: no cache config for {kind} (looked for {CONFIGS[kind]})")
+
+    def calibrate(self, kind, cfg_text, tag):
+        """Calibrate a snapshot from cfg_text (train split only); cached by model and config."""
+        small = ["--build", "1500", "--validation", "500"] if self.quick else []
+        key = hashlib.sha1((self.model_key() + cfg_text + " ".join(small)).encode()).hexdigest()[:12]
+        d = os.path.join(self.cache_dir, key)
+        snap = os.path.join(d, f"{tag}.fzc")
+        if os.path.exists(snap):
+            return snap
+        os.makedirs(d, exist_ok=True)
+        cfg = os.path.join(d, f"{tag}.yaml")
+        with open(cfg, "w") as f:
+            f.write(cfg_text)
+        log(f"calibrating {tag} ({kind}) on the train split -> {snap}")
+        r = sh([self.freeze, "calibrate", "--model", self.model_yaml, "--cache-config", cfg,
+                "--out", snap + ".tmp", "--threads", "2"] + small, check=False)
+        if r.returncode != 0:
+            sys.exit(f"run.py: calibrate {tag} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        with open(os.path.join(d, f"{tag}.calibrate.txt"), "w") as f:
+            f.write(r.stdout)
+        os.replace(snap + ".tmp", snap)
+        return snap
+
+    def snapshots(self, modes):
+        for kind in sorted({MODE_SNAPSHOT[m] for m in modes}):
+            if not self.a.own_caches:
+                for name in SHIPPED[kind]:
+                    p = os.path.join(self.model_dir, name)
+                    if os.path.exists(p):
+                        self.snap[kind] = p
+                        break
+            if kind not in self.snap:
+                with open(self.find_config(kind)) as f:
+                    text = f.read()
+                self.snap[kind] = self.calibrate(kind, text, kind)
+            log(f"snapshot {kind}: {os.path.relpath(self.snap[kind], ROOT)}")
+
+    def app_config(self, mode):
+        path = os.path.join(self.work, f"appliance-{mode}.yaml")
+        if not os.path.exists(path):
+            with open(os.path.join(ROOT, "config", "examples", "appliance.yaml")) as f:
+                text = f.read()
+            text = re.sub(r"^model:.*$", f"model: {self.model_yaml}", text, flags=re.M)
+            text = re.sub(r"^cache:.*$", f"cache: {self.snap[MODE_SNAPSHOT[mode]]}", text,
+                          flags=re.M)
+            with open(path, "w") as f:
+                f.write(text)
+        return path
+
+    def wl_params(self, w):
+        a = self.a
+        if w == "temporal":
+            return {"scene_len": a.scene_len}
+        if w == "zipf":
+            return {"zipf_s": a.zipf_s, "zipf_items": a.zipf_items}
+        return {}
+
+    def load_workload(self, w, count):
+        """The load sweep's stream: long enough that the fastest rate never wraps around (a
+        wrapped temporal stream would replay scenes the online caches have seen). Same seed, so
+        its first a.count requests are the saturation workload's."""
+        if count <= self.a.count:
+            return self.wl[w]
+        prefix = os.path.join(self.work, f"load-{w}")
+        if not os.path.exists(prefix + ".json"):
+            log(f"workload {w} for the load sweep: {count} requests")
+            workloads.make(w, prefix, count, self.a.seed, **self.wl_params(w))
+        return {"images": prefix + "-images-idx3-ubyte", "labels": prefix + "-labels-idx1-ubyte"}
+
+    def make_workloads(self, names):
+        a = self.a
+        for w in names:
+            count = a.count
+            params = self.wl_params(w)
+            prefix = os.path.join(self.work, w)
+            paths = workloads.make(w, prefix, count, a.seed, **params)
+            pcap = prefix + ".pcap"
+            with open(os.devnull, "w") as devnull:
+                old, sys.stderr = sys.stderr, devnull
+                try:
+                    fzgen.main(["gen", "-o", pcap, "-n", str(count), "--images", paths["images"],
+                                "--labels", paths["labels"]])
+                finally:
+                    sys.stderr = old
+            with open(pcap + ".json") as f:
+                side = json.load(f)
+            self.wl[w] = dict(paths, pcap=pcap, count=count, labelled=w != "ood",
+                              ids=[q["id"] for q in side["requests"]],
+                              gt=[q["label"] for q in side["requests"]], params=params)
+            log(f"workload {w}: {count} requests {params or ''}")
+
+    # -- scenario: saturation --
+
+    def replay(self, w, mode):
+        wl = self.wl[w]
+        resp = os.path.join(self.work, f"resp-{w}-{mode}.pcap")
+        if os.path.exists(resp):
+            os.unlink(resp)
+        app = Appliance(self, mode, f"net_pcap0,rx_pcap={wl['pcap']},tx_pcap={resp}",
+                        exit_idle=300)
+        s = app.wait(600)
+        if s["rc"] != 0 or s["throughput"] is None:
+            raise RuntimeError(f"freeze {w}/{mode} failed (rc {s['rc']}):\n{s['output'][-3000:]}")
+        t0 = app.t_serving
+        cpu = None
+        if t0 is not None and app.cpu:
+            a, b = app.cpu_at(t0), app.cpu_at(t0 + s["window_s"])
+            cpu = (b - a) if a is not None and b is not None else None
+        got = responses(resp)
+        os.unlink(resp)
+        return s, cpu, got
+
+    def saturation(self, modes):
+        order = ["off"] + [m for m in modes if m != "off"]
+        n = len(order) * len(self.wl) * self.a.repeat
+        k = 0
+        for w, wl in self.wl.items():
+            for mode in order:
+                tps, cpus, busy = [], [], []
+                got = s = None
+                for r in range(self.a.repeat):
+                    k += 1
+                    log(f"saturation [{k}/{n}] {w} / {mode} run {r + 1}/{self.a.repeat}")
+                    s, cpu, g = self.replay(w, mode)
+                    tps.append(s["throughput"])
+                    if cpu is not None:
+                        cpus.append(cpu / max(1, s["answered"]))
+                    busy.append(s["busy_s"] / max(1, s["answered"]))
+                    if got is None:
+                        got = g
+                res = [got.get(i) for i in wl["ids"]]
+                labels = [r["label"] if r and r["status"] == 0 else None for r in res]
+                if mode == "off":
+                    self.ref[w] = labels
+                ref = self.ref.get(w)
+                hist = {}
+                for r in res:
+                    if r and r["status"] == 0:
+                        e = self.model.exit_name(r["exit"])
+                        hist[e] = hist.get(e, 0) + 1
+                ok = sum(hist.values())
+                agree = sum(1 for x, y in zip(labels, ref) if x is not None and x == y) if ref else None
+                correct = sum(1 for x, g in zip(labels, wl["gt"]) if x is not None and x == g)
+                times = sorted(r["time_ns"] / 1e3 for r in res if r and r["status"] == 0)
+                hit_times = sorted(r["time_ns"] / 1e3 for r in res
+                                   if r and r["status"] == 0 and r["exit"] != fzgen.EXIT_FULL)
+                eff_l = sum(c * self.model.weight_layers.get(e, 0) for e, c in hist.items()) / \
+                    (ok * self.model.weight_layers["full"]) if ok else None
+                eff_m = sum(c * self.model.macs.get(e, 0) for e, c in hist.items()) / \
+                    (ok * self.model.macs["full"]) if ok else None
+                row = {"workload": w, "mode": mode, "requests": wl["count"], "answered": ok,
+                       "throughput_rps": statistics.median(tps),
+                       "throughput_runs": ";".join(f"{t:.0f}" for t in tps),
+                       "speedup_vs_off": None,
+                       "hit_rate": 1 - hist.get("full", 0) / ok if ok else None,
+                       "effective_layers": eff_l, "effective_macs": eff_m,
+                       "agreement": agree / ok if ok and agree is not None else None,
+                       "accuracy": correct / ok if ok and wl["labelled"] else None,
+                       "cpu_us_per_req": statistics.median(cpus) * 1e6 if cpus else None,
+                       "busy_us_per_req": statistics.median(busy) * 1e6,
+                       "inside_p50_us": pct(times, 50), "inside_p99_us": pct(times, 99),
+                       "inside_hit_p50_us": pct(hit_times, 50),
+                       "accounting_ok": s["accounting_ok"]}
+                base = next((q for q in self.rows["saturation"] if q["workload"] == w and
+                             q["mode"] == "off"), None)
+                if base:
+                    row["speedup_vs_off"] = row["throughput_rps"] / base["throughput_rps"]
+                self.rows["saturation"].append(row)
+                for e in self.model.exit_points():
+                    self.exits.append({"scenario": "saturation", "workload": w, "mode": mode,
+                                       "exit": e, "count": hist.get(e, 0)})
+                log(f"  {w}/{mode}: {row['throughput_rps']:.0f} answers/s "
+                    f"({(row['speedup_vs_off'] or 1):.2f}x off), hits {100 * (row['hit_rate'] or 0):.1f}%, "
+                    f"agreement {100 * (row['agreement'] or 0):.2f}%")
+
+    # -- scenario: load (live veth) --
+
+    def veth_up(self):
+        tag = f"{os.getpid() % 100000}"
+        self.ns, self.dev, self.peer = f"fzperf{tag}", f"fzp{tag}a", f"fzp{tag}b"
+        if os.geteuid() != 0:
+            return "needs root for network namespaces"
+        if sh(["ip", "netns", "add", self.ns], check=False).returncode != 0:
+            return "cannot create a network namespace"
+        cmds = [["ip", "link", "add", self.dev, "type", "veth", "peer", "name", self.peer],
+                ["ip", "link", "set", self.peer, "netns", self.ns],
+                ["sysctl", "-qw", f"net.ipv6.conf.{self.dev}.disable_ipv6=1"],
+                ["ip", "link", "set", self.dev, "up"],
+                ["ip", "netns", "exec", self.ns, "ethtool", "-K", self.peer, "tx", "off"],
+                ["ip", "netns", "exec", self.ns, "ip", "addr", "add", CLIENT_IP + "/24", "dev",
+                 self.peer],
+                ["ip", "netns", "exec", self.ns, "ip", "link", "set", self.peer, "up"],
+                ["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"]]
+        for c in cmds:
+            r = sh(c, check=False)
+            if r.returncode != 0 and "sysctl" not in c and "ethtool" not in c:
+                self.veth_down()
+                return f"{' '.join(c)}: {r.stderr.strip()}"
+        return None
+
+    def veth_down(self):
+        sh(["ip", "link", "del", self.dev], check=False)
+        sh(["ip", "netns", "del", self.ns], check=False)
+
+    def load(self, modes, wls):
+        why = self.veth_up()
+        if why:
+            self.notes.append(f"load scenario skipped: {why}")
+            log(f"load: skipped ({why})")
+            return
+        try:
+            self._load(modes, wls)
+        finally:
+            self.veth_down()
+
+    def rates(self):
+        if self.a.rates:
+            return [float(x) for x in self.a.rates.split(",")]
+        base = next((q["throughput_rps"] for q in self.rows["saturation"]
+                     if q["mode"] == "off" and q["workload"] == "iid"), None)
+        base = base or (600.0 if self.quick else 2000.0)
+        fr = [0.25, 1.5] if self.quick else [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0, 6.0]
+        return [round(min(self.a.max_rate, f * base), -1) or 10.0 for f in fr]
+
+    def _load(self, modes, wls):
+        rates = sorted(set(self.rates()))
+        order = ["off"] + [m for m in modes if m != "off"]
+        n = len(order) * len(wls) * len(rates)
+        k = 0
+        warm = 0.2 if self.quick else 0.5
+        for w in wls:
+            wl = self.load_workload(w, min(60000, int(max(rates) * (self.a.load_seconds + warm)) + 1))
+            for mode in order:
+                # online caches learn from what they see: a fresh appliance for every rate, so
+                # one rate's requests never warm the next one's caches
+                groups = [[r] for r in rates] if mode == "online" else [rates]
+                for group in groups:
+                    k = self._load_group(w, wl, mode, group, k, n)
+
+    def _load_group(self, w, wl, mode, rates, k, n):
+        app = Appliance(self, mode, f"net_af_packet0,iface={self.dev}")
+        try:
+            app.wait_serving()
+            sh(["ip", "netns", "exec", self.ns, "ping", "-c", "1", "-W", "2", APP_IP],
+               check=False)
+            for rate in rates:
+                k += 1
+                log(f"load [{k}/{n}] {w} / {mode} at {rate:.0f} req/s")
+                out = os.path.join(self.work, "load.json")
+                c0 = app.cpu_at(time.monotonic())
+                t_start = time.monotonic()
+                r = sh(["ip", "netns", "exec", self.ns, PY, os.path.join(HERE, "loadgen.py"),
+                        "--host", APP_IP, "--images", wl["images"], "--labels",
+                        wl["labels"], "--rate", str(rate), "--duration",
+                        str(self.a.load_seconds), "--warmup",
+                        str(0.2 if self.quick else 0.5), "--out", out], check=False)
+                if r.returncode != 0:
+                    raise RuntimeError(f"loadgen failed: {r.stderr[-2000:]}")
+                c1 = app.cpu_at(time.monotonic())
+                with open(out) as f:
+                    res = json.load(f)
+                self.load_row(w, mode, rate, res, (c1 - c0) if c0 is not None and
+                              c1 is not None else None, time.monotonic() - t_start)
+        finally:
+            s = app.stop()
+            if not s["accounting_ok"]:
+                self.notes.append(f"load {w}/{mode}: appliance accounting not ok")
+        return k
+
+    def load_row(self, w, mode, rate, res, cpu, wall):
+        ans = res["answers"]
+        lat = sorted(x[1] for x in ans)
+        inside = sorted(x[2] for x in ans)
+        hits = sorted(x[1] for x in ans if x[3] != fzgen.EXIT_FULL)
+        full = sorted(x[1] for x in ans if x[3] == fzgen.EXIT_FULL)
+        # agreement on the requests the caches-off saturation run answered (the first a.count)
+        ref = self.ref.get(w) or []
+        judged = [x for x in ans if x[0] < len(ref) and ref[x[0]] is not None]
+        agree = sum(1 for x in judged if x[4] == ref[x[0]])
+        row = {"workload": w, "mode": mode, "offered_rps": rate, "sent": res["sent"],
+               "answered_rps": res["throughput_rps"], "lost": res["lost"],
+               "sender_max_behind_ms": res["max_behind_ms"],
+               "p50_us": pct(lat, 50), "p90_us": pct(lat, 90), "p99_us": pct(lat, 99),
+               "inside_p50_us": pct(inside, 50), "inside_p99_us": pct(inside, 99),
+               "hit_rate": len(hits) / len(ans) if ans else None,
+               "hit_p50_us": pct(hits, 50), "miss_p50_us": pct(full, 50),
+               "agreement": agree / len(judged) if judged else None,
+               "accuracy": res["accuracy"],
+               # appliance CPU from the first warm-up request to the last answer, per request sent
+               "cpu_us_per_req": cpu / res["sent_total"] * 1e6 if cpu and res["sent_total"] else None}
+        self.rows["load"].append(row)
+        q = [i / 100 for i in range(101)]
+        self.cdf[(w, mode, rate)] = {"all": [pct(lat, 100 * x) for x in q] if lat else [],
+                                     "hit": [pct(hits, 100 * x) for x in q] if hits else []}
+        log(f"  answered {row['answered_rps']} req/s, lost {row['lost']}, p50 {row['p50_us']} us, "
+            f"p99 {row['p99_us']} us, hits {100 * (row['hit_rate'] or 0):.0f}%")
+
+    # -- scenario: offline (freeze eval) --
+
+    def eval(self, snap, wl, online=False, oracle=False):
+        cmd = [self.freeze, "eval", "--model", self.model_yaml, "--cache", snap, "--images",
+               wl["images"], "--labels", wl["labels"], "--threads", "2", "--json"]
+        if online:
+            cmd.append("--online")
+        if oracle:
+            cmd.append("--oracle")
+        r = sh(cmd, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"freeze eval failed: {r.stderr[-2000:]}")
+        return json.loads(r.stdout)
+
+    def offline(self, modes):
+        wls = list(self.wl)[:1] if self.quick else list(self.wl)
+        jobs = [(w, m) for w in wls for m in modes if m != "off"]
+        for k, (w, mode) in enumerate(jobs):
+            log(f"offline [{k + 1}/{len(jobs)}] freeze eval {w} / {mode}")
+            e = self.eval(self.snap[MODE_SNAPSHOT[mode]], self.wl[w], online=mode == "online")
+            lk, ly = e.get("lookup_ns_total"), e.get("layer_ns_total")
+            self.rows["offline"].append({
+                "workload": w, "mode": mode, "requests": e["requests"],
+                "hit_rate": 1 - e["exit_histogram"].get("full", 0) / e["requests"],
+                "exit_by_mid": e["exit_by_mid"], "effective_layers": e["effective_layers"],
+                "effective_macs": e["effective_macs"], "agreement": e["agreement"],
+                "accuracy": e["accuracy"] if self.wl[w]["labelled"] else None,
+                "full_model_accuracy": e["full_model_accuracy"] if self.wl[w]["labelled"] else None,
+                "cache_bytes": e["cache_bytes"], "lookup_ns_total": lk, "layer_ns_total": ly,
+                "images_per_s_full": e.get("images_per_s_full"),
+                "images_per_s_cascade": e.get("images_per_s_cascade"),
+                "online_inserts": e.get("online_inserts")})
+
+    # -- scenario: sweep --
+
+    def sweep(self):
+        w = "iid" if "iid" in self.wl else next(iter(self.wl))
+        wl = self.wl[w]
+        kinds = [k for k in self.a.sweep_kinds.split(",") if k]
+        budgets = [float(b) for b in self.a.budgets.split(",") if b]
+        # knn calibrations cost the same forward pass: it gets every other budget
+        jobs = [(k, b) for k in kinds for b in (budgets if k == kinds[0] else budgets[::2])]
+        if not self.quick:
+            jobs += [(k, "zero-error") for k in kinds]
+        for n, (kind, b) in enumerate(jobs):
+            with open(self.find_config(kind)) as f:
+                text = f.read()
+            if b == "zero-error":
+                text = re.sub(r"threshold:\s*budget", "threshold: zero-error", text)
+                tag = f"{kind}-zero-error"
+            else:
+                text = re.sub(r"^budget:.*$", f"budget: {b}", text, flags=re.M)
+                tag = f"{kind}-budget{b}"
+            log(f"sweep [{n + 1}/{len(jobs)}] {tag}")
+            snap = self.calibrate(kind, text, tag)
+            e = self.eval(snap, wl)
+            self.rows["sweep"].append(self.sweep_row(w, kind, b, e))
+        if kinds:
+            e = self.eval(self.snap.get(kinds[0]) or snap, wl, oracle=True)
+            self.rows["sweep"].append(self.sweep_row(w, kinds[0], "oracle", e))
+
+    def sweep_row(self, w, kind, b, e):
+        return {"workload": w, "kind": kind, "threshold": b,
+                "hit_rate": 1 - e["exit_histogram"].get("full", 0) / e["requests"],
+                "exit_by_mid": e["exit_by_mid"], "effective_layers": e["effective_layers"],
+                "effective_macs": e["effective_macs"], "agreement": e["agreement"],
+                "accuracy": e["accuracy"], "full_model_accuracy": e["full_model_accuracy"]}
+
+    # -- scenario: peers --
+
+    def peers(self):
+        out = os.path.join(self.work, "peers.csv")
+        cmd = [PY, os.path.join(HERE, "bench_infer.py"), "--freeze", self.freeze, "--model-dir",
+               self.model_dir, "--batches", "1,32", "--out", out]
+        cmd += ["--repeat", "1", "--limit", "128"] if self.quick else \
+            ["--repeat", str(self.a.repeat), "--limit", str(self.a.peer_limit)]
+        log("peers: perf/bench_infer.py " + " ".join(cmd[2:]))
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in p.stderr:
+            log("  " + line.rstrip())
+        p.wait()
+        if p.returncode != 0 or not os.path.exists(out):
+            self.notes.append("peers: bench_infer.py failed (is python3-torch installed?)")
+            return
+        with open(out) as f:
+            for r in csv.DictReader(f):
+                self.rows["peers"].append(r)
+
+    # -- outputs --
+
+    def write_csv(self, name, rows):
+        if not rows:
+            return
+        cols = list(rows[0].keys())
+        with open(os.path.join(self.out, name), "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=cols)
+            wr.writeheader()
+            for r in rows:
+                wr.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+    def write_all(self):
+        for k, rows in self.rows.items():
+            self.write_csv(f"{k}.csv", rows)
+        self.write_csv("exits.csv", self.exits)
+        cdf_rows = []
+        for (w, m, rate), d in self.cdf.items():
+            for kind, vals in d.items():
+                for i, v in enumerate(vals):
+                    cdf_rows.append({"workload": w, "mode": m, "offered_rps": rate,
+                                     "requests": kind, "quantile": i / 100, "latency_us": v})
+        self.write_csv("latency_cdf.csv", cdf_rows)
+        import report
+        report.write(self)
+        if not self.a.keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def env_info(h):
+    info = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "host": platform.node(), "cpus": os.cpu_count(),
+            "load_avg_at_start": os.getloadavg()}
+    try:
+        info["commit"] = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).stdout.strip()
+        info["dirty"] = bool(sh(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]).stdout.strip())
+    except (subprocess.CalledProcessError, OSError):
+        pass
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"model name\s*:\s*(.*)", f.read())
+        info["cpu"] = m.group(1) if m else "?"
+    return info
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="CI smoke: tiny counts, under a minute")
+    ap.add_argument("--scenarios", default="all", help=f"comma list of {','.join(SCENARIOS)} or "
+                    "all (quick: all but peers)")
+    ap.add_argument("--modes", help=f"comma list of {','.join(MODES)} (default: all; quick: "
+                    "off,online)")
+    ap.add_argument("--workloads", default=",".join(workloads.KINDS), help="comma list of "
+                    f"{','.join(workloads.KINDS)}")
+    ap.add_argument("--load-workloads", default="iid,temporal", help="workloads of the load sweep")
+    ap.add_argument("--load-modes", help="modes of the load sweep (default: off,kmeans,online; "
+                    "quick: off,online)")
+    ap.add_argument("-n", "--count", type=int, help="requests per workload (default 10000; quick 150)")
+    ap.add_argument("--scene-len", type=int, default=32, help="temporal: frames per scene")
+    ap.add_argument("--zipf-s", type=float, default=1.0, help="zipf: skew exponent")
+    ap.add_argument("--zipf-items", type=int, default=1000, help="zipf: distinct images")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeat", type=int, help="saturation runs per point, median (default 3; quick 1)")
+    ap.add_argument("--rates", help="offered loads, req/s (default: fractions of caches-off "
+                    "saturation throughput)")
+    ap.add_argument("--max-rate", type=float, default=20000, help="cap on offered load")
+    ap.add_argument("--load-seconds", type=float, help="measured seconds per rate (default 3; quick 1)")
+    ap.add_argument("--budgets", help="sweep: calibration budgets (default "
+                    "0.0005,0.001,0.002,0.004,0.008,0.016,0.032; quick 0.004)")
+    ap.add_argument("--sweep-kinds", help="sweep: cache kinds (default kmeans,knn; quick kmeans); "
+                    "the second and later kinds get every other budget")
+    ap.add_argument("--peer-limit", type=int, default=3000, help="peers: images per run")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="meson build dir")
+    ap.add_argument("--no-build", action="store_true", help="use the existing build as it is")
+    ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "resnet18-w16-fmnist"))
+    ap.add_argument("--own-caches", action="store_true",
+                    help="calibrate every snapshot here instead of using the shipped ones")
+    ap.add_argument("--cache-dir", default=os.path.join(HERE, ".cache"),
+                    help="where calibrated snapshots are kept between runs")
+    ap.add_argument("--out", help="results folder (default perf/results/DATE-TIME)")
+    ap.add_argument("--work", help="scratch folder for pcaps and idx files (default OUT/work)")
+    ap.add_argument("--keep-work", action="store_true", help="keep the scratch folder")
+    a = ap.parse_args(argv)
+    q = a.quick
+    a.count = a.count or (150 if q else 10000)
+    a.repeat = a.repeat or (1 if q else 3)
+    a.load_seconds = a.load_seconds or (1.0 if q else 3.0)
+    a.budgets = a.budgets if a.budgets is not None else \
+        ("0.004" if q else "0.0005,0.001,0.002,0.004,0.008,0.016,0.032")
+    a.sweep_kinds = a.sweep_kinds if a.sweep_kinds is not None else ("kmeans" if q else "kmeans,knn")
+    a.modes = (a.modes or ("off,online" if q else ",".join(MODES))).split(",")
+    a.load_modes = (a.load_modes or ("off,online" if q else "off,kmeans,online")).split(",")
+    if a.scenarios == "all":  # quick leaves out the peers: PyTorch's start-up alone takes ~10 s
+        a.scenarios = [s for s in SCENARIOS if not (q and s == "peers")]
+    else:
+        a.scenarios = a.scenarios.split(",")
+    a.workloads = a.workloads.split(",")
+    a.load_workloads = [w for w in a.load_workloads.split(",") if w in a.workloads]
+    if q and a.load_workloads == ["iid", "temporal"]:
+        a.load_workloads = ["temporal"]
+    for m in a.modes + a.load_modes:
+        if m not in MODES:
+            ap.error(f"unknown mode {m!r}; modes: {', '.join(MODES)}")
+    for s in a.scenarios:
+        if s not in SCENARIOS:
+            ap.error(f"unknown scenario {s!r}; scenarios: {', '.join(SCENARIOS)}")
+    for w in a.workloads:
+        if w not in workloads.KINDS:
+            ap.error(f"unknown workload {w!r}; workloads: {', '.join(workloads.KINDS)}")
+    return a
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    h = Harness(a)
+    h.env = env_info(h)
+    h.env["argv"] = " ".join(sys.argv[1:])
+    log(f"results -> {h.out}")
+    h.do_build()
+    for f in ("model.yaml", "weights.safetensors"):
+        if not os.path.exists(os.path.join(h.model_dir, f)):
+            sys.exit(f"run.py: no model in {h.model_dir} ({f} missing); train it with tools/train.py")
+    h.model = Model(h.model_yaml)
+    modes = list(dict.fromkeys(["off"] + a.modes + (a.load_modes if "load" in a.scenarios else [])))
+    need = [m for m in modes if m != "off"] or ["kmeans"]
+    if "sweep" in a.scenarios:
+        need += [k for k in a.sweep_kinds.split(",") if k]
+    h.snapshots(need)
+    h.make_workloads(a.workloads)
+    h.timing = {}
+    steps = [("saturation", lambda: h.saturation(a.modes)),
+             ("load", lambda: h.load(a.load_modes, a.load_workloads)),
+             ("offline", lambda: h.offline(a.modes)),
+             ("sweep", h.sweep),
+             ("peers", h.peers)]
+    if "load" in a.scenarios and "saturation" not in a.scenarios:
+        h.notes.append("no saturation run: the load sweep has no caches-off reference labels")
+    for name, fn in steps:
+        if name in a.scenarios:
+            t = time.monotonic()
+            log(f"== {name}")
+            fn()
+            h.timing[name] = round(time.monotonic() - t, 1)
+    h.write_all()
+    log(f"done: {os.path.join(h.out, 'report.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
