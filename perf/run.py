@@ -789,14 +789,16 @@ def parse_args(argv):
 
 def main(argv=None):
     a = parse_args(argv)
+    for f in ("model.yaml", "weights.safetensors"):
+        if not os.path.exists(os.path.join(a.model_dir, f)):
+            print(f"SKIP: no model in {a.model_dir} ({f} missing); train it with tools/train.py",
+                  file=sys.stderr)
+            return 77
     h = Harness(a)
     h.env = env_info(h)
     h.env["argv"] = " ".join(sys.argv[1:])
     log(f"results -> {h.out}")
     h.do_build()
-    for f in ("model.yaml", "weights.safetensors"):
-        if not os.path.exists(os.path.join(h.model_dir, f)):
-            sys.exit(f"run.py: no model in {h.model_dir} ({f} missing); train it with tools/train.py")
     h.model = Model(h.model_yaml)
     modes = list(dict.fromkeys(["off"] + a.modes + (a.load_modes if "load" in a.scenarios else [])))
     need = [m for m in modes if m != "off"] or ["kmeans"]
