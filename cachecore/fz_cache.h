@@ -208,8 +208,9 @@ int fz_cache_set_save(const struct fz_cache_set *s, const char *path);
 /*
  * Read a snapshot (io_uring, pread fallback). Refused whole, NULL with errno EINVAL and a
  * message in err, when truncated, of another magic or version, failing its checksum, made for
- * another model (fingerprint != model_fp; pass 0 to accept any), or when its counts or dims are
- * inconsistent. errno ENOENT/EIO/ENOMEM from reading.
+ * another model (fingerprint != model_fp; pass 0 to accept any), when its counts or dims are
+ * inconsistent, or when its caches' sizes and capacities would take more than 1 GiB together.
+ * errno ENOENT/EIO/ENOMEM from reading.
  */
 struct fz_cache_set *fz_cache_set_load(const char *path, uint64_t model_fp, char *err,
 				       size_t errlen);

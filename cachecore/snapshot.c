@@ -26,6 +26,9 @@
 #define SNAP_VERSION 1u
 #define SNAP_HDR 40
 #define SNAP_TRAILER 8
+/* Most memory the caches of one snapshot may take: a record's size and capacity are believed
+ * only this far, so a few hundred bytes cannot ask for 16 GiB of slots. */
+#define SNAP_MAX_BYTES (1ull << 30)
 
 struct snap_rec {
 	char name[FZ_NAME_MAX];
@@ -218,8 +221,23 @@ static bool finite_all(const float *v, size_t n)
 	return true;
 }
 
-/* Parse cache i; on failure returns NULL and leaves a message (path prefixed by the caller). */
-static struct fz_cache *get_cache(struct rbuf *r, int i, int n_classes, char *err, size_t errlen)
+/* Bytes fz_cache_create() will allocate for a record's settings (as fz_cache_bytes() counts). */
+static size_t rec_mem(const struct snap_rec *rec)
+{
+	size_t slots = ((size_t)rec->size + rec->capacity + 15) / 16 * 16;
+	size_t pooled = (size_t)rec->c * rec->grid * rec->grid;
+	size_t dim = rec->dims ? rec->dims : pooled;
+
+	/* per slot: key, label, fraction, seqlock, CLOCK bit, LRU stamp; then PCA */
+	return slots * (dim * 4 + 4 + 4 + 4 + 1 + 4) + (rec->dims ? pooled * (1 + dim) * 4 : 0);
+}
+
+/*
+ * Parse cache i; on failure returns NULL and leaves a message (path prefixed by the caller).
+ * *mem_left is what the snapshot's caches may still allocate; this cache's share comes off it.
+ */
+static struct fz_cache *get_cache(struct rbuf *r, int i, int n_classes, size_t *mem_left,
+				  char *err, size_t errlen)
 {
 	struct snap_rec rec;
 	struct fz_cache_params p;
@@ -239,6 +257,13 @@ static struct fz_cache *get_cache(struct rbuf *r, int i, int n_classes, char *er
 		msg(err, errlen, "cache %d (%s): a setting is out of range", i, p.layer);
 		return NULL;
 	}
+	if (rec_mem(&rec) > *mem_left) {
+		msg(err, errlen, "cache %d (%s): %zu slots would take %zu MiB, past the %llu MiB "
+			"all caches of a snapshot may take", i, p.layer,
+		    (size_t)rec.size + rec.capacity, rec_mem(&rec) >> 20, SNAP_MAX_BYTES >> 20);
+		return NULL;
+	}
+	*mem_left -= rec_mem(&rec);
 	p.kind = rec.kind;
 	p.grid = (int)rec.grid;
 	p.dims = (int)rec.dims;
@@ -367,8 +392,9 @@ struct fz_cache_set *fz_cache_set_parse(const char *path, const void *buf, size_
 	if (!s)
 		return NULL;
 	struct rbuf r = { .p = p, .len = len - SNAP_TRAILER, .off = SNAP_HDR };
+	size_t mem_left = SNAP_MAX_BYTES;
 	for (uint32_t i = 0; i < n_caches; i++) {
-		s->caches[i] = get_cache(&r, (int)i, (int)n_classes, why, sizeof(why));
+		s->caches[i] = get_cache(&r, (int)i, (int)n_classes, &mem_left, why, sizeof(why));
 		if (!s->caches[i]) {
 			msg(err, errlen, "%s: %s", path, why);
 			goto bad;
