@@ -1,5 +1,6 @@
 /* RX lcore: frames in, classified; ARP and ICMP answered; requests reassembled, normalised and
  * handed to the first stage; bad frames counted by reason and answered when their id is known. */
+#include <errno.h>
 #include <string.h>
 
 #include <rte_byteorder.h>
@@ -181,6 +182,11 @@ static void handle(struct rx_ctx *x, struct rte_mbuf *m, uint64_t now_ns, uint64
 		}
 		break;
 	case FZ_PROTO_V_ERROR:
+		/* one answer per request however many of its fragments are refused */
+		if (fz_reasm_abort(x->reasm, &p, now_ns) == -EALREADY) {
+			fz_app.rx.drop_frame[FZ_PROTO_R_LATE_FRAGMENT]++;
+			break;
+		}
 		fz_app.rx.drop_frame[p.reason]++;
 		answer_error(&p.reply, p.hdr.req_id, p.reason, tsc);
 		break;
