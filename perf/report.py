@@ -232,6 +232,12 @@ def plot_tradeoff(h, path):
             if z:
                 ax.plot([z[0]["effective_layers"]], [100 * z[0][key]], "D", color=mk.get(k),
                         label=f"{k}: zero-error threshold (paper)")
+        w0 = rows[0]["workload"] if rows else None
+        for r in h.rows["saturation"]:  # the appliance's own modes on the same workload
+            if r["workload"] == w0 and r["mode"] != "off" and r[key] is not None:
+                ax.plot([r["effective_layers"]], [100 * r[key]], "^", color=COLORS.get(r["mode"]),
+                        markersize=8, markeredgecolor="black",
+                        label=f"appliance: {LABELS.get(r['mode'], r['mode'])}")
         o = [r for r in rows if r["threshold"] == "oracle"]
         if o:
             ax.plot([o[0]["effective_layers"]], [100 * o[0][key]], "*", color="tab:red",
@@ -311,6 +317,11 @@ def write(h):
             ("CPU us/req", lambda r: f(r["cpu_us_per_req"])),
             ("busy us/req", lambda r: f(r["busy_us_per_req"])),
             ("runs", lambda r: r["throughput_runs"])], sat))
+        md.append("Per stage (one run): `stage:requests in/mean batch/busy seconds`. A stage owns a "
+                  "fixed layer range, so when requests exit early the work gathers in the first "
+                  "stages.\n")
+        md.append(table([("workload", lambda r: r["workload"]), ("mode", lambda r: r["mode"]),
+                         ("stages", lambda r: r["stages"])], sat))
     if h.rows["load"]:
         md.append("## Offered-load sweep (live: net_af_packet on a veth pair, client in a "
                   "network namespace)\n")
@@ -355,6 +366,11 @@ def write(h):
             ("images/s", lambda r: f(float(r["images_per_s_median"]))),
             ("vs PyTorch best", lambda r: f(float(r["ratio_vs_pytorch_best"]), "{:.2f}x")),
             ("accuracy", lambda r: pc(float(r["accuracy"])))], h.rows["peers"]))
+    if h.profiles:
+        md.append("## Profiles (`perf record -g` of one saturation run, self time)\n")
+        for case, pr in h.profiles.items():
+            md.append(f"{case} ({pr['throughput']:.0f} answers/s under perf):\n")
+            md.append("```\n" + pr["text"] + "\n```\n")
     if h.notes:
         md.append("## Notes\n")
         md.extend(f"- {n}" for n in h.notes)

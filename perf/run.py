@@ -19,6 +19,8 @@ Scenarios
   sweep       thresholds from calibration budgets (train split only) -> `freeze eval` on the test
               workload: the accuracy-vs-exit trade-off, with the oracle bound
   peers       perf/bench_infer.py: `freeze infer` without caches and PyTorch at batch 1 and 32
+  profile     `perf record` of chosen saturation runs (--profile iid/kmeans,...): CPU by object
+              and symbol, to say why a target is missed
 Modes
   off         --no-caches (every request runs the whole model): the baseline of every ratio
   kmeans      the shipped k-means snapshot (the paper's realised design)
@@ -50,7 +52,7 @@ import workloads  # noqa: E402
 from pcap_io import read_pcap  # noqa: E402
 
 PY = "/usr/bin/python3"  # Debian's, with numpy, matplotlib and torch
-SCENARIOS = ("saturation", "load", "offline", "sweep", "peers")
+SCENARIOS = ("saturation", "profile", "load", "offline", "sweep", "peers")
 MODES = ("off", "kmeans", "knn", "online-off", "online")
 MODE_SNAPSHOT = {"off": "kmeans", "kmeans": "kmeans", "knn": "knn", "online-off": "online",
                  "online": "online"}
@@ -222,8 +224,8 @@ class Appliance:
         s["throughput"], s["window_s"] = (float(m.group(1)), float(m.group(2))) if m else (None, None)
         s["accounting_ok"] = bool(re.search(r"^accounting\s+ok", out, re.M))
         s["busy_s"] = sum(float(x) for x in re.findall(r"busy ([\d.]+) s", out))
-        s["stages"] = re.findall(r"^  (\S+)\s+(\S+)\s+\.\.(\S+)\s+in\s+(\d+) answered\s+(\d+)", out,
-                                 re.M)
+        s["stages"] = re.findall(r"^  (\S+)\s+\S+\s+\.\.\S+\s+in\s+(\d+) answered\s+(\d+).*?"
+                                 r"mean batch\s+([\d.]+)\s+busy ([\d.]+) s", out, re.M)
         return s
 
 
@@ -261,6 +263,7 @@ class Harness:
         self.exits = []  # rows: scenario, workload, mode, exit, count
         self.cdf = {}  # (workload, mode, rate) -> {"all": [...], "hit": [...]}
         self.notes = []
+        self.profiles = {}
 
     # -- set-up --
 
@@ -453,6 +456,9 @@ class Harness:
                        "busy_us_per_req": statistics.median(busy) * 1e6,
                        "inside_p50_us": pct(times, 50), "inside_p99_us": pct(times, 99),
                        "inside_hit_p50_us": pct(hit_times, 50),
+                       # per stage: requests in, mean batch, busy seconds (last run)
+                       "stages": " ".join(f"{st[0]}:{st[1]}/{float(st[3]):.1f}/{st[4]}s"
+                                          for st in s["stages"]),
                        "accounting_ok": s["accounting_ok"]}
                 base = next((q for q in self.rows["saturation"] if q["workload"] == w and
                              q["mode"] == "off"), None)
@@ -465,6 +471,51 @@ class Harness:
                 log(f"  {w}/{mode}: {row['throughput_rps']:.0f} answers/s "
                     f"({(row['speedup_vs_off'] or 1):.2f}x off), hits {100 * (row['hit_rate'] or 0):.1f}%, "
                     f"agreement {100 * (row['agreement'] or 0):.2f}%")
+
+    # -- scenario: profile --
+
+    def profile(self):
+        """`perf record` one saturation run per --profile case; the report keeps where the
+        CPU time went, by shared object and by symbol."""
+        if not shutil.which("perf"):
+            self.notes.append("profile skipped: no `perf` (Debian linux-perf)")
+            return
+        for case in self.a.profile.split(","):
+            w, _, mode = case.partition("/")
+            if w not in self.wl or mode not in MODES:
+                self.notes.append(f"profile {case}: not a workload/mode of this run")
+                continue
+            log(f"profile {w} / {mode} under perf record")
+            data = os.path.join(self.work, "perf.data")
+            resp = os.path.join(self.work, "resp-profile.pcap")
+            app = Appliance(self, mode, f"net_pcap0,rx_pcap={self.wl[w]['pcap']},tx_pcap={resp}",
+                            exit_idle=300)
+            app.wait_serving()
+            # attach once it serves: start-up (pools, primitives) stays out of the profile
+            rec = subprocess.Popen(["perf", "record", "-F", "1999", "-g", "-q", "-o", data, "-p",
+                                    str(app.p.pid)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            s = app.wait(600)
+            try:
+                rec.wait(30)
+            except subprocess.TimeoutExpired:
+                rec.send_signal(signal.SIGINT)
+                rec.wait(30)
+            if s["rc"] != 0 or not os.path.exists(data):
+                self.notes.append(f"profile {case}: freeze under perf exited {s['rc']}")
+                continue
+            text = []
+            for sort, n in (("dso", 12), ("dso,sym", 30)):
+                r = sh(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", sort,
+                        "--percent-limit", "0.5"], check=False)
+                lines = [ln for ln in r.stdout.splitlines() if ln.strip() and
+                         not ln.lstrip().startswith("#") and "%" in ln and "--" not in ln]
+                text.append(f"## {w} / {mode}: CPU samples by {sort}\n")
+                text.extend(lines[:n])
+                text.append("")
+            self.profiles[case] = {"text": "\n".join(text), "throughput": s["throughput"]}
+            with open(os.path.join(self.out, f"profile-{w}-{mode}.txt"), "w") as f:
+                f.write("\n".join(text) + "\n")
 
     # -- scenario: load (live veth) --
 
@@ -724,7 +775,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="CI smoke: tiny counts, under a minute")
     ap.add_argument("--scenarios", default="all", help=f"comma list of {','.join(SCENARIOS)} or "
-                    "all (quick: all but peers)")
+                    "all (quick: all but peers and profile)")
     ap.add_argument("--modes", help=f"comma list of {','.join(MODES)} (default: all; quick: "
                     "off,online)")
     ap.add_argument("--workloads", default=",".join(workloads.KINDS), help="comma list of "
@@ -746,6 +797,8 @@ def parse_args(argv):
                     "0.0005,0.001,0.002,0.004,0.008,0.016,0.032; quick 0.004)")
     ap.add_argument("--sweep-kinds", help="sweep: cache kinds (default kmeans,knn; quick kmeans); "
                     "the second and later kinds get every other budget")
+    ap.add_argument("--profile", default="iid/kmeans,temporal/online",
+                    help="profile scenario: WORKLOAD/MODE cases run under `perf record`")
     ap.add_argument("--peer-limit", type=int, default=3000, help="peers: images per run")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="meson build dir")
     ap.add_argument("--no-build", action="store_true", help="use the existing build as it is")
@@ -768,7 +821,7 @@ def parse_args(argv):
     a.modes = (a.modes or ("off,online" if q else ",".join(MODES))).split(",")
     a.load_modes = (a.load_modes or ("off,online" if q else "off,kmeans,online")).split(",")
     if a.scenarios == "all":  # quick leaves out the peers: PyTorch's start-up alone takes ~10 s
-        a.scenarios = [s for s in SCENARIOS if not (q and s == "peers")]
+        a.scenarios = [s for s in SCENARIOS if not (q and s in ("peers", "profile"))]
     else:
         a.scenarios = a.scenarios.split(",")
     a.workloads = a.workloads.split(",")
@@ -808,6 +861,7 @@ def main(argv=None):
     h.make_workloads(a.workloads)
     h.timing = {}
     steps = [("saturation", lambda: h.saturation(a.modes)),
+             ("profile", h.profile),
              ("load", lambda: h.load(a.load_modes, a.load_workloads)),
              ("offline", lambda: h.offline(a.modes)),
              ("sweep", h.sweep),
