@@ -159,6 +159,14 @@ void fz_app_summary(FILE *f)
 	}
 	fprintf(f, "cache hits         %" PRIu64 " (%.1f%% of requests)\n", t.hits,
 		t.received ? 100.0 * t.hits / t.received : 0);
+	if (t.hits) {
+		fprintf(f, "exits by layer    ");
+		for (int l = 0; l < 64 && l < fz_app.model->n_layers; l++)
+			if (t.exits[l])
+				fprintf(f, " %s %" PRIu64, fz_app.model->layers[l].name, t.exits[l]);
+		fprintf(f, " full %" PRIu64 "\n",
+			rd(&fz_app.stages[fz_app.n_stages - 1].st.answered));
+	}
 	if (t.lat_n) {
 		uint64_t n = 0, p50 = 0, p99 = 0;
 		for (int b = 0; b < 64; b++) {
