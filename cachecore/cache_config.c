@@ -7,8 +7,8 @@
 #include "fz_cache.h"
 #include "fz_yaml.h"
 
-static const char *const top_keys[] = { "build", "validation", "budget", "seed", "defaults",
-					"caches", NULL };
+static const char *const top_keys[] = { "build", "validation", "budget", "seed", "objective",
+					"defaults", "caches", NULL };
 static const char *const set_keys[] = { "layer", "kind", "key", "k", "size", "capacity",
 					"eviction", "threshold", "enabled", "online", NULL };
 static const char *const key_keys[] = { "grid", "dims", "l2", NULL };
@@ -128,6 +128,16 @@ static int parse(struct fz_ydoc *doc, struct fz_cache_config *cfg)
 		return fz_yerr(doc, fz_ymap_get(root, "budget"),
 			       "budget is a fraction of validation requests in [0, 1], found %g",
 			       cfg->budget);
+	struct fz_ynode *obj = fz_ymap_get(root, "objective");
+	if (obj) {
+		char o[16];
+		if (fz_ynode_str(doc, obj, o, sizeof(o)))
+			return -EINVAL;
+		if (strcmp(o, "exits") && strcmp(o, "compute"))
+			return fz_yerr(doc, obj, "unknown objective '%s'; expected one of: exits, compute",
+				       o);
+		cfg->objective_compute = !strcmp(o, "compute");
+	}
 	fz_cache_params_default(&def);
 	if ((defs = fz_ymap_get(root, "defaults")) && parse_settings(doc, defs, &def, false))
 		return -EINVAL;

@@ -170,12 +170,15 @@ int fz_cache_slots(const struct fz_cache *c); /* calibrated + online slots */
  * agree[l * n + j] (the cache's answer equals the full model's).
  * zero-error caches get the highest confidence that was still wrong (0 if none was);
  * budget caches get thresholds chosen greedily for the most exits such that the disagreement of
- * the whole cascade (a sample exits at its first hit) stays <= budget * n; fixed caches keep
- * theirs; disabled caches exit nothing. thr[l] receives each threshold. Returns 0 or -EINVAL/-ENOMEM.
+ * the whole cascade (a sample exits at its first hit) stays <= budget * n; with gain (per cache,
+ * e.g. the share of compute an exit there saves) for the largest sum of gain over exits instead.
+ * Fixed caches keep theirs; disabled caches exit nothing. thr[l] receives each threshold.
+ * Returns 0 or -EINVAL/-ENOMEM.
  */
 int fz_cache_calibrate_thresholds(const enum fz_cache_thr_mode *mode, const bool *enabled,
 				  const float *fixed, int n_caches, const float *conf,
-				  const bool *agree, size_t n, double budget, float *thr);
+				  const bool *agree, size_t n, double budget, const double *gain,
+				  float *thr);
 
 /*
  * Simulate the cascade: exit[j] = first cache l with enabled and conf > thr[l], or n_caches.
@@ -226,6 +229,7 @@ struct fz_cache_config {
 	int build;      /* calibration: first `build` train samples build the caches */
 	int validation; /* the next `validation` samples set thresholds */
 	double budget;  /* cumulative disagreement budget of `budget` caches */
+	bool objective_compute; /* budget buys saved compute (MACs) rather than exit count */
 	uint64_t seed;
 	struct fz_cache_params *caches;
 	int n_caches;
@@ -233,7 +237,7 @@ struct fz_cache_config {
 
 /*
  * Load a cache config:
- *   build: 50000, validation: 10000, budget: 0.004, seed: 1
+ *   build: 50000, validation: 10000, budget: 0.004, seed: 1, objective: exits|compute
  *   defaults: {kind, key: {grid, dims, l2}, k, size, capacity, eviction, threshold, enabled, online}
  *   caches: [ {layer: block1, <any default overridden>}, ... ]
  * threshold is zero-error, budget, or a number (fixed). NULL with errno and a

@@ -32,18 +32,21 @@ static int cmp_desc(const void *a, const void *b)
 	return (x < y) - (x > y);
 }
 
-static size_t count_exits(const int *exit, size_t n, int n_caches)
+/* Value of the cascade's exits: their count, or the sum of gain[exit layer]. */
+static double exit_value(const int *exit, size_t n, int n_caches, const double *gain)
 {
-	size_t e = 0;
+	double e = 0;
 
 	for (size_t j = 0; j < n; j++)
-		e += exit[j] < n_caches;
+		if (exit[j] < n_caches)
+			e += gain ? gain[exit[j]] : 1.0;
 	return e;
 }
 
 int fz_cache_calibrate_thresholds(const enum fz_cache_thr_mode *mode, const bool *enabled,
 				  const float *fixed, int n_caches, const float *conf,
-				  const bool *agree, size_t n, double budget, float *thr)
+				  const bool *agree, size_t n, double budget, const double *gain,
+				  float *thr)
 {
 	float *wrong[64] = { 0 };
 	size_t nw[64] = { 0 }, pos[64] = { 0 };
@@ -83,7 +86,7 @@ int fz_cache_calibrate_thresholds(const enum fz_cache_thr_mode *mode, const bool
 
 	/*
 	 * Budget: start from zero-error (no disagreement) and take, one at a time, the move that
-	 * buys the most cascade exits per added disagreement: lowering one budget layer's threshold
+	 * buys the most cascade exits (or exit value, with gain) per added disagreement: lowering one budget layer's threshold
 	 * to its next lower wrong confidence (admitting one more wrong answer there, and every right
 	 * one above it). Moves that add no disagreement are free; stop when none fits the budget.
 	 */
@@ -94,11 +97,12 @@ int fz_cache_calibrate_thresholds(const enum fz_cache_thr_mode *mode, const bool
 	}
 	size_t limit = (size_t)floor(budget * (double)n);
 	size_t err = fz_cache_cascade(enabled, thr, n_caches, conf, agree, n, exit);
-	size_t exits = count_exits(exit, n, n_caches);
+	double exits = exit_value(exit, n, n_caches, gain);
 	for (;;) {
 		int best = -1;
 		double best_score = -INFINITY;
-		size_t best_err = 0, best_exits = 0;
+		size_t best_err = 0;
+		double best_exits = 0;
 		float best_thr = 0.0f;
 		for (int l = 0; l < n_caches; l++) {
 			if (!enabled[l] || mode[l] != FZ_CACHE_THR_BUDGET || pos[l] >= nw[l])
@@ -111,11 +115,11 @@ int fz_cache_calibrate_thresholds(const enum fz_cache_thr_mode *mode, const bool
 			float saved = thr[l];
 			thr[l] = t;
 			size_t e2 = fz_cache_cascade(enabled, thr, n_caches, conf, agree, n, exit);
-			size_t x2 = count_exits(exit, n, n_caches);
+			double x2 = exit_value(exit, n, n_caches, gain);
 			thr[l] = saved;
 			if (e2 > limit)
 				continue;
-			double dx = (double)x2 - (double)exits, de = (double)e2 - (double)err;
+			double dx = x2 - exits, de = (double)e2 - (double)err;
 			double score = de <= 0.0 ? 1e12 + dx : dx / de;
 			if (score > best_score) {
 				best_score = score;

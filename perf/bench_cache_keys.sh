@@ -2,7 +2,7 @@
 # Which cache key and kind win: every variant is calibrated in one pass on train[0, 55k)
 # (45k build + 10k validation) and measured on the held-out train[55k, 60k). The test set is
 # never touched. Usage: perf/bench_cache_keys.sh [BUILD_DIR] [variant ...]
-#   variant = name|kind|grid|dims|l2|size|k|budget|layers   -> perf/results/cache_keys.{txt,csv}
+#   variant = name|kind|grid|dims|l2|size|k|budget|layers[|objective]   -> perf/results/cache_keys.{txt,csv}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-cache}
@@ -27,15 +27,18 @@ variants=(
   "knn-g1-pca16-l2-k8|knn|1|16|true|2048|8|0.004|$all"
   "knn-g2-pca32-l2-k8|knn|2|32|true|1024|8|0.004|$all"
   "knn-g2-pca32-l2-k4|knn|2|32|true|1024|4|0.004|$all"
+  "g2-pca32-l2-compute|kmeans|2|32|true|512|1|0.004|$all|compute"
+  "knn-g2-pca32-l2-k8-compute|knn|2|32|true|1024|8|0.004|$all|compute"
 )
 [ $# -gt 0 ] && variants=("$@")
 args=()
 for v in "${variants[@]}"; do
-	IFS='|' read -r name kind grid dims l2 size k budget layers <<<"$v"
+	IFS='|' read -r name kind grid dims l2 size k budget layers objective <<<"$v"
 	{
 		echo "build: $nb"
 		echo "validation: $nv"
 		echo "budget: $budget"
+		echo "objective: ${objective:-exits}"
 		echo "defaults: {kind: $kind, key: {grid: $grid, dims: $dims, l2: $l2}, size: $size, k: $k, threshold: budget}"
 		echo "caches:"
 		for l in $layers; do echo "  - {layer: $l}"; done

@@ -135,6 +135,7 @@ struct feat {
 
 struct cal {
 	const struct fz_model *m;
+	const struct fz_net *net;
 	uint64_t fp;
 	int classes;
 	size_t nb, nv, nh, N; /* build, validation, held-out, all */
@@ -182,6 +183,7 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 	bool *enabled = malloc((size_t)L * sizeof(bool));
 	enum fz_cache_thr_mode *mode = malloc((size_t)L * sizeof(*mode));
 	int *exit = malloc((nv + nh + 1) * sizeof(int));
+	double gain[FZ_CACHE_MAX_BURST];
 	int rc = -ENOMEM;
 
 	if (!set || !keys || !conf || !agree || !thr || !fixed || !enabled || !mode || !exit)
@@ -221,18 +223,22 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 		fprintf(stderr, "%d entries (%.1f s)\n", fz_cache_entries(ca), fz_now_s() - tc);
 		mode[i] = p->thr_mode;
 		enabled[i] = p->enabled;
+		/* objective: compute: an exit here is worth the share of MACs it skips */
+		gain[i] = 1.0 - (double)fz_net_macs(k->net, 0, layer[i]) /
+				       (double)fz_net_macs(k->net, 0, k->m->n_layers - 1);
 		fixed[i] = p->threshold;
 	}
 	if ((rc = fz_cache_calibrate_thresholds(mode, enabled, fixed, L, conf, agree, nv,
-						cfg->budget, thr)) < 0)
+						cfg->budget, cfg->objective_compute ? gain : NULL,
+						thr)) < 0)
 		goto out;
 	for (int i = 0; i < L; i++)
 		fz_cache_set_threshold(set->caches[i], thr[i]);
 	size_t wrong = fz_cache_cascade(enabled, thr, L, conf, agree, nv, exit);
 
 	const int mid = fz_model_find_layer(k->m, "block4");
-	printf("config       %s (budget %.4f; build %zu, validation %zu, held-out %zu)\n",
-	       cfg->path, cfg->budget, nb, nv, nh);
+	printf("config       %s (budget %.4f for %s; build %zu, validation %zu, held-out %zu)\n",
+	       cfg->path, cfg->budget, cfg->objective_compute ? "compute" : "exits", nb, nv, nh);
 	printf("%-8s %-7s %-14s %7s %-10s %10s %8s %8s %8s %9s\n", "layer", "kind", "key",
 	       "entries", "mode", "threshold", "alone", "exits", "cumul", "disagree");
 	size_t cum = 0, by_mid = 0;
@@ -387,6 +393,7 @@ int fz_cmd_calibrate(int argc, char **argv)
 		goto out;
 	}
 	k.fp = fz_net_fingerprint(net);
+	k.net = net;
 	k.classes = m->layers[m->output].out.c;
 
 	/* the (layer, grid) taps every config needs, and the layers the model is cut after */

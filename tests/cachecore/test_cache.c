@@ -211,7 +211,7 @@ static void test_thresholds_known(void **state)
 	bool en[L] = { true, true };
 	float thr[L];
 	int exit[N];
-	assert_int_equal(fz_cache_calibrate_thresholds(mode, en, NULL, L, conf, agree, N, 0, thr), 0);
+	assert_int_equal(fz_cache_calibrate_thresholds(mode, en, NULL, L, conf, agree, N, 0, NULL, thr), 0);
 	assert_float_equal(thr[0], 6, 0);
 	assert_float_equal(thr[1], 9, 0);
 	assert_int_equal(fz_cache_cascade(en, thr, L, conf, agree, N, exit), 0);
@@ -225,7 +225,7 @@ static void test_thresholds_known(void **state)
 	 * its next wrong (none left: to 0, admitting samples 1..5, of which sample 1 is wrong:
 	 * +5 exits... minus those already exiting). Layer 1 wins: exits 6..9 at 0, 0..5 at 1. */
 	mode[0] = mode[1] = FZ_CACHE_THR_BUDGET;
-	assert_int_equal(fz_cache_calibrate_thresholds(mode, en, NULL, L, conf, agree, N, 0.1, thr), 0);
+	assert_int_equal(fz_cache_calibrate_thresholds(mode, en, NULL, L, conf, agree, N, 0.1, NULL, thr), 0);
 	size_t wrong = fz_cache_cascade(en, thr, L, conf, agree, N, exit);
 	assert_int_equal(wrong, 1);
 	for (int j = 0; j < N; j++)
@@ -233,11 +233,20 @@ static void test_thresholds_known(void **state)
 	assert_float_equal(thr[0], 6, 0);
 	assert_float_equal(thr[1], 0, 0);
 
+	/* with gain {10, 1} an exit at layer 0 is worth ten at layer 1: lowering layer 0 to 3
+	 * (+3 exits there, 1 error) beats lowering layer 1 to 0 (+5 exits there, 1 error) */
+	double gain[L] = { 10, 1 };
+	assert_int_equal(fz_cache_calibrate_thresholds(mode, en, NULL, L, conf, agree, N, 0.1, gain,
+						       thr), 0);
+	assert_float_equal(thr[0], 3, 0);
+	assert_float_equal(thr[1], 9, 0);
+	assert_int_equal(fz_cache_cascade(en, thr, L, conf, agree, N, exit), 1);
+
 	/* disabled layer: infinite threshold; fixed: kept */
 	en[0] = false;
 	mode[1] = FZ_CACHE_THR_FIXED;
 	float fixed[L] = { 0, 4.5f };
-	assert_int_equal(fz_cache_calibrate_thresholds(mode, en, fixed, L, conf, agree, N, 0, thr), 0);
+	assert_int_equal(fz_cache_calibrate_thresholds(mode, en, fixed, L, conf, agree, N, 0, NULL, thr), 0);
 	assert_true(isinf(thr[0]));
 	assert_float_equal(thr[1], 4.5f, 0);
 }

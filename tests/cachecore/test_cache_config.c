@@ -43,7 +43,7 @@ static int teardown(void **state)
 static void test_good(void **state)
 {
 	(void)state;
-	write_cfg("build: 40000\nvalidation: 20000\nbudget: 0.003\nseed: 9\n"
+	write_cfg("build: 40000\nvalidation: 20000\nbudget: 0.003\nseed: 9\nobjective: compute\n"
 		  "defaults:\n"
 		  "  kind: knn\n"
 		  "  key: {grid: 2, dims: 32, l2: false}\n"
@@ -64,6 +64,7 @@ static void test_good(void **state)
 	assert_int_equal(c->validation, 20000);
 	assert_float_equal(c->budget, 0.003, 1e-12);
 	assert_int_equal(c->seed, 9);
+	assert_true(c->objective_compute);
 	assert_int_equal(c->n_caches, 3);
 	const struct fz_cache_params *p = c->caches;
 	assert_string_equal(p[0].layer, "block1");
@@ -117,6 +118,7 @@ static void test_errors(void **state)
 	expect_error("defaults: {key: {grid: 0}}\ncaches: [{layer: a}]\n", "1:24", "positive");
 	expect_error("budget: 2\ncaches: [{layer: a}]\n", "1:9", "budget");
 	expect_error("caches: []\n", "1:9", "non-empty");
+	expect_error("objective: speed\ncaches: [{layer: a}]\n", "1:12", "objective");
 }
 
 int main(void)
