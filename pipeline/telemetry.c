@@ -164,8 +164,8 @@ void fz_app_summary(FILE *f)
 		for (int l = 0; l < 64 && l < fz_app.model->n_layers; l++)
 			if (t.exits[l])
 				fprintf(f, " %s %" PRIu64, fz_app.model->layers[l].name, t.exits[l]);
-		fprintf(f, " full %" PRIu64 "\n",
-			rd(&fz_app.stages[fz_app.n_stages - 1].st.answered));
+		const struct fz_stage_stats *ls = &fz_app.stages[fz_app.n_stages - 1].st;
+		fprintf(f, " full %" PRIu64 "\n", rd(&ls->answered) - rd(&ls->hits));
 	}
 	if (t.lat_n) {
 		uint64_t n = 0, p50 = 0, p99 = 0;
