@@ -29,11 +29,23 @@ int fz_cache_pool_burst(const struct fz_cache *c, const float *act,
 					int nc = c->c - c0 < cb ? c->c - c0 : cb;
 					float acc[64] = { 0 };
 					if (cb == FZ_BLK) { /* nChw16c: one vector add per pixel */
-						fz_v16 a = { 0 };
-						for (int y = y0; y < y1; y++)
-							for (int xx = x0; xx < x1; xx++)
-								a += *(const fz_v16u *)(blk + (size_t)(y * W + xx) * FZ_BLK);
-						memcpy(acc, &a, sizeof(a));
+						/* four chains hide the add latency (~4x, perf/bench_cache) */
+						fz_v16 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+						for (int y = y0; y < y1; y++) {
+							const float *row = blk + (size_t)(y * W) * FZ_BLK;
+							int xx = x0;
+							for (; xx + 4 <= x1; xx += 4) {
+								const float *p = row + (size_t)xx * FZ_BLK;
+								a0 += *(const fz_v16u *)p;
+								a1 += *(const fz_v16u *)(p + FZ_BLK);
+								a2 += *(const fz_v16u *)(p + 2 * FZ_BLK);
+								a3 += *(const fz_v16u *)(p + 3 * FZ_BLK);
+							}
+							for (; xx < x1; xx++)
+								a0 += *(const fz_v16u *)(row + (size_t)xx * FZ_BLK);
+						}
+						a0 += a1 + a2 + a3;
+						memcpy(acc, &a0, sizeof(a0));
 					} else if (cb <= 64) {
 						for (int y = y0; y < y1; y++)
 							for (int xx = x0; xx < x1; xx++) {
