@@ -18,7 +18,7 @@ static void eval_usage(FILE *f)
 	fprintf(f,
 		"usage: freeze eval --model MODEL.yaml --cache SNAPSHOT --images IDX --labels IDX\n"
 		"                   [--json] [--oracle] [--online] [--passes N] [--batch N]\n"
-		"                   [--threads N] [--offset N] [--limit N]\n"
+		"                   [--threads N] [--offset N] [--limit N] [--dump CSV]\n"
 		"  Runs each request through the model with the caches, exiting at the first hit.\n"
 		"  Reports the exit histogram, exits at or before block4, effective layers,\n"
 		"  agreement with the full model, accuracy (and the full model's), cache bytes,\n"
@@ -27,7 +27,9 @@ static void eval_usage(FILE *f)
 		"  --passes N sends the images N times; --online inserts the full model's answers\n"
 		"  into the caches configured online, so repeated frames can exit early.\n"
 		"  --offset/--limit select images [offset, offset + limit) (e.g. a held-out part\n"
-		"  of the train set for tuning: never tune on the test set).\n");
+		"  of the train set for tuning: never tune on the test set).\n"
+		"  --dump writes one line per request of the first pass: image index, answer,\n"
+		"  exit layer (model layer index, -1 for the full model).\n");
 }
 
 /* Weight layers (ResNet counting: conv 1, fc 1, a BasicBlock 2) of layers [0, last]. */
@@ -51,9 +53,10 @@ int fz_cmd_eval(int argc, char **argv)
 		{"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
 		{"limit", required_argument, 0, 'n'}, {"online", no_argument, 0, 'o'},
 		{"passes", required_argument, 0, 'p'}, {"offset", required_argument, 0, 's'},
-		{"help", no_argument, 0, 'h'},
+		{"dump", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0}};
 	const char *model_path = NULL, *snap_path = NULL, *images = NULL, *labels = NULL;
+	const char *dump = NULL;
 	int batch = 64, threads = 1, limit = 0, offset = 0, json = 0, oracle = 0, online = 0;
 	int passes = 1, c;
 	int rc = 1;
@@ -74,6 +77,7 @@ int fz_cmd_eval(int argc, char **argv)
 		case 'o': online = 1; break;
 		case 'p': passes = fz_opt_int("--passes", optarg, 1, 1000); break;
 		case 's': offset = fz_opt_int("--offset", optarg, 0, 1 << 30); break;
+		case 'd': dump = optarg; break;
 		case 'h': eval_usage(stdout); return 0;
 		default: eval_usage(stderr); return 2;
 		}
@@ -317,6 +321,24 @@ int fz_cmd_eval(int argc, char **argv)
 		by_mid += exit[j] < L && mid >= 0 && layer[exit[j]] <= mid;
 		eff_layers += (double)weight_layers(m, layer[exit[j]]) / wl_all;
 		eff_macs += (double)fz_net_macs(net, 0, layer[exit[j]]) / macs_all;
+	}
+	if (dump) {
+		/* per request of pass 1, to compare with the appliance's answers */
+		FILE *df = fopen(dump, "w");
+		if (!df) {
+			fprintf(stderr, "freeze: %s: %s\n", dump, strerror(errno));
+			free(hist);
+			goto out;
+		}
+		fprintf(df, "index,label,exit_layer\n");
+		for (size_t j = 0; j < N; j++)
+			fprintf(df, "%zu,%d,%d\n", (size_t)offset + j, answer[j],
+				exit[j] < L ? layer[exit[j]] : -1);
+		if (fclose(df) != 0) {
+			fprintf(stderr, "freeze: %s: %s\n", dump, strerror(errno));
+			free(hist);
+			goto out;
+		}
 	}
 	double lookup_sum = 0, layer_sum = 0;
 	for (int s = 0; s < ch.n; s++) {
