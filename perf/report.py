@@ -287,7 +287,9 @@ def write(h):
     md = ["# Freeze perf run " + e["date"], ""]
     md.append(f"`perf/run.py {e.get('argv', '')}` at commit {e.get('commit', '?')}"
               f"{' (dirty tree)' if e.get('dirty') else ''} on {e['cpus']} CPUs ({e['cpu']}); "
-              f"load average at start {', '.join(f'{x:.2f}' for x in e['load_avg_at_start'])}. "
+              f"load average at start {', '.join(f'{x:.2f}' for x in e['load_avg_at_start'])}, "
+              f"at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())} (other work on the "
+              "machine shares its 2 CPUs with the run). "
               f"Model {h.model.name} ({os.path.relpath(h.model_yaml, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}); "
               "snapshots: " + ", ".join(f"{k} `{os.path.basename(v)}`" for k, v in h.snap.items())
               + f". Workloads: {a.count} requests each from the Fashion-MNIST test set "
@@ -304,7 +306,9 @@ def write(h):
         md.append("## Saturation (pcap replay, answers as fast as the pipeline takes requests)\n")
         md.append(f"Median of {a.repeat} runs. Agreement: same answer as the caches-off run on the "
                   "same requests. CPU/req: the appliance process's CPU time (all lcores, polling "
-                  "included) over its serving window; busy/req: the stages' compute time only.\n")
+                  "included) over its serving window; busy/req: wall time the stages spent on "
+                  "batches, summed over stages (with 6 lcores on 2 CPUs it includes time a stage "
+                  "was preempted, so it can exceed CPU/req).\n")
         md.append(table([
             ("workload", lambda r: r["workload"]), ("mode", lambda r: r["mode"]),
             ("answers/s", lambda r: f(r["throughput_rps"])),
