@@ -255,6 +255,8 @@ class Harness:
         self.work = os.path.join(a.work or os.path.join(self.out, "work"))
         os.makedirs(self.work, exist_ok=True)
         self.cache_dir = os.path.abspath(a.cache_dir)
+        self._model_key = None
+        self.small = ["--build", "1500", "--validation", "500"] if a.quick else []
         self.snap = {}
         self.model = None
         self.wl = {}  # workload -> {"images", "labels", "meta", "pcap", "sidecar", "labelled"}
@@ -281,11 +283,14 @@ class Harness:
             sys.exit("run.py: the build failed:\n" + r.stdout[-3000:] + r.stderr[-2000:])
 
     def model_key(self):
+        if self._model_key:
+            return self._model_key
         h = hashlib.sha1()
         for f in ("model.yaml", "weights.safetensors"):
             with open(os.path.join(self.model_dir, f), "rb") as fh:
                 h.update(fh.read())
-        return h.hexdigest()[:16]
+        self._model_key = h.hexdigest()[:16]
+        return self._model_key
 
     def find_config(self, kind):
         for name in CONFIGS[kind]:
@@ -295,29 +300,64 @@ class Harness:
                     return p
         sys.exit(f"run.py: no cache config for {kind} (looked for {CONFIGS[kind]})")
 
-    def calibrate(self, kind, cfg_text, tag):
-        """Calibrate a snapshot from cfg_text (train split only); cached by model and config."""
-        small = ["--build", "1500", "--validation", "500"] if self.quick else []
-        key = hashlib.sha1((self.model_key() + cfg_text + " ".join(small)).encode()).hexdigest()[:12]
-        d = os.path.join(self.cache_dir, key)
-        snap = os.path.join(d, f"{tag}.fzc")
-        if os.path.exists(snap):
-            return snap
-        os.makedirs(d, exist_ok=True)
-        cfg = os.path.join(d, f"{tag}.yaml")
-        with open(cfg, "w") as f:
-            f.write(cfg_text)
-        log(f"calibrating {tag} ({kind}) on the train split -> {snap}")
-        r = sh([self.freeze, "calibrate", "--model", self.model_yaml, "--cache-config", cfg,
-                "--out", snap + ".tmp", "--threads", "2"] + small, check=False)
-        if r.returncode != 0:
-            sys.exit(f"run.py: calibrate {tag} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
-        with open(os.path.join(d, f"{tag}.calibrate.txt"), "w") as f:
-            f.write(r.stdout)
-        os.replace(snap + ".tmp", snap)
-        return snap
+    def snap_path(self, cfg_text, tag):
+        """Where the snapshot of cfg_text lives in the cache folder (keyed by model and config)."""
+        key = hashlib.sha1((self.model_key() + cfg_text + " ".join(self.small)).encode())
+        return os.path.join(self.cache_dir, key.hexdigest()[:12], f"{tag}.fzc")
 
-    def snapshots(self, modes):
+    def calibrate_all(self, jobs):
+        """Calibrate every (tag, config text) not yet in the cache folder, on the train split
+        only, in one pass through the model (freeze calibrate takes several configs); returns
+        {tag: snapshot}."""
+        paths = {tag: self.snap_path(text, tag) for tag, text in jobs}
+        missing = [(tag, text) for tag, text in jobs if not os.path.exists(paths[tag])]
+        for i in range(0, len(missing), 32):  # freeze calibrate takes up to 32 configs
+            chunk = missing[i:i + 32]
+            log(f"calibrating {len(chunk)} snapshot(s) in one pass over the train split: "
+                + ", ".join(t for t, _ in chunk))
+            cmd = [self.freeze, "calibrate", "--model", self.model_yaml, "--threads", "2"] + self.small
+            for tag, text in chunk:
+                d = os.path.dirname(paths[tag])
+                os.makedirs(d, exist_ok=True)
+                cfg = os.path.join(d, f"{tag}.yaml")
+                with open(cfg, "w") as f:
+                    f.write(text)
+                cmd += ["--cache-config", cfg, "--out", paths[tag] + ".tmp"]
+            t = time.monotonic()
+            r = sh(cmd, check=False)
+            if r.returncode != 0:
+                sys.exit(f"run.py: calibrate failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+            for tag, _ in chunk:
+                with open(paths[tag][:-4] + ".calibrate.txt", "w") as f:
+                    f.write(r.stdout)
+                os.replace(paths[tag] + ".tmp", paths[tag])
+            log(f"  calibrated in {time.monotonic() - t:.0f} s")
+        return paths
+
+    def sweep_jobs(self):
+        """(kind, threshold, tag, config text) of the threshold sweep."""
+        kinds = [k for k in self.a.sweep_kinds.split(",") if k]
+        budgets = [float(b) for b in self.a.budgets.split(",") if b]
+        # the second and later kinds get every other budget (fewer configs in the pass)
+        pts = [(k, b) for k in kinds for b in (budgets if k == kinds[0] else budgets[::2])]
+        if not self.quick:
+            pts += [(k, "zero-error") for k in kinds]
+        jobs = []
+        for kind, b in pts:
+            with open(self.find_config(kind)) as f:
+                text = f.read()
+            if b == "zero-error":
+                text = re.sub(r"threshold:\s*budget", "threshold: zero-error", text)
+                tag = f"{kind}-zero-error"
+            else:
+                text = re.sub(r"^budget:.*$", f"budget: {b}", text, flags=re.M)
+                tag = f"{kind}-budget{b}"
+            jobs.append((kind, b, tag, text))
+        return jobs
+
+    def snapshots(self, modes, sweep):
+        """Shipped snapshots where they exist; every other one (and the sweep's) calibrated."""
+        jobs = []
         for kind in sorted({MODE_SNAPSHOT[m] for m in modes}):
             if not self.a.own_caches:
                 for name in SHIPPED[kind]:
@@ -327,8 +367,12 @@ class Harness:
                         break
             if kind not in self.snap:
                 with open(self.find_config(kind)) as f:
-                    text = f.read()
-                self.snap[kind] = self.calibrate(kind, text, kind)
+                    jobs.append((kind, f.read()))
+        if sweep:
+            jobs += [(tag, text) for _k, _b, tag, text in self.sweep_jobs()]
+        self.sweep_snap = self.calibrate_all(jobs)
+        for kind in sorted({MODE_SNAPSHOT[m] for m in modes}):
+            self.snap.setdefault(kind, self.sweep_snap[kind])
             log(f"snapshot {kind}: {os.path.relpath(self.snap[kind], ROOT)}")
 
     def app_config(self, mode):
@@ -677,28 +721,15 @@ class Harness:
     def sweep(self):
         w = "iid" if "iid" in self.wl else next(iter(self.wl))
         wl = self.wl[w]
-        kinds = [k for k in self.a.sweep_kinds.split(",") if k]
-        budgets = [float(b) for b in self.a.budgets.split(",") if b]
-        # knn calibrations cost the same forward pass: it gets every other budget
-        jobs = [(k, b) for k in kinds for b in (budgets if k == kinds[0] else budgets[::2])]
-        if not self.quick:
-            jobs += [(k, "zero-error") for k in kinds]
-        for n, (kind, b) in enumerate(jobs):
-            with open(self.find_config(kind)) as f:
-                text = f.read()
-            if b == "zero-error":
-                text = re.sub(r"threshold:\s*budget", "threshold: zero-error", text)
-                tag = f"{kind}-zero-error"
-            else:
-                text = re.sub(r"^budget:.*$", f"budget: {b}", text, flags=re.M)
-                tag = f"{kind}-budget{b}"
-            log(f"sweep [{n + 1}/{len(jobs)}] {tag}")
-            snap = self.calibrate(kind, text, tag)
-            e = self.eval(snap, wl)
+        jobs = self.sweep_jobs()
+        for n, (kind, b, tag, _text) in enumerate(jobs):
+            log(f"sweep [{n + 1}/{len(jobs)}] freeze eval {w} with {tag}")
+            e = self.eval(self.sweep_snap[tag], wl)
             self.rows["sweep"].append(self.sweep_row(w, kind, b, e))
-        if kinds:
-            e = self.eval(self.snap.get(kinds[0]) or snap, wl, oracle=True)
-            self.rows["sweep"].append(self.sweep_row(w, kinds[0], "oracle", e))
+        if jobs:
+            kind = jobs[0][0]
+            e = self.eval(self.snap.get(kind) or self.sweep_snap[jobs[0][2]], wl, oracle=True)
+            self.rows["sweep"].append(self.sweep_row(w, kind, "oracle", e))
 
     def sweep_row(self, w, kind, b, e):
         return {"workload": w, "kind": kind, "threshold": b,
@@ -857,7 +888,7 @@ def main(argv=None):
     need = [m for m in modes if m != "off"] or ["kmeans"]
     if "sweep" in a.scenarios:
         need += [k for k in a.sweep_kinds.split(",") if k]
-    h.snapshots(need)
+    h.snapshots(need, "sweep" in a.scenarios)
     h.make_workloads(a.workloads)
     h.timing = {}
     steps = [("saturation", lambda: h.saturation(a.modes)),
