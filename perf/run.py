@@ -607,7 +607,7 @@ class Harness:
         base = next((q["throughput_rps"] for q in self.rows["saturation"]
                      if q["mode"] == "off" and q["workload"] == "iid"), None)
         base = base or (600.0 if self.quick else 2000.0)
-        fr = [0.25, 1.5] if self.quick else [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0, 6.0]
+        fr = [float(x) for x in self.a.rate_fractions.split(",")]
         return [round(min(self.a.max_rate, f * base), -1) or 10.0 for f in fr]
 
     def _load(self, modes, wls):
@@ -822,6 +822,8 @@ def parse_args(argv):
     ap.add_argument("--repeat", type=int, help="saturation runs per point, median (default 3; quick 1)")
     ap.add_argument("--rates", help="offered loads, req/s (default: fractions of caches-off "
                     "saturation throughput)")
+    ap.add_argument("--rate-fractions", help="offered loads as fractions of the caches-off iid "
+                    "saturation throughput (default 0.1,0.25,0.5,0.75,1,1.5,2.5,4,6; quick 0.25,1.5)")
     ap.add_argument("--max-rate", type=float, default=20000, help="cap on offered load")
     ap.add_argument("--load-seconds", type=float, help="measured seconds per rate (default 3; quick 1)")
     ap.add_argument("--budgets", help="sweep: calibration budgets (default "
@@ -846,6 +848,7 @@ def parse_args(argv):
     a.count = a.count or (150 if q else 10000)
     a.repeat = a.repeat or (1 if q else 3)
     a.load_seconds = a.load_seconds or (1.0 if q else 3.0)
+    a.rate_fractions = a.rate_fractions or ("0.25,1.5" if q else "0.1,0.25,0.5,0.75,1,1.5,2.5,4,6")
     a.budgets = a.budgets if a.budgets is not None else \
         ("0.004" if q else "0.0005,0.001,0.002,0.004,0.008,0.016,0.032")
     a.sweep_kinds = a.sweep_kinds if a.sweep_kinds is not None else ("kmeans" if q else "kmeans,knn")
