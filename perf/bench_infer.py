@@ -2,9 +2,14 @@
 """Benchmark: `freeze infer` (oneDNN, no caches) against PyTorch on the same weights and images.
 
 Runs freeze at batch 1 and 64 with 1 and 2 threads, and PyTorch in eager, TorchScript-frozen and
-channels_last modes at the same batch sizes (2 threads, its best), each --repeat times; reports
-medians, ratios against PyTorch's best mode in the same run, and the fraction of the machine's
-fp32 peak that batch 64 reaches. Writes perf/results/infer-DATE.csv and prints a Markdown table.
+channels_last modes at the same batch sizes with 1 and 2 threads, each --repeat times; reports
+medians, ratios against PyTorch's best setting (mode and threads) in the same run, and the
+fraction of the machine's fp32 peak (a large sgemm, measured) that each reaches. Writes
+perf/results/infer-DATE.csv and prints a Markdown table.
+
+OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE, which this workplace sets for old OpenBLAS builds, pin
+OpenBLAS to an AVX2 kernel (a third of this CPU's sgemm rate): the benchmark drops them, so the
+peer and the peak are measured at their best.
 """
 import argparse
 import datetime
@@ -88,6 +93,9 @@ def sgemm_gflops(threads):
 
 
 def main():
+    if any(k in os.environ for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")):
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--freeze", default=os.path.join(ROOT, "build", "pipeline", "freeze"))
     ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "resnet18-w16-fmnist"))
@@ -112,7 +120,8 @@ def main():
         for t in (1, 2):
             jobs.append(("freeze", "onednn", b, t))
         for mode in ("eager", "jit_freeze", "channels_last"):
-            jobs.append(("pytorch", mode, b, 2))
+            for t in (1, 2):
+                jobs.append(("pytorch", mode, b, t))
     for i, (system, mode, b, t) in enumerate(jobs):
         ips, acc = [], None
         for r in range(args.repeat):
@@ -128,7 +137,7 @@ def main():
                      "images": len(lab), "images_per_s_median": statistics.median(ips),
                      "images_per_s_runs": ";".join(f"{v:.1f}" for v in ips), "accuracy": acc})
     progress("measuring the sgemm peak")
-    peak = sgemm_gflops(2)
+    peak = max(sgemm_gflops(1), sgemm_gflops(2))
     for r in rows:
         best_torch = max(q["images_per_s_median"] for q in rows
                          if q["system"] == "pytorch" and q["batch"] == r["batch"])
@@ -146,7 +155,8 @@ def main():
         for r in rows:
             f.write(",".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n")
     print(f"results: {out}")
-    print(f"model: {macs / 1e6:.1f} M MACs/image; sgemm peak (2 threads, measured): {peak:.1f} GFLOP/s\n")
+    print(f"model: {macs / 1e6:.1f} M MACs/image; fp32 peak (best 2048^3 sgemm, 1 or 2 threads, "
+          f"measured): {peak:.1f} GFLOP/s\n")
     print("| system | mode | batch | threads | images/s (median) | vs PyTorch best | GFLOP/s | of sgemm peak |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
