@@ -24,7 +24,7 @@ def check(cond, what):
 
 def stage_config(d, caches=True, online=False, extra=""):
     path = os.path.join(d, "stages.yaml")
-    cache = os.path.join(U.MODEL_DIR, "cache.fzc")
+    cache = os.path.join(U.MODEL_DIR, "cache.snap")
     with open(path, "w") as f:
         f.write(f"model: {U.MODEL_DIR}/model.yaml\n")
         if caches and os.path.exists(cache):
@@ -51,7 +51,7 @@ def test_pcap_roundtrip_matches_eval(d):
     check(U.summary_value(out, "requests") == n and "accounting         ok" in out,
           "pcap: the summary counts every request and its accounting adds up")
     # the same images through freeze eval with the same snapshot: same labels and exits
-    cache = os.path.join(U.MODEL_DIR, "cache.fzc")
+    cache = os.path.join(U.MODEL_DIR, "cache.snap")
     if not os.path.exists(cache):
         check(False, "pcap: the shipped cache snapshot exists")
         return
