@@ -188,6 +188,7 @@ static struct fz_cache_config *config_from_doc(struct fz_ydoc *doc, const char *
 	cfg->build = 50000;
 	cfg->validation = 10000;
 	cfg->budget = 0.004;
+	cfg->objective_compute = true;
 	rc = parse(doc, cfg);
 	fz_ydoc_free(doc);
 	if (rc) {

@@ -15,7 +15,9 @@ test_set=(--images $data/t10k-images-idx3-ubyte.gz --labels $data/t10k-labels-id
 
 # the shipped kmeans snapshot, and a knn one calibrated the same way
 [ -f "$dir/cache.snap" ] || "$freeze" calibrate --model "$model" --cache-config "$dir/cache-config.yaml" --out "$dir/cache.snap"
-"$freeze" calibrate --model "$model" --cache-config config/examples/cache-knn.yaml --out "$tmp/knn.snap" >"$tmp/knn.txt"
+if [ -n "${KNN_SNAP:-}" ]; then cp "$KNN_SNAP" "$tmp/knn.snap"; else
+	"$freeze" calibrate --model "$model" --cache-config config/examples/cache-knn.yaml --out "$tmp/knn.snap" >"$tmp/knn.txt"
+fi
 "$freeze" eval --model "$model" --cache "$dir/cache.snap" "${test_set[@]}" --json --oracle >"$tmp/oracle-kmeans.json"
 "$freeze" eval --model "$model" --cache "$tmp/knn.snap" "${test_set[@]}" --json --oracle >"$tmp/oracle-knn.json"
 "$freeze" eval --model "$model" --cache "$tmp/knn.snap" "${test_set[@]}" --json >"$tmp/knn.json"

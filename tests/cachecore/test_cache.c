@@ -53,6 +53,7 @@ static void test_pool_layouts(void **state)
 	struct fz_cache_params p;
 	fz_cache_params_default(&p);
 	p.grid = G;
+	p.dims = 0;
 	p.l2 = false;
 	struct fz_cache *ca = fz_cache_create(&p, C, H, W, 10);
 	assert_non_null(ca);
@@ -324,6 +325,8 @@ static void test_online_lru(void **state)
 	struct fz_cache_params p;
 	fz_cache_params_default(&p);
 	p.kind = FZ_CACHE_KNN;
+	p.grid = 1;
+	p.dims = 0;
 	p.k = 1;
 	p.l2 = false;
 	p.size = 1;
@@ -359,6 +362,7 @@ static void test_create_invalid(void **state)
 	p.k = 0;
 	assert_null(fz_cache_create(&p, 16, 4, 4, 10));
 	fz_cache_params_default(&p);
+	p.grid = 1;
 	p.dims = 17;
 	assert_null(fz_cache_create(&p, 16, 4, 4, 10));
 }

@@ -100,6 +100,8 @@ static void test_writer_reader_whole(void **state)
 	struct fz_cache_params p;
 	fz_cache_params_default(&p);
 	p.kind = FZ_CACHE_KMEANS;
+	p.grid = 1;
+	p.dims = 0;
 	p.l2 = false;
 	p.size = 1;
 	p.capacity = CAP;

@@ -24,6 +24,7 @@ static struct fz_cache *mk(const char *layer, enum fz_cache_kind kind, int dims,
 	fz_cache_params_default(&p);
 	snprintf(p.layer, sizeof(p.layer), "%s", layer);
 	p.kind = kind;
+	p.grid = 1;
 	p.dims = dims;
 	p.size = 32;
 	p.capacity = cap;
