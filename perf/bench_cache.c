@@ -116,6 +116,10 @@ int main(void)
 	bench("block8 g1 pca32", FZ_CACHE_KMEANS, 128, 4, 1, 32, 512, 1, 64);
 	bench("block8 g2 pca64", FZ_CACHE_KMEANS, 128, 4, 2, 64, 512, 1, 64);
 	bench("block4 knn k8", FZ_CACHE_KNN, 32, 14, 1, 0, 2048, 8, 64);
+	/* the shipped settings: 4x4 grid, PCA 64, 1024 centroids */
+	bench("shipped block1", FZ_CACHE_KMEANS, 16, 28, 4, 64, 1024, 1, 64);
+	bench("shipped block3", FZ_CACHE_KMEANS, 32, 14, 4, 64, 1024, 1, 64);
+	bench("knn example block3", FZ_CACHE_KNN, 32, 14, 4, 32, 1024, 8, 64);
 	bench("block8 knn k8", FZ_CACHE_KNN, 128, 4, 1, 0, 2048, 8, 64);
 	return 0;
 }
