@@ -49,10 +49,16 @@ def main():
         p = subprocess.Popen([U.FREEZE] + U.eal_args(f"net_af_packet0,iface={DEV}") + ["--"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         t0 = time.time()
+        started = False
         while time.time() - t0 < 120:
             line = p.stdout.readline()
             if not line or "serving" in line:
+                started = bool(line)
                 break
+        if not started:
+            print("FAIL the appliance did not start")
+            fails.append("start")
+            return
         ping = sh("ip", "netns", "exec", NS, "ping", "-c", "3", "-i", "0.2", "-W", "2",
                   "198.18.0.1", check=False)
         ok = ping.returncode == 0
