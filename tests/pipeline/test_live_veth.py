@@ -58,7 +58,7 @@ def main():
         if not started:
             print("FAIL the appliance did not start")
             fails.append("start")
-            return
+            raise SystemExit(1)  # the finally below still stops it and removes the veth pair
         ping = sh("ip", "netns", "exec", NS, "ping", "-c", "3", "-i", "0.2", "-W", "2",
                   "198.18.0.1", check=False)
         ok = ping.returncode == 0
