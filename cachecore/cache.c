@@ -78,8 +78,9 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 		return NULL;
 	}
 	int pooled = c * p->grid * p->grid;
-	int dim = p->dims ? p->dims : pooled;
-	if (pooled > FZ_CACHE_MAX_POOLED || dim > FZ_CACHE_MAX_DIM || p->dims > pooled ||
+	int dims = p->dims < pooled ? p->dims : 0; /* PCA to >= pooled dims: no projection */
+	int dim = dims ? dims : pooled;
+	if (pooled > FZ_CACHE_MAX_POOLED || dim > FZ_CACHE_MAX_DIM ||
 	    (long)p->size + p->capacity > (1L << 24)) {
 		errno = EINVAL;
 		return NULL;
@@ -88,6 +89,7 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 	if (!ca)
 		return NULL;
 	ca->p = *p;
+	ca->p.dims = dims;
 	ca->c = c;
 	ca->h = h;
 	ca->w = w;
@@ -106,12 +108,12 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 	ca->seq = fz_cache_zalloc(ns * sizeof(*ca->seq));
 	ca->ref = fz_cache_zalloc(ns * sizeof(*ca->ref));
 	ca->used = fz_cache_zalloc(ns * sizeof(*ca->used));
-	if (p->dims) {
+	if (dims) {
 		ca->pca_mean = fz_cache_zalloc((size_t)pooled * sizeof(float));
-		ca->pca_proj = fz_cache_zalloc((size_t)pooled * (size_t)p->dims * sizeof(float));
+		ca->pca_proj = fz_cache_zalloc((size_t)pooled * (size_t)dims * sizeof(float));
 	}
 	if (!ca->keys || !ca->labels || !ca->frac || !ca->seq || !ca->ref || !ca->used ||
-	    (p->dims && (!ca->pca_mean || !ca->pca_proj))) {
+	    (dims && (!ca->pca_mean || !ca->pca_proj))) {
 		fz_cache_free(ca);
 		errno = ENOMEM;
 		return NULL;

@@ -54,7 +54,8 @@ struct fz_cache_params {
 	char layer[FZ_NAME_MAX]; /* model layer whose output is the key's source */
 	enum fz_cache_kind kind;
 	int grid;  /* average-pool the tap to grid x grid cells (1 = global average) */
-	int dims;  /* PCA projection to this many dims, fitted at calibration; 0 = none */
+	int dims;  /* PCA projection to this many dims, fitted at calibration; 0 (or >= the
+		    * pooled c*grid*grid floats) = none */
 	bool l2;   /* L2-normalise the key */
 	int k;     /* knn: neighbours voting */
 	int size;  /* calibrated entries: knn points kept / k-means centroids */

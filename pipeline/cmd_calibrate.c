@@ -206,8 +206,8 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 		set->caches[i] = ca;
 		const size_t D = (size_t)fz_cache_key_dim(ca);
 		fprintf(stderr, "calibrate: %s: cache %d/%d on %s: ", cfg->path, i + 1, L, p->layer);
-		if (p->dims) {
-			fprintf(stderr, "PCA %zu->%d, ", f->P, p->dims);
+		if (fz_cache_params(ca)->dims) { /* the cache's: dims >= pooled means none */
+			fprintf(stderr, "PCA %zu->%d, ", f->P, fz_cache_params(ca)->dims);
 			if (fz_cache_fit_pca(ca, f->data, nb, PCA_SAMPLE) < 0)
 				goto out;
 		}

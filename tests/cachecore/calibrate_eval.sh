@@ -48,4 +48,11 @@ if "$freeze" eval --model "$model" --cache "$tmp/c.snap" --images "$data/t10k-im
 	echo "corrupt snapshot accepted"; exit 1
 fi
 grep -q "c.snap: checksum mismatch" "$tmp/bad.err"
+# the shipped snapshot loads for the shipped model and answers
+snap=$src/models/resnet18-w16-fmnist/cache.snap
+if [ -f "$snap" ]; then
+	"$freeze" eval --model "$model" --cache "$snap" --images "$data/train-images-idx3-ubyte.gz" \
+		--labels "$data/train-labels-idx1-ubyte.gz" --limit 256 --json >"$tmp/shipped.json"
+	python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["cascade_mismatch"] == 0 and j["exit_by_mid"] > 0.2, j' "$tmp/shipped.json"
+fi
 echo ok

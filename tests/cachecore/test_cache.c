@@ -363,8 +363,15 @@ static void test_create_invalid(void **state)
 	assert_null(fz_cache_create(&p, 16, 4, 4, 10));
 	fz_cache_params_default(&p);
 	p.grid = 1;
+	p.dims = 300;
+	assert_null(fz_cache_create(&p, 512, 4, 4, 10)); /* a 512-float key: above the limit */
+	/* PCA to as many dims as the pooled key (or more) is no projection */
 	p.dims = 17;
-	assert_null(fz_cache_create(&p, 16, 4, 4, 10));
+	struct fz_cache *c = fz_cache_create(&p, 16, 4, 4, 10);
+	assert_non_null(c);
+	assert_int_equal(fz_cache_key_dim(c), 16);
+	assert_int_equal(fz_cache_params(c)->dims, 0);
+	fz_cache_free(c);
 }
 
 int main(void)
