@@ -97,6 +97,7 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 void fz_cache_free(struct fz_cache *c);
 
 const struct fz_cache_params *fz_cache_params(const struct fz_cache *c);
+/* The tap shape (c x h x w) the cache was created for. */
 void fz_cache_tap_shape(const struct fz_cache *c, int *ch, int *h, int *w);
 int fz_cache_pooled_dim(const struct fz_cache *c); /* c * grid * grid */
 int fz_cache_key_dim(const struct fz_cache *c);    /* dims, or the pooled dim without PCA */

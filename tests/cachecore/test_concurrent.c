@@ -73,6 +73,11 @@ static void *reader(void *arg)
 			else
 				st->torn++;
 		}
+#if defined(__SANITIZE_THREAD__)
+		/* Lookups read keys with plain loads and discard what the seqlock says was torn:
+		 * a race by design that TSan would report. Under TSan only read_entry is checked. */
+		continue;
+#endif
 		/* lookups: a query equal to an entry g must answer g's label or another entry's;
 		 * the distance to the nearest whole entry is an exact multiple of sqrt(D) */
 		for (int j = 0; j < 4; j++)
