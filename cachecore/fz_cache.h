@@ -147,7 +147,8 @@ int fz_cache_build(struct fz_cache *c, const float *keys, const int *labels, siz
 int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 			 struct fz_cache_result *res);
 
-/* Tap -> keys -> lookup (n <= FZ_CACHE_MAX_BURST). Returns 0 or -EINVAL. */
+/* Tap -> keys -> lookup (n <= FZ_CACHE_MAX_BURST). Returns 0 or -EINVAL. Works on the stack
+ * (~110 KiB: keys, distances and top-k of 32 queries at a time), never the heap. */
 int fz_cache_lookup_burst(struct fz_cache *c, const float *act, const struct fz_act_layout *lay,
 			  int n, struct fz_cache_result *res);
 
