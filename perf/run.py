@@ -294,7 +294,8 @@ class Harness:
 
     def find_config(self, kind):
         for name in CONFIGS[kind]:
-            for d in (self.model_dir, os.path.join(ROOT, "config", "examples")):
+            for d in (self.model_dir, os.path.join(HERE, "configs"),
+                      os.path.join(ROOT, "config", "examples")):
                 p = os.path.join(d, name)
                 if os.path.exists(p):
                     return p
