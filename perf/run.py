@@ -59,8 +59,9 @@ MODE_SNAPSHOT = {"off": "kmeans", "kmeans": "kmeans", "knn": "knn", "online-off"
 COLORS = {"off": "black", "kmeans": "tab:blue", "knn": "tab:orange", "online-off": "tab:purple",
           "online": "tab:green"}
 # Snapshots looked for in the model folder before calibrating our own (first match wins).
-SHIPPED = {"kmeans": ["cache.fzc", "cache-kmeans.fzc"], "knn": ["cache-knn.fzc"],
-           "online": ["cache-online.fzc"]}
+SHIPPED = {"kmeans": ["cache.snap", "cache.fzc", "cache-kmeans.snap", "cache-kmeans.fzc"],
+           "knn": ["cache-knn.snap", "cache-knn.fzc"],
+           "online": ["cache-online.snap", "cache-online.fzc"]}
 CONFIGS = {"kmeans": ["cache-config.yaml", "cache-kmeans.yaml"], "knn": ["cache-config-knn.yaml",
                                                                           "cache-knn.yaml"],
            "online": ["cache-config-online.yaml", "cache-online.yaml"]}
