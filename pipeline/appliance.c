@@ -230,7 +230,9 @@ int fz_appliance_main(int argc, char **argv)
 		fz_app.stages[i].cfg = &cfg->stages[i];
 		fz_app.stages[i].index = i;
 	}
-	fz_app.mbufs = rte_pktmbuf_pool_create("fz_mbufs", cfg->mbufs, 256, 0,
+	/* a per-lcore cache may hold at most n / 1.5 buffers (rte_mempool) */
+	unsigned mcache = RTE_MIN(256u, (unsigned)cfg->mbufs * 2 / 3);
+	fz_app.mbufs = rte_pktmbuf_pool_create("fz_mbufs", cfg->mbufs, mcache, 0,
 					       RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
 	if (!fz_app.mbufs) {
 		fprintf(stderr, "freeze: cannot create %d mbufs: %s (raise EAL -m or lower "

@@ -270,13 +270,15 @@ int fz_lcore_rx(void *arg)
 			rte_delay_us_sleep(100);
 			continue;
 		}
-		/* back-pressure: take frames only when a whole burst of requests fits the first
-		 * stage's ring and the request pool; otherwise they wait in the port's queue (a
-		 * NIC counts what overflows there as imissed, reported with the drops) */
+		/* back-pressure: frames the pipeline cannot take wait in the port's queue (a NIC
+		 * counts what overflows there as imissed, reported with the drops) */
+		/* a frame makes at most one request (or one error answer): take no more frames
+		 * than there are free requests and room in the first stage's ring */
+		unsigned room = RTE_MIN(rte_ring_free_count(fz_app.stages[0].in),
+					rte_ring_count(fz_app.free_reqs));
 		uint16_t n = 0;
-		if (rte_ring_free_count(fz_app.stages[0].in) >= RX_BURST &&
-		    rte_ring_count(fz_app.free_reqs) >= 2 * RX_BURST)
-			n = rte_eth_rx_burst(fz_app.port, 0, pkts, RX_BURST);
+		if (room)
+			n = rte_eth_rx_burst(fz_app.port, 0, pkts, (uint16_t)RTE_MIN(room, (unsigned)RX_BURST));
 		else
 			fz_app.rx.backpressure_polls++;
 		if (n) {

@@ -162,11 +162,30 @@ def test_sigterm_drains(d):
           f"sigterm: {n} requests, none in flight at exit, accounting adds up")
 
 
+def test_fault_tiny_pools_and_rings(d):
+    """Starved of rings, requests, mbufs and reassembly entries: nothing crashes, no request is
+    answered twice, and every request is either answered or counted as dropped."""
+    req, meta = U.gen(d, "tiny", "-n", "1500", "--frag", "300", "--frag-order", "shuffle")
+    resp = os.path.join(d, "tiny-resp.pcap")
+    cfg = stage_config(d, extra="rings: {size: 16}\npools: {mbufs: 64, requests: 16}\n"
+                                "reassembly: {entries: 4, timeout_ms: 20}\n")
+    rc, out = U.run(f"net_pcap0,rx_pcap={req},tx_pcap={resp}", ["--config", cfg, "--exit-idle", "500"],
+                    check=False)
+    got = U.answers(resp, meta)
+    check(rc == 0, f"fault: exits cleanly with 16 requests, 64 mbufs, 4 reassembly entries (rc {rc})")
+    check(all(len(v) == 1 for v in got.values()), "fault: no request answered twice")
+    n = U.summary_value(out, "requests") or 0
+    answered = sum(len(v) for v in got.values())
+    dropped = U.summary_value(out, "dropped") or 0
+    check("accounting         ok" in out and n == answered + dropped,
+          f"fault: requests {n} = answered {answered} + dropped {dropped}")
+
+
 def main():
     U.need_model()
     d = U.tmpdir()
     for t in (test_pcap_roundtrip_matches_eval, test_malformed_frames, test_config_lcore_not_enabled,
-              test_config_bad_snapshot, test_sigterm_drains):
+              test_config_bad_snapshot, test_sigterm_drains, test_fault_tiny_pools_and_rings):
         print(f"== {t.__name__}", flush=True)
         try:
             t(d)
