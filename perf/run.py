@@ -374,7 +374,8 @@ class Harness:
             jobs += [(tag, text) for _k, _b, tag, text in self.sweep_jobs()]
         self.sweep_snap = self.calibrate_all(jobs)
         for kind in sorted({MODE_SNAPSHOT[m] for m in modes}):
-            self.snap.setdefault(kind, self.sweep_snap[kind])
+            if kind not in self.snap:
+                self.snap[kind] = self.sweep_snap[kind]
             log(f"snapshot {kind}: {os.path.relpath(self.snap[kind], ROOT)}")
 
     def app_config(self, mode):
