@@ -54,7 +54,9 @@ struct fz_req {
 	float confidence;
 	float *act;           /* activation of one sample in the next stage's input layout */
 	float *keys;          /* cache keys per cache layer (for online inserts), or NULL */
+	const struct fz_cache_set *keys_set; /* the snapshot the keys came from */
 };
+#define FZ_KEYS_MIXED ((const struct fz_cache_set *)1) /* keys from two snapshots */
 
 /* Per-lcore counters: written by their lcore only, read by telemetry (relaxed, torn reads of a
  * 64-bit counter cannot happen on x86-64). Each on its own cache line. */
@@ -115,6 +117,8 @@ struct fz_app {
 	/* lifecycle: RX stops taking frames, then every lcore drains and leaves */
 	alignas(64) atomic_bool stop_rx;
 	atomic_bool stop_all;
+	atomic_bool reload; /* SIGHUP or /freeze/reload: RX reloads the cache snapshot */
+	uint64_t reloads, reload_failures;
 	atomic_uint_fast64_t last_rx_tsc;
 	alignas(64) struct fz_rx_stats rx;
 	alignas(64) struct fz_tx_stats tx;

@@ -36,6 +36,13 @@ static void on_signal(int sig)
 	atomic_store_explicit(&fz_app.stop_rx, true, memory_order_release);
 }
 
+static void on_hangup(int sig)
+{
+	(void)sig;
+	/* the RX lcore reloads the cache snapshot and swaps it in */
+	atomic_store_explicit(&fz_app.reload, true, memory_order_release);
+}
+
 static void app_usage(FILE *f)
 {
 	fprintf(f, "usage: freeze [EAL options] -- [--config STAGES.yaml] [--no-caches] [--online]\n"
@@ -252,6 +259,7 @@ int fz_appliance_main(int argc, char **argv)
 	fz_telemetry_init();
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_hangup);
 
 	/* stages compile their primitives on their own lcores; wait until all are ready */
 	for (int i = 0; i < fz_app.n_stages; i++)

@@ -104,6 +104,7 @@ static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx
 	rq->exit_layer = FZ_EXIT_FULL_MODEL;
 	rq->confidence = 0;
 	rq->keys = x->key_floats ? rq->act + fz_app.act_floats - x->key_floats : NULL;
+	rq->keys_set = NULL;
 	load_tensor(rq, r);
 	x->out[x->n_out++] = rq;
 }
@@ -251,6 +252,17 @@ int fz_lcore_rx(void *arg)
 
 	for (;;) {
 		uint64_t tsc = rte_rdtsc();
+		if (atomic_exchange(&fz_app.reload, false)) {
+			char err[512];
+			if (fz_app_caches_reload(err, sizeof(err)) == 0) {
+				fz_app.reloads++;
+				FZ_LOG(INFO, "reloaded the cache snapshot %s", c->cache_path);
+			} else {
+				fz_app.reload_failures++;
+				FZ_LOG(ERR, "reload refused, the running caches stay: %s", err);
+			}
+		}
+		fz_app_caches_poll();
 		if (!draining && (atomic_load_explicit(&fz_app.stop_rx, memory_order_acquire) ||
 				  (idle_exit && tsc - last_rx > idle_exit &&
 				   atomic_load(&fz_app.in_flight) == 0))) {

@@ -94,10 +94,22 @@ int fz_lcore_stage(void *arg)
 		goto out;
 	}
 	atomic_store_explicit(&s->ready, 1, memory_order_release);
+	fz_app_rcu_online((unsigned)s->index);
 
 	unsigned empty = 0;
+	const struct fz_cache_set *seen = fz_app_caches_current();
 	for (;;) {
+		/* a quiescent point: nothing of a replaced snapshot is held across it */
+		fz_app_rcu_quiescent((unsigned)s->index);
 		unsigned n = rte_ring_sc_dequeue_burst(s->in, (void **)batch, c->max_batch, NULL);
+		const struct fz_cache_set *cs = fz_app_caches_current();
+		if (cs != seen) {
+			/* a reload swapped the snapshot: same layers and key sizes, new entries */
+			for (int k = 0; k < nseg; k++)
+				if (segs[k].sc.cache)
+					segs[k].sc.cache = fz_app_cache_in(cs, segs[k].sc.layer);
+			seen = cs;
+		}
 		if (n == 0) {
 			/* pairs with RX's release store once every request is answered */
 			if (atomic_load_explicit(&fz_app.stop_all, memory_order_acquire) &&
@@ -140,7 +152,7 @@ int fz_lcore_stage(void *arg)
 				continue;
 			}
 			uint64_t tl = rte_rdtsc();
-			fz_stage_cache_lookup(&segs[k].sc, out, ol, batch, n, hit);
+			fz_stage_cache_lookup(&segs[k].sc, cs, out, ol, batch, n, hit);
 			/* close the batch up around the exits: survivors' taps go straight into
 			 * the next group's input (or stay in this output for the next stage) */
 			unsigned nk = 0;
@@ -171,7 +183,7 @@ int fz_lcore_stage(void *arg)
 				batch[i]->stage = (uint16_t)s->index;
 				done[nd++] = batch[i];
 			}
-			s->st.online_inserts += fz_app_caches_online(batch, n);
+			s->st.online_inserts += fz_app_caches_online(cs, batch, n);
 			n = 0;
 		}
 		if (nd) {
@@ -190,6 +202,7 @@ int fz_lcore_stage(void *arg)
 		s->st.lookup_tsc += lookup;
 		s->st.compute_tsc += busy - lookup;
 	}
+	fz_app_rcu_offline((unsigned)s->index);
 out:
 	for (int k = 0; k < nseg; k++) {
 		fz_stage_cache_fini(&segs[k].sc);

@@ -1,19 +1,33 @@
-/* Stages and caches: lookups at cache points inside stages, online inserts from the last stage. */
+/* Stages and caches: lookups at cache points inside stages, online inserts from the last stage,
+ * and hot reload: a new snapshot is swapped in with an atomic pointer store and the old one freed
+ * after every stage has passed a quiescent point (rte_rcu_qsbr). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <rte_malloc.h>
+#include <rte_rcu_qsbr.h>
+
 #include "app_pvt.h"
 #include "stage_cache.h"
+
+static struct rte_rcu_qsbr *qsv;          /* readers: the stage lcores, thread id = index */
+static struct fz_cache_set *retired;      /* the set replaced by the last reload */
+static uint64_t retired_token;
 
 static int layer_of(const struct fz_cache *c)
 {
 	return fz_model_find_layer(fz_app.model, fz_cache_params(c)->layer);
 }
 
-struct fz_cache *fz_app_cache_at(int layer)
+struct fz_cache_set *fz_app_caches_current(void)
 {
-	struct fz_cache_set *cs = fz_app.caches;
+	/* pairs with the release store in fz_app_caches_reload() */
+	return __atomic_load_n(&fz_app.caches, __ATOMIC_ACQUIRE);
+}
+
+struct fz_cache *fz_app_cache_in(const struct fz_cache_set *cs, int layer)
+{
 	if (!cs || layer < 0)
 		return NULL;
 	for (int i = 0; i < cs->n_caches; i++)
@@ -22,13 +36,18 @@ struct fz_cache *fz_app_cache_at(int layer)
 	return NULL;
 }
 
+struct fz_cache *fz_app_cache_at(int layer)
+{
+	return fz_app_cache_in(fz_app_caches_current(), layer);
+}
+
 /* Keys of caches before `layer` come first in a request's key area. */
-static int key_offset(int layer)
+static int key_offset(const struct fz_cache_set *cs, int layer)
 {
 	int off = 0;
-	for (int i = 0; fz_app.caches && i < fz_app.caches->n_caches; i++)
-		if (layer_of(fz_app.caches->caches[i]) < layer)
-			off += fz_cache_key_dim(fz_app.caches->caches[i]);
+	for (int i = 0; cs && i < cs->n_caches; i++)
+		if (layer_of(cs->caches[i]) < layer)
+			off += fz_cache_key_dim(cs->caches[i]);
 	return off;
 }
 
@@ -36,30 +55,122 @@ size_t fz_app_key_floats(void)
 {
 	if (!fz_app.caches || !fz_app.cfg.online)
 		return 0;
-	return (size_t)key_offset(fz_app.model->n_layers);
+	return (size_t)key_offset(fz_app.caches, fz_app.model->n_layers);
+}
+
+static struct fz_cache_set *load_checked(const char *path, char *err, size_t errlen)
+{
+	struct fz_cache_set *cs = fz_cache_set_load(path, fz_net_fingerprint(fz_app.net), err, errlen);
+	if (!cs)
+		return NULL;
+	for (int i = 0; i < cs->n_caches; i++) {
+		const struct fz_cache_params *p = fz_cache_params(cs->caches[i]);
+		if (fz_model_find_layer(fz_app.model, p->layer) < 0) {
+			snprintf(err, errlen, "%s: cache for layer '%s', which model %s lacks", path,
+				 p->layer, fz_app.model->path);
+			fz_cache_set_free(cs);
+			errno = EINVAL;
+			return NULL;
+		}
+	}
+	return cs;
 }
 
 int fz_app_caches_load(const char *path, char *err, size_t errlen)
 {
-	fz_app.caches = fz_cache_set_load(path, fz_net_fingerprint(fz_app.net), err, errlen);
+	fz_app.caches = load_checked(path, err, errlen);
 	if (!fz_app.caches)
 		return -errno;
-	for (int i = 0; i < fz_app.caches->n_caches; i++) {
-		const struct fz_cache_params *p = fz_cache_params(fz_app.caches->caches[i]);
-		if (fz_model_find_layer(fz_app.model, p->layer) < 0) {
-			snprintf(err, errlen, "%s: cache for layer '%s', which model %s lacks", path,
-				 p->layer, fz_app.model->path);
-			fz_app_caches_free();
-			return -EINVAL;
-		}
+	size_t sz = rte_rcu_qsbr_get_memsize(FZ_MAX_STAGES);
+	qsv = rte_zmalloc("fz_rcu", sz, RTE_CACHE_LINE_SIZE);
+	if (!qsv || rte_rcu_qsbr_init(qsv, FZ_MAX_STAGES) != 0) {
+		snprintf(err, errlen, "cannot set up RCU for cache reloads");
+		return -ENOMEM;
 	}
 	return 0;
 }
 
 void fz_app_caches_free(void)
 {
+	fz_cache_set_free(retired);
+	retired = NULL;
 	fz_cache_set_free(fz_app.caches);
 	fz_app.caches = NULL;
+	rte_free(qsv);
+	qsv = NULL;
+}
+
+/* Same cache layers and key sizes: stages' layer groups are split at the cache layers and
+ * requests carry keys of these sizes, so a snapshot that changes them needs a restart. */
+static bool same_shape(const struct fz_cache_set *a, const struct fz_cache_set *b)
+{
+	if (a->n_caches != b->n_caches)
+		return false;
+	for (int i = 0; i < a->n_caches; i++)
+		if (layer_of(a->caches[i]) != layer_of(b->caches[i]) ||
+		    fz_cache_key_dim(a->caches[i]) != fz_cache_key_dim(b->caches[i]))
+			return false;
+	return true;
+}
+
+int fz_app_caches_reload(char *err, size_t errlen)
+{
+	const char *path = fz_app.cfg.cache_path;
+	if (!fz_app.caches) {
+		snprintf(err, errlen, "caches are off: nothing to reload");
+		return -EINVAL;
+	}
+	if (retired) {
+		/* one reload at a time: wait out the previous grace period */
+		rte_rcu_qsbr_check(qsv, retired_token, true);
+		fz_cache_set_free(retired);
+		retired = NULL;
+	}
+	struct fz_cache_set *cs = load_checked(path, err, errlen);
+	if (!cs)
+		return -errno;
+	if (!same_shape(cs, fz_app.caches)) {
+		snprintf(err, errlen, "%s: its caches sit on other layers or have other key sizes "
+				      "than the running ones; restart to use it", path);
+		fz_cache_set_free(cs);
+		return -EINVAL;
+	}
+	struct fz_cache_set *old = fz_app.caches;
+	/* pairs with the acquire load in fz_app_caches_current() */
+	__atomic_store_n(&fz_app.caches, cs, __ATOMIC_RELEASE);
+	retired = old;
+	retired_token = rte_rcu_qsbr_start(qsv);
+	return 0;
+}
+
+void fz_app_caches_poll(void)
+{
+	if (retired && rte_rcu_qsbr_check(qsv, retired_token, false) == 1) {
+		fz_cache_set_free(retired);
+		retired = NULL;
+	}
+}
+
+void fz_app_rcu_online(unsigned id)
+{
+	if (qsv) {
+		rte_rcu_qsbr_thread_register(qsv, id);
+		rte_rcu_qsbr_thread_online(qsv, id);
+	}
+}
+
+void fz_app_rcu_quiescent(unsigned id)
+{
+	if (qsv)
+		rte_rcu_qsbr_quiescent(qsv, id);
+}
+
+void fz_app_rcu_offline(unsigned id)
+{
+	if (qsv) {
+		rte_rcu_qsbr_thread_offline(qsv, id);
+		rte_rcu_qsbr_thread_unregister(qsv, id);
+	}
 }
 
 int fz_stage_cache_init(struct fz_stage_cache *sc, struct fz_stage_rt *s, int layer)
@@ -69,7 +180,7 @@ int fz_stage_cache_init(struct fz_stage_cache *sc, struct fz_stage_rt *s, int la
 	sc->layer = layer;
 	sc->cache = fz_app_cache_at(layer);
 	sc->keep_keys = fz_app.cfg.online && sc->cache;
-	sc->key_off = key_offset(layer);
+	sc->key_off = key_offset(fz_app.caches, layer);
 	if (!sc->cache)
 		return 0;
 	sc->keys = aligned_alloc(64, sizeof(float) * FZ_CACHE_MAX_BURST * FZ_CACHE_MAX_DIM);
@@ -85,8 +196,9 @@ void fz_stage_cache_fini(struct fz_stage_cache *sc)
 	sc->res = NULL;
 }
 
-void fz_stage_cache_lookup(struct fz_stage_cache *sc, const float *tap, struct fz_act_layout lay,
-			   struct fz_req **reqs, unsigned n, bool *hit)
+void fz_stage_cache_lookup(struct fz_stage_cache *sc, const struct fz_cache_set *cs,
+			   const float *tap, struct fz_act_layout lay, struct fz_req **reqs,
+			   unsigned n, bool *hit)
 {
 	memset(hit, 0, n * sizeof(*hit));
 	if (!sc->cache)
@@ -109,23 +221,28 @@ void fz_stage_cache_lookup(struct fz_stage_cache *sc, const float *tap, struct f
 			} else if (sc->keep_keys && rq->keys) {
 				memcpy(rq->keys + sc->key_off, sc->keys + (size_t)i * dim,
 				       dim * sizeof(float));
+				/* keys from two snapshots (a reload in between) are never inserted */
+				if (!rq->keys_set)
+					rq->keys_set = cs;
+				else if (rq->keys_set != cs)
+					rq->keys_set = FZ_KEYS_MIXED;
 			}
 		}
 	}
 }
 
-unsigned fz_app_caches_online(struct fz_req **reqs, unsigned n)
+unsigned fz_app_caches_online(const struct fz_cache_set *cs, struct fz_req **reqs, unsigned n)
 {
 	unsigned inserts = 0;
-	if (!fz_app.caches || !fz_app.cfg.online)
+	if (!cs || !fz_app.cfg.online)
 		return 0;
-	for (int i = 0; i < fz_app.caches->n_caches; i++) {
-		struct fz_cache *c = fz_app.caches->caches[i];
+	for (int i = 0; i < cs->n_caches; i++) {
+		struct fz_cache *c = cs->caches[i];
 		if (!fz_cache_params(c)->online)
 			continue;
-		int off = key_offset(layer_of(c));
+		int off = key_offset(cs, layer_of(c));
 		for (unsigned j = 0; j < n; j++)
-			if (reqs[j]->keys && reqs[j]->status == 0 &&
+			if (reqs[j]->keys && reqs[j]->status == 0 && reqs[j]->keys_set == cs &&
 			    fz_cache_insert(c, reqs[j]->keys + off, reqs[j]->label) == 0)
 				inserts++;
 	}

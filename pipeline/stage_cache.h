@@ -28,8 +28,24 @@ struct fz_stage_cache {
 int fz_app_caches_load(const char *path, char *err, size_t errlen);
 void fz_app_caches_free(void);
 
-/* The cache after model layer `layer`, or NULL. */
+/* The snapshot stages use now (acquire load; readers hold it until their next quiescent point). */
+struct fz_cache_set *fz_app_caches_current(void);
+/* The cache after model layer `layer` in cs (or in the current set), or NULL. */
+struct fz_cache *fz_app_cache_in(const struct fz_cache_set *cs, int layer);
 struct fz_cache *fz_app_cache_at(int layer);
+
+/*
+ * Hot reload (RX lcore, on SIGHUP or /freeze/reload): read cfg.cache_path again, refuse it whole
+ * when it is bad or its cache layers / key sizes differ from the running ones (the old set stays),
+ * else swap it in; the old set is freed once every stage has been quiescent (fz_app_caches_poll).
+ * Returns 0 or -errno with a message in err.
+ */
+int fz_app_caches_reload(char *err, size_t errlen);
+void fz_app_caches_poll(void);
+/* Stage lcores: RCU reader registration and quiescent points (between batches). */
+void fz_app_rcu_online(unsigned id);
+void fz_app_rcu_quiescent(unsigned id);
+void fz_app_rcu_offline(unsigned id);
 
 /* Floats of cache keys a request carries (0 without online updates). */
 size_t fz_app_key_floats(void);
@@ -38,11 +54,12 @@ int fz_stage_cache_init(struct fz_stage_cache *sc, struct fz_stage_rt *s, int la
 void fz_stage_cache_fini(struct fz_stage_cache *sc);
 
 /* Look up n requests' taps; hit[i] set and the request answered (label, confidence, exit). */
-void fz_stage_cache_lookup(struct fz_stage_cache *sc, const float *tap,
-			   struct fz_act_layout lay, struct fz_req **reqs, unsigned n, bool *hit);
+void fz_stage_cache_lookup(struct fz_stage_cache *sc, const struct fz_cache_set *cs,
+			   const float *tap, struct fz_act_layout lay, struct fz_req **reqs,
+			   unsigned n, bool *hit);
 
 /* Last stage: insert the full model's answers into every online cache (the lcore running this
  * is the caches' only writer). Returns the number of inserts. */
-unsigned fz_app_caches_online(struct fz_req **reqs, unsigned n);
+unsigned fz_app_caches_online(const struct fz_cache_set *cs, struct fz_req **reqs, unsigned n);
 
 #endif /* FZ_STAGE_CACHE_H */

@@ -62,6 +62,8 @@ static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d
 	rte_tel_data_add_dict_u64(d, "arp", rd(&fz_app.rx.arp));
 	rte_tel_data_add_dict_u64(d, "icmp", rd(&fz_app.rx.icmp));
 	rte_tel_data_add_dict_u64(d, "mean_latency_ns", t.lat_n ? t.lat_sum / t.lat_n : 0);
+	rte_tel_data_add_dict_u64(d, "reloads", rd(&fz_app.reloads));
+	rte_tel_data_add_dict_u64(d, "reload_failures", rd(&fz_app.reload_failures));
 	return 0;
 }
 
@@ -109,6 +111,18 @@ static int tel_stages(const char *cmd, const char *params, struct rte_tel_data *
 	return 0;
 }
 
+static int tel_reload(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)cmd;
+	(void)params;
+	/* the RX lcore does the work; /freeze/stats shows reloads and reload_failures */
+	atomic_store_explicit(&fz_app.reload, true, memory_order_release);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_string(d, "reload", "requested");
+	rte_tel_data_add_dict_u64(d, "reloads_so_far", rd(&fz_app.reloads));
+	return 0;
+}
+
 int fz_telemetry_init(void)
 {
 	int rc = rte_telemetry_register_cmd("/freeze/stats", tel_stats,
@@ -117,6 +131,8 @@ int fz_telemetry_init(void)
 					 "Drop counters by named reason. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/stages", tel_stages,
 					 "Per-stage requests, batches, hits, cycles. No parameters");
+	rc |= rte_telemetry_register_cmd("/freeze/reload", tel_reload,
+					 "Reload the cache snapshot from disk and swap it in. No parameters");
 	return rc;
 }
 
@@ -190,6 +206,9 @@ void fz_app_summary(FILE *f)
 		fprintf(f, "port drops         imissed %" PRIu64 ", rx_nombuf %" PRIu64
 			   " (frames the port dropped before RX saw them)\n",
 			es.imissed, es.rx_nombuf);
+	if (fz_app.reloads || fz_app.reload_failures)
+		fprintf(f, "cache reloads      %" PRIu64 " (refused %" PRIu64 ")\n", fz_app.reloads,
+			fz_app.reload_failures);
 	uint64_t acct = t.answered_ok + t.answered_err + t.dropped + t.in_flight;
 	fprintf(f, "accounting         %s (requests %" PRIu64 " = answered + dropped + in flight %" PRIu64
 		   ")\n",
