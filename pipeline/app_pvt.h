@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include <rte_common.h>
+#include <rte_ethdev.h>
 #include <rte_ether.h>
 #include <rte_log.h>
 #include <rte_mempool.h>
@@ -119,6 +120,8 @@ struct fz_app {
 	atomic_bool stop_all;
 	atomic_bool reload; /* SIGHUP or /freeze/reload: RX reloads the cache snapshot */
 	uint64_t reloads, reload_failures;
+	struct rte_eth_stats eth_stats; /* the port's counters when it stopped */
+	long rss_start_kb; /* resident memory when serving started (soak: it must not grow) */
 	atomic_uint_fast64_t last_rx_tsc;
 	alignas(64) struct fz_rx_stats rx;
 	alignas(64) struct fz_tx_stats tx;

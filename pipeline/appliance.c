@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <rte_bus.h>
 #include <rte_cycles.h>
@@ -285,11 +286,21 @@ int fz_appliance_main(int argc, char **argv)
 	       cfg->port.udp_port, fz_app.n_stages, fz_app.caches ? "on" : "off",
 	       cfg->online && fz_app.caches ? " (online updates)" : "");
 	fflush(stdout);
+	FILE *sm = fopen("/proc/self/statm", "r");
+	long rss = 0;
+	if (sm) {
+		if (fscanf(sm, "%*s %ld", &rss) == 1)
+			fz_app.rss_start_kb = rss * (sysconf(_SC_PAGESIZE) / 1024);
+		fclose(sm);
+	}
 	fz_lcore_rx(NULL); /* returns once the pipeline is drained */
 	rte_eal_mp_wait_lcore();
 	rte_eth_dev_stop(fz_app.port);
-	fz_app_summary(stdout);
+	rte_eth_stats_get(fz_app.port, &fz_app.eth_stats);
+	/* closing releases what the port holds (net_pcap's infinite_rx keeps its replay frames):
+	 * after it every mbuf must be back in the pool */
 	rte_eth_dev_close(fz_app.port);
+	fz_app_summary(stdout);
 	fz_app_caches_free();
 	fz_net_free(fz_app.net);
 	fz_model_free(fz_app.model);

@@ -1,6 +1,7 @@
 /* Telemetry: the /freeze/ commands of DPDK's telemetry socket (usertools/dpdk-telemetry.py), and
  * the summary printed on exit. Counters are read relaxed while lcores write them. */
 #include <stdio.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <rte_ethdev.h>
@@ -201,11 +202,25 @@ void fz_app_summary(FILE *f)
 			   "answer)\n",
 			(t.answered_ok + t.answered_err) / secs, secs);
 	}
-	struct rte_eth_stats es;
-	if (rte_eth_stats_get(fz_app.port, &es) == 0 && (es.imissed || es.rx_nombuf))
+	const struct rte_eth_stats es = fz_app.eth_stats;
+	if (es.imissed || es.rx_nombuf)
 		fprintf(f, "port drops         imissed %" PRIu64 ", rx_nombuf %" PRIu64
 			   " (frames the port dropped before RX saw them)\n",
 			es.imissed, es.rx_nombuf);
+	if (fz_app.mbufs && fz_app.free_reqs)
+		fprintf(f, "pools at exit      mbufs %u/%u free, requests %u/%d free\n",
+			rte_mempool_avail_count(fz_app.mbufs), fz_app.mbufs->size,
+			rte_ring_count(fz_app.free_reqs), fz_app.cfg.requests);
+	long rss_pages = 0;
+	FILE *sm = fopen("/proc/self/statm", "r");
+	if (sm) {
+		if (fscanf(sm, "%*s %ld", &rss_pages) != 1)
+			rss_pages = 0;
+		fclose(sm);
+	}
+	if (rss_pages && fz_app.rss_start_kb)
+		fprintf(f, "memory             rss %ld kB at exit, %ld kB when serving started\n",
+			rss_pages * (sysconf(_SC_PAGESIZE) / 1024), fz_app.rss_start_kb);
 	if (fz_app.reloads || fz_app.reload_failures)
 		fprintf(f, "cache reloads      %" PRIu64 " (refused %" PRIu64 ")\n", fz_app.reloads,
 			fz_app.reload_failures);
