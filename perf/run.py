@@ -283,6 +283,13 @@ class Harness:
         if r.returncode != 0:
             sys.exit("run.py: the build failed:\n" + r.stdout[-3000:] + r.stderr[-2000:])
 
+    def pin_binary(self):
+        """Run a private copy of freeze: a rebuild in the shared build folder in the middle of
+        a run would otherwise mix two binaries in one set of results."""
+        dst = os.path.join(self.work, "freeze")
+        shutil.copy2(self.freeze, dst)
+        self.freeze = dst
+
     def model_key(self):
         if self._model_key:
             return self._model_key
@@ -889,6 +896,7 @@ def main(argv=None):
     h.env["argv"] = " ".join(sys.argv[1:])
     log(f"results -> {h.out}")
     h.do_build()
+    h.pin_binary()
     h.model = Model(h.model_yaml)
     modes = list(dict.fromkeys(["off"] + a.modes + (a.load_modes if "load" in a.scenarios else [])))
     need = [m for m in modes if m != "off"] or ["kmeans"]
