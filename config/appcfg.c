@@ -23,7 +23,7 @@ const char *fz_idle_name(enum fz_idle i)
 
 static const char *const top_keys[] = {"model", "cache", "caches", "online", "port", "rx", "tx",
 				       "stages", "rings", "pools", "reassembly", "idle",
-				       "exit_idle_ms", NULL};
+				       "exit_idle_ms", "run_as", NULL};
 static const char *const port_keys[] = {"device", "ipv4", "udp_port", NULL};
 static const char *const lcore_keys[] = {"lcore", NULL};
 static const char *const stage_keys[] = {"name", "lcore", "layers", "max_batch", "idle", NULL};
@@ -163,7 +163,8 @@ static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
 	    get_path(doc, top, "cache", FZ_Y_OPTIONAL, dir, c->cache_path, sizeof(c->cache_path)) ||
 	    fz_ymap_bool(doc, top, "caches", FZ_Y_OPTIONAL, &c->caches) ||
 	    fz_ymap_bool(doc, top, "online", FZ_Y_OPTIONAL, &c->online) ||
-	    fz_ymap_int_min(doc, top, "exit_idle_ms", FZ_Y_OPTIONAL, 0, &c->exit_idle_ms))
+	    fz_ymap_int_min(doc, top, "exit_idle_ms", FZ_Y_OPTIONAL, 0, &c->exit_idle_ms) ||
+	    fz_ymap_str(doc, top, "run_as", FZ_Y_OPTIONAL, c->run_as, sizeof(c->run_as)))
 		return -EINVAL;
 	if ((n = fz_ymap_get(top, "port"))) {
 		char ip[64] = "";

@@ -62,6 +62,7 @@ struct fz_appcfg {
 	int sleep_us;         /* idle policy "sleep": how long one idle sleep lasts */
 	int idle_spins;       /* empty polls before an idle lcore yields or sleeps */
 	int exit_idle_ms;     /* > 0: stop after this long with no traffic and nothing in flight */
+	char run_as[64];      /* user to switch to once ports and files are open ("" = stay) */
 };
 
 /* The embedded default configuration (YAML text) and the name used for it in messages. */

@@ -1,5 +1,8 @@
 /* The appliance: EAL and port set-up, pools and rings, stage lcores, drain on SIGINT/SIGTERM. */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/prctl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -151,6 +154,36 @@ static int rings_init(void)
 	return fz_app.tx_ring && fz_app.ctl_ring ? 0 : -rte_errno;
 }
 
+/*
+ * After start-up the appliance needs no privilege: ports, pcap files, the telemetry socket and
+ * the snapshot's directory are open or readable. Switch to cfg.run_as (if set) and forbid
+ * gaining privileges again (no_new_privs). Returns 0 or -errno with a message.
+ */
+static int drop_privileges(char *err, size_t errlen)
+{
+	const char *user = fz_app.cfg.run_as;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+		snprintf(err, errlen, "prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+		return -errno;
+	}
+	if (!user[0])
+		return 0;
+	struct passwd *pw = getpwnam(user);
+	if (!pw) {
+		snprintf(err, errlen, "%.900s: run_as: no user '%s'", fz_app.cfg.path, user);
+		return -ENOENT;
+	}
+	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+		snprintf(err, errlen, "run_as %s: %s", user, strerror(errno));
+		return -errno;
+	}
+	if (setuid(0) == 0) { /* must not be able to go back */
+		snprintf(err, errlen, "run_as %s: could regain root", user);
+		return -EPERM;
+	}
+	return 0;
+}
+
 /* Lcores named by the config must be enabled by EAL (-l / --lcores). */
 static int check_lcores(char *err, size_t errlen)
 {
@@ -258,6 +291,10 @@ int fz_appliance_main(int argc, char **argv)
 		return 1;
 	}
 	fz_telemetry_init();
+	if (drop_privileges(err, sizeof(err)) < 0) {
+		fprintf(stderr, "freeze: %s\n", err);
+		return 1;
+	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGHUP, on_hangup);

@@ -235,12 +235,50 @@ def test_hot_reload_under_load(d):
           f"reload: caches kept answering ({hits} hits), nothing in flight, accounting adds up")
 
 
+def test_run_as_drops_privileges(d):
+    """With run_as, the serving appliance runs as that user with no_new_privs, and still
+    serves, answers telemetry and stops cleanly."""
+    cfg = os.path.join(d, "runas.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"model: {U.MODEL_DIR}/model.yaml\ncaches: false\nrun_as: nobody\nstages:\n"
+                "  - {name: s1, lcore: 2, layers: stem..fc}\n")
+    p = subprocess.Popen([U.FREEZE] + U.eal_args("net_null0") + ["--", "--config", cfg],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = False
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        line = p.stdout.readline()
+        if not line:
+            break
+        if "serving" in line:
+            started = True
+            break
+    status = {}
+    if started:
+        with open(f"/proc/{p.pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                status[k] = v.split()
+    p.send_signal(signal.SIGINT)
+    try:
+        out, _ = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    import pwd
+    uid = str(pwd.getpwnam("nobody").pw_uid)
+    check(started and status.get("Uid", [""])[0] == uid and status.get("Uid", ["", ""])[1] == uid,
+          f"run_as: serving as nobody (uid {status.get('Uid')})")
+    check(status.get("NoNewPrivs") == ["1"], "run_as: no_new_privs is set")
+    check(p.returncode == 0 and "accounting         ok" in out, "run_as: stops cleanly")
+
+
 def main():
     U.need_model()
     d = U.tmpdir()
     for t in (test_pcap_roundtrip_matches_eval, test_malformed_frames, test_config_lcore_not_enabled,
               test_config_bad_snapshot, test_sigterm_drains, test_fault_tiny_pools_and_rings,
-              test_hot_reload_under_load):
+              test_hot_reload_under_load, test_run_as_drops_privileges):
         print(f"== {t.__name__}", flush=True)
         try:
             t(d)
