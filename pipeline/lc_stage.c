@@ -2,6 +2,7 @@
  * answers what it can, the batch closes up around the exits, and the rest runs on. */
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <rte_cycles.h>
@@ -98,6 +99,13 @@ int fz_lcore_stage(void *arg)
 
 	unsigned empty = 0;
 	const struct fz_cache_set *seen = fz_app_caches_current();
+	/* fault injection for tests: FZ_FAULT_STALL=STAGE:MS stalls that stage once, after its
+	 * first batch, as a stage stuck in a long computation would */
+	long stall_ms = 0;
+	const char *fault = getenv("FZ_FAULT_STALL");
+	size_t nl = strlen(c->name);
+	if (fault && !strncmp(fault, c->name, nl) && fault[nl] == ':')
+		stall_ms = strtol(fault + nl + 1, NULL, 10);
 	for (;;) {
 		/* a quiescent point: nothing of a replaced snapshot is held across it */
 		fz_app_rcu_quiescent((unsigned)s->index);
@@ -196,6 +204,11 @@ int fz_lcore_stage(void *arg)
 				       ol.sample_stride * sizeof(float));
 			enqueue_all(s->next, batch, n, false);
 			s->st.out_next += n;
+		}
+		if (stall_ms > 0) {
+			FZ_LOG(WARNING, "stage '%s': stalling %ld ms (FZ_FAULT_STALL)", c->name, stall_ms);
+			rte_delay_us_sleep((unsigned)stall_ms * 1000);
+			stall_ms = 0;
 		}
 		uint64_t busy = rte_rdtsc() - t0;
 		s->st.busy_tsc += busy;
