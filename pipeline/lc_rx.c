@@ -247,6 +247,9 @@ int fz_lcore_rx(void *arg)
 	const uint64_t expire_every = fz_app.tsc_hz / 1000; /* 1 ms */
 	const uint64_t idle_exit = c->exit_idle_ms * (fz_app.tsc_hz / 1000);
 	bool draining = false;
+	/* the last poll had room and found the port empty: only then can "no traffic for
+	 * exit_idle_ms" be told from this lcore not having run for a while */
+	bool port_empty = false;
 	uint64_t drain_deadline = 0;
 	unsigned empty = 0;
 
@@ -264,7 +267,7 @@ int fz_lcore_rx(void *arg)
 		}
 		fz_app_caches_poll();
 		if (!draining && (atomic_load_explicit(&fz_app.stop_rx, memory_order_acquire) ||
-				  (idle_exit && tsc - last_rx > idle_exit &&
+				  (idle_exit && port_empty && tsc - last_rx > idle_exit &&
 				   atomic_load(&fz_app.in_flight) == 0))) {
 			/* stop taking frames; answer what is half-reassembled; let the
 			 * pipeline empty before the ports stop */
@@ -293,6 +296,7 @@ int fz_lcore_rx(void *arg)
 			n = rte_eth_rx_burst(fz_app.port, 0, pkts, (uint16_t)RTE_MIN(room, (unsigned)RX_BURST));
 		else
 			fz_app.rx.backpressure_polls++;
+		port_empty = room && n == 0;
 		if (n) {
 			uint64_t now_ns = tsc_to_ns(tsc);
 			if (!fz_app.rx.first_tsc)
