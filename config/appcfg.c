@@ -23,7 +23,7 @@ const char *fz_idle_name(enum fz_idle i)
 
 static const char *const top_keys[] = {"model", "cache", "caches", "online", "port", "rx", "tx",
 				       "stages", "rings", "pools", "reassembly", "idle",
-				       "exit_idle_ms", "run_as", NULL};
+				       "exit_idle_ms", "run_as", "state_dir", NULL};
 static const char *const port_keys[] = {"device", "ipv4", "udp_port", NULL};
 static const char *const lcore_keys[] = {"lcore", NULL};
 static const char *const stage_keys[] = {"name", "lcore", "layers", "max_batch", "idle", NULL};
@@ -161,11 +161,15 @@ static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
 		return -EINVAL;
 	if (get_path(doc, top, "model", FZ_Y_REQUIRED, dir, c->model_path, sizeof(c->model_path)) ||
 	    get_path(doc, top, "cache", FZ_Y_OPTIONAL, dir, c->cache_path, sizeof(c->cache_path)) ||
+	    get_path(doc, top, "state_dir", FZ_Y_OPTIONAL, dir, c->state_dir,
+		     sizeof(c->state_dir)) ||
 	    fz_ymap_bool(doc, top, "caches", FZ_Y_OPTIONAL, &c->caches) ||
 	    fz_ymap_bool(doc, top, "online", FZ_Y_OPTIONAL, &c->online) ||
 	    fz_ymap_int_min(doc, top, "exit_idle_ms", FZ_Y_OPTIONAL, 0, &c->exit_idle_ms) ||
 	    fz_ymap_str(doc, top, "run_as", FZ_Y_OPTIONAL, c->run_as, sizeof(c->run_as)))
 		return -EINVAL;
+	c->model_pos = pos_of(fz_ymap_get(top, "model"));
+	c->cache_pos = pos_of(fz_ymap_get(top, "cache"));
 	if ((n = fz_ymap_get(top, "port"))) {
 		char ip[64] = "";
 		struct in_addr a;

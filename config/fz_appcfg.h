@@ -63,6 +63,8 @@ struct fz_appcfg {
 	int idle_spins;       /* empty polls before an idle lcore yields or sleeps */
 	int exit_idle_ms;     /* > 0: stop after this long with no traffic and nothing in flight */
 	char run_as[64];      /* user to switch to once ports and files are open ("" = stay) */
+	char state_dir[FZ_PATH_MAX]; /* besides models/, where model and cache files may live */
+	struct fz_cfgpos model_pos, cache_pos;
 };
 
 /* The embedded default configuration (YAML text) and the name used for it in messages. */

@@ -391,7 +391,8 @@ class Harness:
             with open(os.path.join(ROOT, "config", "examples", "appliance.yaml")) as f:
                 text = f.read()
             text = re.sub(r"^model:.*$", f"model: {self.model_yaml}", text, flags=re.M)
-            text = re.sub(r"^cache:.*$", f"cache: {self.snap[MODE_SNAPSHOT[mode]]}", text,
+            text = re.sub(r"^cache:.*$", f"cache: {self.snap[MODE_SNAPSHOT[mode]]}\n"
+                          f"state_dir: {os.path.dirname(self.snap[MODE_SNAPSHOT[mode]])}", text,
                           flags=re.M)
             with open(path, "w") as f:
                 f.write(text)

@@ -1,5 +1,6 @@
 /* The appliance: EAL and port set-up, pools and rings, stage lcores, drain on SIGINT/SIGTERM. */
 #include <errno.h>
+#include <limits.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/prctl.h>
@@ -184,6 +185,41 @@ static int drop_privileges(char *err, size_t errlen)
 	return 0;
 }
 
+/* Is `path` (resolved) inside directory `dir` (resolved)? */
+static bool inside(const char *path, const char *dir)
+{
+	char rp[PATH_MAX], rd[PATH_MAX];
+	if (!dir[0] || !realpath(path, rp) || !realpath(dir, rd))
+		return false;
+	size_t n = strlen(rd);
+	return !strncmp(rp, rd, n) && (rp[n] == '/' || (n == 1 && rd[0] == '/'));
+}
+
+/*
+ * The model and the cache snapshot must live in the models directory or the configured
+ * state_dir: a typo or a hostile config cannot make the appliance read other files.
+ */
+static int check_paths(char *err, size_t errlen)
+{
+	const struct fz_appcfg *c = &fz_app.cfg;
+	const char *what[2] = {"model", "cache"};
+	const char *path[2] = {c->model_path, c->cache_path};
+	struct fz_cfgpos pos[2] = {c->model_pos, c->cache_pos};
+	for (int i = 0; i < 2; i++) {
+		if (!path[i][0] || inside(path[i], FZ_MODELS_DIR) || inside(path[i], c->state_dir))
+			continue;
+		if (access(path[i], R_OK) != 0)
+			return fz_appcfg_err(c, pos[i], err, errlen, "%s '%s': %s", what[i], path[i],
+					     strerror(errno));
+		return fz_appcfg_err(c, pos[i], err, errlen,
+				     "%s '%s' is outside the allowed directories (%s%s%s); move it "
+				     "there or set state_dir",
+				     what[i], path[i], FZ_MODELS_DIR, c->state_dir[0] ? ", " : "",
+				     c->state_dir);
+	}
+	return 0;
+}
+
 /* Lcores named by the config must be enabled by EAL (-l / --lcores). */
 static int check_lcores(char *err, size_t errlen)
 {
@@ -253,7 +289,8 @@ int fz_appliance_main(int argc, char **argv)
 		cfg->online = true;
 	if (exit_idle >= 0)
 		cfg->exit_idle_ms = exit_idle;
-	if (!(fz_app.model = fz_model_load(cfg->model_path, err, sizeof(err))) ||
+	if (check_paths(err, sizeof(err)) < 0 ||
+	    !(fz_app.model = fz_model_load(cfg->model_path, err, sizeof(err))) ||
 	    fz_appcfg_resolve(cfg, fz_app.model, err, sizeof(err)) < 0 ||
 	    check_lcores(err, sizeof(err)) < 0 ||
 	    !(fz_app.net = fz_net_create(fz_app.model, err, sizeof(err)))) {

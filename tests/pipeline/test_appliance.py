@@ -123,10 +123,23 @@ def test_config_bad_snapshot(d):
         f.write(b"FZCACHE1" + b"\0" * 40)
     cfg = os.path.join(d, "bad-snap.yaml")
     with open(cfg, "w") as f:
-        f.write(f"model: {U.MODEL_DIR}/model.yaml\ncache: {bad}\nstages:\n"
+        f.write(f"model: {U.MODEL_DIR}/model.yaml\ncache: {bad}\nstate_dir: {d}\nstages:\n"
                 "  - {name: s1, lcore: 2, layers: stem..fc}\n")
     rc, out = U.run("net_null0", ["--config", cfg], check=False)
     check(rc != 0 and bad in out, "config: a corrupt cache snapshot is refused at start, naming the file")
+
+
+def test_config_path_outside_allowed_dirs(d):
+    import shutil
+    snap = os.path.join(d, "elsewhere.snap")
+    shutil.copy(os.path.join(U.MODEL_DIR, "cache.snap"), snap)
+    cfg = os.path.join(d, "outside.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"model: {U.MODEL_DIR}/model.yaml\ncache: {snap}\nstages:\n"
+                "  - {name: s1, lcore: 2, layers: stem..fc}\n")
+    rc, out = U.run("net_null0", ["--config", cfg], check=False)
+    check(rc != 0 and f"{cfg}:2:8: cache '{snap}' is outside the allowed directories" in out,
+          "config: a snapshot outside models/ and state_dir is refused with file:line:col")
 
 
 def test_sigterm_drains(d):
@@ -189,7 +202,7 @@ def test_hot_reload_under_load(d):
     shutil.copy(os.path.join(U.MODEL_DIR, "cache.snap"), snap)
     cfg = os.path.join(d, "reload.yaml")
     with open(cfg, "w") as f:
-        f.write(f"model: {U.MODEL_DIR}/model.yaml\ncache: {snap}\nstages:\n"
+        f.write(f"model: {U.MODEL_DIR}/model.yaml\ncache: {snap}\nstate_dir: {d}\nstages:\n"
                 "  - {name: s1, lcore: 2, layers: stem..block2}\n"
                 "  - {name: s2, lcore: 3, layers: block3..fc}\n")
     req, meta = U.gen(d, "reload", "-n", "500")
@@ -296,7 +309,8 @@ def main():
     U.need_model()
     d = U.tmpdir()
     for t in (test_pcap_roundtrip_matches_eval, test_malformed_frames, test_config_lcore_not_enabled,
-              test_config_bad_snapshot, test_sigterm_drains, test_fault_tiny_pools_and_rings,
+              test_config_bad_snapshot, test_config_path_outside_allowed_dirs, test_sigterm_drains,
+              test_fault_tiny_pools_and_rings,
               test_hot_reload_under_load, test_run_as_drops_privileges,
               test_fault_stalled_stage):
         print(f"== {t.__name__}", flush=True)
