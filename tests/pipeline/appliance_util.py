@@ -2,9 +2,11 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 SRC = os.environ.get("FZ_SRCDIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILD = os.environ.get("FZ_BUILDDIR", os.path.join(SRC, "build"))
@@ -83,3 +85,36 @@ def summary_value(out, key):
 
 def tmpdir():
     return tempfile.mkdtemp(prefix="fz-test-")
+
+
+class Appliance:
+    """A running freeze: started on `vdev` with app args, ready once it says it is serving."""
+
+    def __init__(self, vdev, app_args, env=None, timeout=120):
+        self.p = subprocess.Popen([FREEZE] + eal_args(vdev) + ["--"] + app_args, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        self.started = False
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            line = self.p.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if "serving" in line:
+                self.started = True
+                break
+
+    def send(self, sig):
+        self.p.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=120):
+        """Send sig, wait for the exit; returns (returncode, all output)."""
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            out, _ = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            out, _ = self.p.communicate()
+        return self.p.returncode, "".join(self.lines) + out

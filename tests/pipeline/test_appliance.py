@@ -146,30 +146,12 @@ def test_sigterm_drains(d):
     req, meta = U.gen(d, "load", "-n", "500")
     resp = os.path.join(d, "load-resp.pcap")
     cfg = stage_config(d)
-    p = subprocess.Popen([U.FREEZE] + U.eal_args(f"net_pcap0,rx_pcap={req},tx_pcap={resp},infinite_rx=1")
-                         + ["--", "--config", cfg], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
-    deadline = time.time() + 120
-    started = False
-    lines = []
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "serving" in line:
-            started = True
-            break
+    a = U.Appliance(f"net_pcap0,rx_pcap={req},tx_pcap={resp},infinite_rx=1", ["--config", cfg])
+    started = a.started
     if started:
         time.sleep(3)
-        p.send_signal(signal.SIGTERM)
-    try:
-        out, _ = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-    out = "".join(lines) + out
-    check(started and p.returncode == 0, "sigterm: the appliance stops cleanly under load")
+    rc, out = a.stop(signal.SIGTERM)
+    check(started and rc == 0, "sigterm: the appliance stops cleanly under load")
     n = U.summary_value(out, "requests") or 0
     check(n > 0 and "in flight at exit  0" in out and "accounting         ok" in out,
           f"sigterm: {n} requests, none in flight at exit, accounting adds up")
@@ -207,20 +189,9 @@ def test_hot_reload_under_load(d):
                 "  - {name: s2, lcore: 3, layers: block3..fc}\n")
     req, meta = U.gen(d, "reload", "-n", "500")
     resp = os.path.join(d, "reload-resp.pcap")
-    p = subprocess.Popen([U.FREEZE] + U.eal_args(f"net_pcap0,rx_pcap={req},tx_pcap={resp},infinite_rx=1")
-                         + ["--", "--config", cfg], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
-    lines = []
-    started = False
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        line = p.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "serving" in line:
-            started = True
-            break
+    a = U.Appliance(f"net_pcap0,rx_pcap={req},tx_pcap={resp},infinite_rx=1", ["--config", cfg])
+    started = a.started
+    p = a.p
     if started:
         time.sleep(1)
         p.send_signal(signal.SIGHUP)              # good file: swapped in
@@ -233,14 +204,8 @@ def test_hot_reload_under_load(d):
         shutil.copy(os.path.join(U.MODEL_DIR, "cache.snap"), snap)
         p.send_signal(signal.SIGHUP)              # good again
         time.sleep(1)
-        p.send_signal(signal.SIGTERM)
-    try:
-        out, _ = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-    out = "".join(lines) + out
-    check(started and p.returncode == 0, "reload: the appliance keeps serving and stops cleanly")
+    rc, out = a.stop(signal.SIGTERM)
+    check(started and rc == 0, "reload: the appliance keeps serving and stops cleanly")
     check("cache reloads      2 (refused 1)" in out, "reload: two good reloads swapped in, the corrupt file refused")
     check("reload refused" in out and snap in out, "reload: the refusal names the file")
     hits = U.summary_value(out, "cache hits") or 0
@@ -255,35 +220,21 @@ def test_run_as_drops_privileges(d):
     with open(cfg, "w") as f:
         f.write(f"model: {U.MODEL_DIR}/model.yaml\ncaches: false\nrun_as: nobody\nstages:\n"
                 "  - {name: s1, lcore: 2, layers: stem..fc}\n")
-    p = subprocess.Popen([U.FREEZE] + U.eal_args("net_null0") + ["--", "--config", cfg],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    started = False
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        line = p.stdout.readline()
-        if not line:
-            break
-        if "serving" in line:
-            started = True
-            break
+    a = U.Appliance("net_null0", ["--config", cfg])
+    started = a.started
     status = {}
     if started:
-        with open(f"/proc/{p.pid}/status") as f:
+        with open(f"/proc/{a.p.pid}/status") as f:
             for line in f:
                 k, _, v = line.partition(":")
                 status[k] = v.split()
-    p.send_signal(signal.SIGINT)
-    try:
-        out, _ = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
+    rc, out = a.stop(signal.SIGINT)
     import pwd
     uid = str(pwd.getpwnam("nobody").pw_uid)
     check(started and status.get("Uid", [""])[0] == uid and status.get("Uid", ["", ""])[1] == uid,
           f"run_as: serving as nobody (uid {status.get('Uid')})")
     check(status.get("NoNewPrivs") == ["1"], "run_as: no_new_privs is set")
-    check(p.returncode == 0 and "accounting         ok" in out, "run_as: stops cleanly")
+    check(rc == 0 and "accounting         ok" in out, "run_as: stops cleanly")
 
 
 def test_fault_stalled_stage(d):

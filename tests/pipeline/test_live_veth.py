@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import appliance_util as U  # noqa: E402
@@ -44,18 +43,10 @@ def main():
     U.need_model()
     setup()
     fails = []
-    p = None
+    a = None
     try:
-        p = subprocess.Popen([U.FREEZE] + U.eal_args(f"net_af_packet0,iface={DEV}") + ["--"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        t0 = time.time()
-        started = False
-        while time.time() - t0 < 120:
-            line = p.stdout.readline()
-            if not line or "serving" in line:
-                started = bool(line)
-                break
-        if not started:
+        a = U.Appliance(f"net_af_packet0,iface={DEV}", [])
+        if not a.started:
             print("FAIL the appliance did not start")
             fails.append("start")
             raise SystemExit(1)  # the finally below still stops it and removes the veth pair
@@ -88,14 +79,9 @@ def main():
         if not ok:
             fails.append("accuracy")
     finally:
-        if p:
-            p.send_signal(signal.SIGTERM)
-            try:
-                out, _ = p.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, _ = p.communicate()
-            ok = p.returncode == 0 and "accounting         ok" in out
+        if a:
+            rc, out = a.stop(signal.SIGTERM)
+            ok = rc == 0 and "accounting         ok" in out
             print(("ok   " if ok else "FAIL ") + "appliance stopped cleanly with its accounting adding up")
             if not ok:
                 fails.append("appliance")

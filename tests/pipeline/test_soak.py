@@ -5,7 +5,6 @@ resident memory has not grown, and the counters add up (received = answered + dr
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -21,31 +20,15 @@ def main():
     req, _ = U.gen(d, "soak", "-n", "2000", "--frag", "300", "--frag-order", "shuffle",
                    "--inject", "all", "--order", "shuffle")
     resp = "/dev/null"
-    p = subprocess.Popen([U.FREEZE] + U.eal_args(f"net_pcap0,rx_pcap={req},tx_pcap={resp},infinite_rx=1")
-                         + ["--", "--online"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        line = p.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "serving" in line:
-            break
+    a = U.Appliance(f"net_pcap0,rx_pcap={req},tx_pcap={resp},infinite_rx=1", ["--online"])
     print(f"soak: {secs:.0f} s of load", flush=True)
     time.sleep(secs)
-    p.send_signal(signal.SIGTERM)
-    try:
-        out, _ = p.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-    out = "".join(lines) + out
+    rc, out = a.stop(signal.SIGTERM)
     print("\n".join(l for l in out.splitlines() if not l.startswith(("EAL", "TELEMETRY"))))
     fails = []
     n = U.summary_value(out, "requests") or 0
-    if p.returncode != 0 or n == 0:
-        fails.append(f"exit {p.returncode}, {n} requests")
+    if rc != 0 or n == 0:
+        fails.append(f"exit {rc}, {n} requests")
     if "accounting         ok" not in out or "in flight at exit  0" not in out:
         fails.append("counters do not add up")
     m = re.search(r"mbufs (\d+)/(\d+) free, requests (\d+)/(\d+) free", out)
