@@ -23,7 +23,8 @@ const char *fz_idle_name(enum fz_idle i)
 
 static const char *const top_keys[] = {"model", "cache", "caches", "online", "port", "rx", "tx",
 				       "stages", "rings", "pools", "reassembly", "idle",
-				       "exit_idle_ms", "run_as", "state_dir", NULL};
+				       "exit_idle_ms", "run_as", "state_dir", "online_min_confidence",
+				       NULL};
 static const char *const port_keys[] = {"device", "ipv4", "udp_port", NULL};
 static const char *const lcore_keys[] = {"lcore", NULL};
 static const char *const stage_keys[] = {"name", "lcore", "layers", "max_batch", "idle", NULL};
@@ -153,6 +154,7 @@ static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
 	const struct fz_ynode *top = doc->root;
 	struct fz_ynode *n;
 	enum fz_idle idle_default = FZ_IDLE_YIELD;
+	double min_conf = 0;
 
 	if (!top)
 		return fz_yerr(doc, NULL, "empty configuration; expected a mapping with 'model' and "
@@ -165,9 +167,14 @@ static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
 		     sizeof(c->state_dir)) ||
 	    fz_ymap_bool(doc, top, "caches", FZ_Y_OPTIONAL, &c->caches) ||
 	    fz_ymap_bool(doc, top, "online", FZ_Y_OPTIONAL, &c->online) ||
+	    fz_ymap_float(doc, top, "online_min_confidence", FZ_Y_OPTIONAL, &min_conf) ||
 	    fz_ymap_int_min(doc, top, "exit_idle_ms", FZ_Y_OPTIONAL, 0, &c->exit_idle_ms) ||
 	    fz_ymap_str(doc, top, "run_as", FZ_Y_OPTIONAL, c->run_as, sizeof(c->run_as)))
 		return -EINVAL;
+	if (min_conf < 0 || min_conf > 1)
+		return fz_yerr(doc, fz_ymap_get(top, "online_min_confidence"),
+			       "expected a probability in 0..1, found %g", min_conf);
+	c->online_min_confidence = (float)min_conf;
 	c->model_pos = pos_of(fz_ymap_get(top, "model"));
 	c->cache_pos = pos_of(fz_ymap_get(top, "cache"));
 	if ((n = fz_ymap_get(top, "port"))) {

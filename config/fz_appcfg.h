@@ -43,6 +43,7 @@ struct fz_appcfg {
 	char cache_path[FZ_PATH_MAX]; /* "" for none */
 	bool caches;                  /* exits on (a snapshot is loaded) */
 	bool online;                  /* the last stage inserts full-model answers */
+	float online_min_confidence;  /* ... whose softmax probability is at least this */
 	struct {
 		char device[256]; /* vdev spec ("net_pcap0,rx_pcap=...") or PCI address; "" = port 0 */
 		uint32_t ipv4;    /* host byte order */

@@ -243,6 +243,7 @@ unsigned fz_app_caches_online(const struct fz_cache_set *cs, struct fz_req **req
 		int off = key_offset(cs, layer_of(c));
 		for (unsigned j = 0; j < n; j++)
 			if (reqs[j]->keys && reqs[j]->status == 0 && reqs[j]->keys_set == cs &&
+			    reqs[j]->confidence >= fz_app.cfg.online_min_confidence &&
 			    fz_cache_insert(c, reqs[j]->keys + off, reqs[j]->label) == 0)
 				inserts++;
 	}

@@ -229,6 +229,13 @@ static void test_max_batch_zero(void **state)
 		     "s.yaml:3:45: ", "positive");
 }
 
+static void test_online_min_confidence_range(void **state)
+{
+	(void)state;
+	expect_error(HEAD "online_min_confidence: 1.5\n" STAGES4, "s.yaml:2:24: ",
+		     "expected a probability in 0..1");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -253,6 +260,7 @@ int main(void)
 		cmocka_unit_test(test_last_layers_in_no_stage),
 		cmocka_unit_test(test_duplicate_stage_name),
 		cmocka_unit_test(test_max_batch_zero),
+		cmocka_unit_test(test_online_min_confidence_range),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
