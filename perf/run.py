@@ -253,7 +253,7 @@ class Harness:
         self.model_yaml = os.path.join(self.model_dir, "model.yaml")
         stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
         self.out = os.path.abspath(a.out or os.path.join(HERE, "results", stamp))
-        self.work = os.path.join(a.work or os.path.join(self.out, "work"))
+        self.work = os.path.join(a.work or os.path.join(self.out, "scratch"))
         os.makedirs(self.work, exist_ok=True)
         self.cache_dir = os.path.abspath(a.cache_dir)
         self._model_key = None
@@ -861,7 +861,7 @@ def parse_args(argv):
     ap.add_argument("--cache-dir", default=os.path.join(HERE, ".cache"),
                     help="where calibrated snapshots are kept between runs")
     ap.add_argument("--out", help="results folder (default perf/results/DATE-TIME)")
-    ap.add_argument("--work", help="scratch folder for pcaps and idx files (default OUT/work)")
+    ap.add_argument("--work", help="scratch folder for pcaps and idx files (default OUT/scratch)")
     ap.add_argument("--keep-work", action="store_true", help="keep the scratch folder")
     a = ap.parse_args(argv)
     q = a.quick

@@ -236,11 +236,11 @@ unsigned fz_app_caches_online(const struct fz_cache_set *cs, struct fz_req **req
 	unsigned inserts = 0;
 	if (!cs || !fz_app.cfg.online)
 		return 0;
-	for (int i = 0; i < cs->n_caches; i++) {
+	/* caches are in model order, so each one's key follows the previous ones' (key_offset) */
+	for (int i = 0, off = 0; i < cs->n_caches; off += fz_cache_key_dim(cs->caches[i]), i++) {
 		struct fz_cache *c = cs->caches[i];
 		if (!fz_cache_params(c)->online)
 			continue;
-		int off = key_offset(cs, layer_of(c));
 		for (unsigned j = 0; j < n; j++)
 			if (reqs[j]->keys && reqs[j]->status == 0 && reqs[j]->keys_set == cs &&
 			    reqs[j]->confidence >= fz_app.cfg.online_min_confidence &&

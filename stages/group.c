@@ -312,6 +312,27 @@ out:
 	return rc;
 }
 
+/* A primitive reading src, weights and bias into dst (convolution, inner product). */
+static int plan_weighted(struct fz_group *g, struct fz_plan *pl, const_dnnl_primitive_desc_t pd,
+			 const dnnl_memory_desc_t *smd, void *src, const dnnl_memory_desc_t *wmd,
+			 void *w, const dnnl_memory_desc_t *bmd, void *b,
+			 const dnnl_memory_desc_t *dmd, void *dst)
+{
+	struct fz_prim *pr;
+	dnnl_memory_t ms = plan_mem(g, pl, smd, src);
+	dnnl_memory_t mw = w ? plan_mem(g, pl, wmd, w) : NULL;
+	dnnl_memory_t mb = plan_mem(g, pl, bmd, b);
+	dnnl_memory_t md = dst ? plan_mem(g, pl, dmd, dst) : NULL;
+	if (!ms || !mw || !mb || !md || !(pr = plan_add_prim(pl)))
+		return -ENOMEM;
+	pr->nargs = 4;
+	pr->args[0] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ms};
+	pr->args[1] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mw};
+	pr->args[2] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mb};
+	pr->args[3] = (dnnl_exec_arg_t){DNNL_ARG_DST, md};
+	return prim_create(g, pl, pr, pd);
+}
+
 /* Per-value state while building one plan. */
 struct vstate {
 	dnnl_memory_desc_t md;
@@ -426,21 +447,8 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 							 g->nodes[pos]);
 		}
 		dst->md = dst_md;
-		dnnl_memory_t ms = plan_mem(g, pl, &src->md, src->buf);
-		dnnl_memory_t mw = plan_mem(g, pl, &wmd, wbuf);
-		dnnl_memory_t mb = plan_mem(g, pl, &bmd, nd->b);
-		dnnl_memory_t md = dst->buf ? plan_mem(g, pl, &dst_md, dst->buf) : NULL;
-		if (!(pr = plan_add_prim(pl)) || !ms || !mw || !mb || !md) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		pr->nargs = 4;
-		pr->args[0] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ms};
-		pr->args[1] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mw};
-		pr->args[2] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mb};
-		pr->args[3] = (dnnl_exec_arg_t){DNNL_ARG_DST, md};
-		if ((rc = prim_create(g, pl, pr, pd)) < 0)
-			goto out;
+		rc = plan_weighted(g, pl, pd, &src->md, src->buf, &wmd, wbuf, &bmd, nd->b, &dst_md,
+				   dst->buf);
 		break;
 	}
 	case FZ_NODE_FC: {
@@ -464,21 +472,8 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		dst->buf = out_direct ? g->out_buf
 				      : buf_take(g, dnnl_memory_desc_get_size(&dst_md), g->nodes[pos]);
 		dst->md = dst_md;
-		dnnl_memory_t ms = plan_mem(g, pl, &src->md, src->buf);
-		dnnl_memory_t mw = wbuf ? plan_mem(g, pl, &wmd, wbuf) : NULL;
-		dnnl_memory_t mb = plan_mem(g, pl, &bmd, nd->b);
-		dnnl_memory_t md = dst->buf ? plan_mem(g, pl, &d2, dst->buf) : NULL;
-		if (!(pr = plan_add_prim(pl)) || !ms || !mw || !mb || !md) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		pr->nargs = 4;
-		pr->args[0] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ms};
-		pr->args[1] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mw};
-		pr->args[2] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mb};
-		pr->args[3] = (dnnl_exec_arg_t){DNNL_ARG_DST, md};
-		if ((rc = prim_create(g, pl, pr, pd)) < 0)
-			goto out;
+		rc = plan_weighted(g, pl, pd, &src->md, src->buf, &wmd, wbuf, &bmd, nd->b, &d2,
+				   dst->buf);
 		break;
 	}
 	case FZ_NODE_AVGPOOL: {
