@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fz_layout.h"
 #include "fz_model.h"
 
 #define FZ_CACHE_MAX_POOLED 2048 /* most floats in a pooled key (c * grid * grid) */
@@ -106,6 +107,15 @@ size_t fz_cache_bytes(const struct fz_cache *c);   /* memory the cache holds */
 float fz_cache_threshold(const struct fz_cache *c);
 void fz_cache_set_threshold(struct fz_cache *c, float thr);
 void fz_cache_set_enabled(struct fz_cache *c, bool on);
+
+/*
+ * Can the cache read taps in layout `lay` (shape, channel block, strides)? 0, or -EINVAL with a
+ * message naming the layout and why (err may be NULL). Checked once where a cache meets a tap,
+ * so a layout it cannot read is refused by name, never a silent miss or a garbage key.
+ */
+#define FZ_CACHE_MAX_CBLOCK 64
+int fz_cache_layout_check(const struct fz_cache *c, const struct fz_act_layout *lay, char *err,
+			  size_t errlen);
 
 /*
  * Average-pool n samples of a tap (layout `lay`, c/h/w must match the cache) into

@@ -1,18 +1,97 @@
 /* Freeze cachecore keys: grid average pooling of a tap, PCA projection (and its fit), L2 norm. */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cache_pvt.h"
+
+/*
+ * Sum of one pooling cell [y0, y1) x [x0, x1) over a channel block of CB lanes (CB a constant:
+ * one vector per pixel); four chains hide the add latency (~4x, perf/bench_cache).
+ */
+static inline __attribute__((always_inline)) void cell_sum_blk(const float *blk,
+							     const struct fz_act_layout *l,
+							     int y0, int y1, int x0, int x1,
+							     float *acc, const int CB)
+{
+	typedef float v16u __attribute__((vector_size(64), aligned(4)));
+	typedef float v8u __attribute__((vector_size(32), aligned(4)));
+	if (CB == 16 && l->w_stride == 16) {
+		v16u a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+		for (int y = y0; y < y1; y++) {
+			const float *row = blk + (size_t)y * l->h_stride;
+			int xx = x0;
+			for (; xx + 4 <= x1; xx += 4) {
+				const float *p = row + (size_t)xx * 16;
+				a0 += *(const v16u *)p;
+				a1 += *(const v16u *)(p + 16);
+				a2 += *(const v16u *)(p + 32);
+				a3 += *(const v16u *)(p + 48);
+			}
+			for (; xx < x1; xx++)
+				a0 += *(const v16u *)(row + (size_t)xx * 16);
+		}
+		a0 += a1 + a2 + a3;
+		memcpy(acc, &a0, sizeof(a0));
+	} else if (CB == 8 && l->w_stride == 8) {
+		v8u a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+		for (int y = y0; y < y1; y++) {
+			const float *row = blk + (size_t)y * l->h_stride;
+			int xx = x0;
+			for (; xx + 4 <= x1; xx += 4) {
+				const float *p = row + (size_t)xx * 8;
+				a0 += *(const v8u *)p;
+				a1 += *(const v8u *)(p + 8);
+				a2 += *(const v8u *)(p + 16);
+				a3 += *(const v8u *)(p + 24);
+			}
+			for (; xx < x1; xx++)
+				a0 += *(const v8u *)(row + (size_t)xx * 8);
+		}
+		a0 += a1 + a2 + a3;
+		memcpy(acc, &a0, sizeof(a0));
+	} else {
+		for (int k = 0; k < CB; k++)
+			acc[k] = 0.0f;
+		for (int y = y0; y < y1; y++)
+			for (int xx = x0; xx < x1; xx++) {
+				const float *px = blk + (size_t)y * l->h_stride +
+						  (size_t)xx * l->w_stride;
+				for (int k = 0; k < CB; k++)
+					acc[k] += px[k];
+			}
+	}
+}
+
+int fz_cache_layout_check(const struct fz_cache *c, const struct fz_act_layout *lay, char *err,
+			  size_t errlen)
+{
+	const char *why = NULL;
+	if (lay->c != c->c || lay->h != c->h || lay->w != c->w)
+		why = "its shape is not the cache's";
+	else if (lay->cblock < 1 || lay->cblock > FZ_CACHE_MAX_CBLOCK)
+		why = "its channel block is larger than a key reader handles";
+	else if (lay->sample_stride <
+		 fz_layout_offset(lay, lay->c - 1, lay->h - 1, lay->w - 1) + 1)
+		why = "its samples overlap";
+	if (!why)
+		return 0;
+	if (err)
+		snprintf(err, errlen,
+			 "cache for a %dx%dx%d tap cannot read a %dx%dx%d tap in layout %s "
+			 "(channel block %d): %s",
+			 c->c, c->h, c->w, lay->c, lay->h, lay->w, lay->tag, lay->cblock, why);
+	return -EINVAL;
+}
 
 int fz_cache_pool_burst(const struct fz_cache *c, const float *act,
 			const struct fz_act_layout *lay, int n, float *out)
 {
 	const int G = c->p.grid, H = c->h, W = c->w, cb = lay->cblock;
 
-	if (!act || !out || n < 0 || lay->c != c->c || lay->h != H || lay->w != W || cb < 1 ||
-	    lay->sample_stride < (size_t)((c->c + cb - 1) / cb) * (size_t)(H * W * cb))
+	if (!act || !out || n < 0 || fz_cache_layout_check(c, lay, NULL, 0) < 0)
 		return -EINVAL;
 	for (int s = 0; s < n; s++) {
 		const float *x = act + (size_t)s * lay->sample_stride;
@@ -25,36 +104,15 @@ int fz_cache_pool_burst(const struct fz_cache *c, const float *act,
 				int x0 = gx * W / G, x1 = ((gx + 1) * W + G - 1) / G;
 				float inv = 1.0f / (float)((y1 - y0) * (x1 - x0));
 				for (int c0 = 0; c0 < c->c; c0 += cb) {
-					const float *blk = x + (size_t)(c0 / cb) * H * W * cb;
+					const float *blk = x + (size_t)(c0 / cb) * lay->c_stride;
 					int nc = c->c - c0 < cb ? c->c - c0 : cb;
-					float acc[64] = { 0 };
-					if (cb == FZ_BLK) { /* nChw16c: one vector add per pixel */
-						/* four chains hide the add latency (~4x, perf/bench_cache) */
-						fz_v16 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
-						for (int y = y0; y < y1; y++) {
-							const float *row = blk + (size_t)(y * W) * FZ_BLK;
-							int xx = x0;
-							for (; xx + 4 <= x1; xx += 4) {
-								const float *p = row + (size_t)xx * FZ_BLK;
-								a0 += *(const fz_v16u *)p;
-								a1 += *(const fz_v16u *)(p + FZ_BLK);
-								a2 += *(const fz_v16u *)(p + 2 * FZ_BLK);
-								a3 += *(const fz_v16u *)(p + 3 * FZ_BLK);
-							}
-							for (; xx < x1; xx++)
-								a0 += *(const fz_v16u *)(row + (size_t)xx * FZ_BLK);
-						}
-						a0 += a1 + a2 + a3;
-						memcpy(acc, &a0, sizeof(a0));
-					} else if (cb <= 64) {
-						for (int y = y0; y < y1; y++)
-							for (int xx = x0; xx < x1; xx++) {
-								const float *px = blk + (size_t)(y * W + xx) * cb;
-								for (int k = 0; k < cb; k++)
-									acc[k] += px[k];
-							}
-					} else {
-						return -EINVAL;
+					float acc[FZ_CACHE_MAX_CBLOCK];
+					switch (cb) { /* constant block sizes: vector adds per pixel */
+					case 16: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, 16); break;
+					case 8: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, 8); break;
+					case 4: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, 4); break;
+					case 1: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, 1); break;
+					default: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, cb); break;
 					}
 					for (int k = 0; k < nc; k++)
 						o[(size_t)(c0 + k) * G * G + gy * G + gx] = acc[k] * inv;

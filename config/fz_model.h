@@ -102,17 +102,4 @@ static inline size_t fz_shape_size(struct fz_shape s)
 	return (size_t)s.c * (size_t)s.h * (size_t)s.w;
 }
 
-/*
- * Layout of a batch of activations handed between layer groups and to caches.
- * Element (n, c, y, x) sits at
- *   data[n * sample_stride + (c / cblock) * h * w * cblock + (y * w + x) * cblock + c % cblock]
- * cblock is 1 (plain NCHW) or 8/16 (oneDNN's nChw8c / nChw16c); channels are padded up to a
- * multiple of cblock, and sample_stride counts the padding.
- */
-struct fz_act_layout {
-	int c, h, w;
-	int cblock;
-	size_t sample_stride; /* floats from one sample to the next */
-};
-
 #endif /* FZ_MODEL_H */

@@ -67,8 +67,16 @@ static void bench(const char *what, enum fz_cache_kind kind, int c, int h, int g
 	fz_cache_project_burst(ca, pooled, NB, keys);
 	fz_cache_build(ca, keys, lab, NB, 1);
 
-	/* tap in nChw16c, batch samples */
-	struct fz_act_layout lay = { c, h, h, 16, (size_t)((c + 15) / 16 * 16) * h * h };
+	/* tap in nChw16c (or the block given by FZ_BENCH_CBLOCK: 8 is what AVX2 kernels use) */
+	const char *cbe = getenv("FZ_BENCH_CBLOCK");
+	int cb = cbe ? atoi(cbe) : 16;
+	if (cb < 1 || cb > FZ_CACHE_MAX_CBLOCK)
+		cb = 16;
+	struct fz_act_layout lay = { .c = c, .h = h, .w = h, .cblock = cb,
+				     .c_stride = (size_t)h * h * cb, .h_stride = (size_t)h * cb,
+				     .w_stride = (size_t)cb,
+				     .sample_stride = (size_t)((c + cb - 1) / cb * cb) * h * h };
+	snprintf(lay.tag, sizeof(lay.tag), "nChw%dc", cb);
 	float *act = malloc(lay.sample_stride * batch * sizeof(float));
 	for (size_t i = 0; i < lay.sample_stride * batch; i++)
 		act[i] = frand();

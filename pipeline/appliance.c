@@ -107,14 +107,8 @@ static int port_init(uint16_t port)
 static int reqs_init(void)
 {
 	const struct fz_appcfg *c = &fz_app.cfg;
-	size_t floats = fz_shape_size(fz_app.model->input.shape);
-	for (int i = 0; i < fz_app.model->n_layers; i++) {
-		struct fz_shape s = fz_app.model->layers[i].out;
-		int cb = s.c % 16 ? 1 : 16;
-		size_t f = (size_t)((s.c + cb - 1) / cb * cb) * s.h * s.w;
-		if (f > floats)
-			floats = f;
-	}
+	/* any boundary layout oneDNN chose on this CPU fits (stages/layout.c) */
+	size_t floats = fz_net_max_sample_floats(fz_app.net);
 	/* activation, then the cache keys kept for online inserts (lc_rx.c: submit) */
 	fz_app.act_floats = ((floats + 15) & ~(size_t)15) + fz_app_key_floats();
 	fz_app.reqs = calloc(c->requests, sizeof(struct fz_req));

@@ -72,16 +72,19 @@ static void load_tensor(struct fz_req *rq, const struct fz_reasm_req *r)
 	}
 	/* f32: big-endian binary32 values on the u8 scale (docs/protocol.md), normalised the
 	 * same way */
-	size_t hw = (size_t)in->shape.h * in->shape.w;
-	for (int c = 0; c < in->shape.c; c++)
-		for (size_t j = 0; j < hw; j++) {
-			uint32_t bits;
-			float v;
-			memcpy(&bits, r->data + 4 * (c * hw + j), 4);
-			bits = rte_be_to_cpu_32(bits);
-			memcpy(&v, &bits, 4);
-			rq->act[c * hw + j] = (v / in->scale - in->mean[c]) / in->std[c];
-		}
+	static __thread float *v; /* one sample, allocated on the first f32 request */
+	size_t count = fz_shape_size(in->shape);
+	if (!v && !(v = malloc(count * sizeof(float)))) {
+		rq->status = FZ_PROTO_R_INTERNAL;
+		return;
+	}
+	for (size_t j = 0; j < count; j++) {
+		uint32_t bits;
+		memcpy(&bits, r->data + 4 * j, 4);
+		bits = rte_be_to_cpu_32(bits);
+		memcpy(&v[j], &bits, 4);
+	}
+	fz_net_preprocess_f32(fz_app.net, v, 1, rq->act);
 }
 
 static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx)

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fz_layout.h"
 #include "fz_model.h"
 
 /* ---- weights (safetensors) ---- */
@@ -61,8 +62,25 @@ struct fz_net *fz_net_create(const struct fz_model *m, char *err, size_t errlen)
 void fz_net_free(struct fz_net *net);
 const struct fz_model *fz_net_model(const struct fz_net *net);
 
-/* Raw u8 samples (C*H*W each) -> normalised f32 model input (plain CHW per sample). */
+/*
+ * The layout of the output of model layer `layer` (FZ_INPUT_TENSOR: the model input) where
+ * layer groups hand it on: what oneDNN's primitives asked for on this CPU, read back from the
+ * memory descriptor. The one source of truth for a sample's size and layout (RX, stages,
+ * caches, the offline commands). Only layers that end a fused node have one.
+ */
+struct fz_act_layout fz_net_layout(const struct fz_net *net, int layer);
+
+/* The largest sample_stride of any boundary layout: a buffer that holds any stage's input. */
+size_t fz_net_max_sample_floats(const struct fz_net *net);
+
+/*
+ * Raw u8 samples (C*H*W each, channel-major) -> normalised f32 model input, each sample written
+ * whole (padding zeroed) in fz_net_layout(net, FZ_INPUT_TENSOR), sample_stride apart.
+ */
 void fz_net_preprocess_u8(const struct fz_net *net, const uint8_t *px, size_t n, float *out);
+
+/* Same from values on the u8 scale (C*H*W each, channel-major, host byte order). */
+void fz_net_preprocess_f32(const struct fz_net *net, const float *v, size_t n, float *out);
 
 /* 64-bit fingerprint of the graph and its weights' bytes: caches built for one net refuse another. */
 uint64_t fz_net_fingerprint(const struct fz_net *net);
@@ -78,8 +96,12 @@ struct fz_group;
  * Compile layers [first, last] (model indices, inclusive) into oneDNN primitives for batches of
  * 1..max_batch samples. Call on the thread that will run the group, after that thread's OpenMP
  * thread count is set: primitives are created there (per batch size, on first use).
- * The group's input and output use fz_group_in_layout / fz_group_out_layout, so a group's output
- * can be copied sample by sample into the next group's input.
+ * The group's input and output are in the boundary layouts fz_net_layout gives for the value it
+ * reads and for layer `last` (fz_group_in_layout / fz_group_out_layout), so a group's output can
+ * be copied sample by sample into the next group's input. Inside, every primitive gets the
+ * layout it asks for, with a reorder only where two disagree. A reference (`ref`) convolution,
+ * pooling or inner product is refused (EOPNOTSUPP, naming the layer and the ISA) unless
+ * fz_stages_allow_ref(true) or FZ_ALLOW_REF_KERNELS=1.
  */
 struct fz_group *fz_group_create(struct fz_net *net, int first, int last, int max_batch,
 				 char *err, size_t errlen);
@@ -101,6 +123,18 @@ const float *fz_group_output(const struct fz_group *g);
  * oneDNN fails (logged with the call and status).
  */
 int fz_group_run(struct fz_group *g, int n);
+
+/* Allow reference kernels (tests of exotic ISAs); off by default. */
+void fz_stages_allow_ref(int allow);
+
+/* The ISA oneDNN dispatches to in this process ("avx512_core", "avx2", ...). */
+const char *fz_stages_isa(void);
+
+/*
+ * One line per primitive kind and implementation the group's largest plan runs, e.g.
+ * "block1.conv1: convolution jit:avx2"; written into buf (len bytes). Returns the line count.
+ */
+int fz_group_describe(const struct fz_group *g, char *buf, size_t len);
 
 /* Build every batch size's primitives now instead of on first use (start-up of a stage). */
 int fz_group_prepare_all(struct fz_group *g);

@@ -74,7 +74,68 @@ struct fz_group {
 	size_t scratch_size;
 	dnnl_memory_t *scratch_mems; /* re-pointed when the scratchpad grows */
 	int n_scratch, cap_scratch;
+	/* per group position: the implementation oneDNN picked (largest plan), for logs */
+	char (*impl)[64];
+	char refused[384]; /* why the last plan build was refused (a reference kernel) */
 };
+
+static int allow_ref = -1; /* -1: not yet read from FZ_ALLOW_REF_KERNELS */
+
+void fz_stages_allow_ref(int allow)
+{
+	allow_ref = allow ? 1 : 0;
+}
+
+static bool ref_allowed(void)
+{
+	if (allow_ref < 0) {
+		const char *e = getenv("FZ_ALLOW_REF_KERNELS");
+		allow_ref = e && *e && strcmp(e, "0") != 0;
+	}
+	return allow_ref > 0;
+}
+
+const char *fz_stages_isa(void)
+{
+	switch (dnnl_get_effective_cpu_isa()) {
+	case dnnl_cpu_isa_sse41: return "sse41";
+	case dnnl_cpu_isa_avx: return "avx";
+	case dnnl_cpu_isa_avx2: return "avx2";
+	case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+	case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+	case dnnl_cpu_isa_avx512_core: return "avx512_core";
+	case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+	case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+	case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+	case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+	default: return "all";
+	}
+}
+
+/*
+ * Record which implementation oneDNN picked for group position `pos` and refuse a reference
+ * one for the kinds that carry the compute (they run 100-1000x slower than a jit kernel).
+ * Returns 0, or -EOPNOTSUPP with g->refused set.
+ */
+static int check_impl(struct fz_group *g, int pos, const char *kind, const_dnnl_primitive_desc_t pd,
+		      bool heavy, int n)
+{
+	const char *impl = NULL;
+	if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
+	    !impl)
+		impl = "?";
+	if (n == g->max_batch)
+		snprintf(g->impl[pos], sizeof(g->impl[pos]), "%s %s", kind, impl);
+	if (heavy && !strncmp(impl, "ref", 3) && !ref_allowed()) {
+		snprintf(g->refused, sizeof(g->refused),
+			 "'%s': oneDNN picked the reference %s kernel '%s' (batch %d, ISA %s): "
+			 "about 1000x slower; set FZ_ALLOW_REF_KERNELS=1 to run it anyway",
+			 g->net->nodes[g->nodes[pos]].name, kind, impl, n, fz_stages_isa());
+		FZ_STAGES_LOG("%s", g->refused);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
 
 static void *aligned(size_t size)
 {
@@ -191,15 +252,10 @@ static int md_plain(dnnl_memory_desc_t *md, int ndims, const dnnl_dim_t *dims)
 		       : -EINVAL;
 }
 
-/* oneDNN descriptor of a boundary layout for a batch of n. */
-static int md_boundary(dnnl_memory_desc_t *md, struct fz_act_layout l, int n)
+/* oneDNN descriptor of value `v`'s boundary layout (fz_net_layout) for a batch of n. */
+static void md_boundary(const struct fz_group *g, dnnl_memory_desc_t *md, int v, int n)
 {
-	dnnl_dims_t d = {n, l.c, l.h, l.w};
-	return dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32,
-					    l.cblock == 16 ? dnnl_aBcd16b : dnnl_abcd) ==
-			       dnnl_success
-		       ? 0
-		       : -EINVAL;
+	fz_layout_md_batch(&g->net->vmd[v + 1], n, md);
 }
 
 /* Run one reorder now (weights at plan build time). */
@@ -366,6 +422,33 @@ static bool live_after(const struct fz_group *g, int value, int pos)
 	return lu > pos;
 }
 
+/*
+ * The primitive `pd` was created with its source as format_tag_any: if the layout it asked for
+ * differs from where the source value lives, reorder the value into a fresh buffer first and
+ * point *src at a state describing that copy (*tmp: the buffer, released after the node).
+ */
+static int src_as_asked(struct fz_group *g, struct fz_plan *pl, const_dnnl_primitive_desc_t pd,
+			int pos, struct vstate **src, void **tmp)
+{
+	static __thread struct vstate copy;
+	const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+	if (dnnl_memory_desc_equal(want, &(*src)->md))
+		return 0;
+	void *b = buf_take(g, dnnl_memory_desc_get_size(want), -3 - pos);
+	if (!b)
+		return -ENOMEM;
+	int rc = plan_reorder(g, pl, &(*src)->md, (*src)->buf, want, b);
+	if (rc < 0) {
+		buf_release(g, b);
+		return rc;
+	}
+	copy.md = *want;
+	copy.buf = b;
+	*src = &copy;
+	*tmp = b;
+	return 0;
+}
+
 static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs, int pos)
 {
 	const struct fz_node *nd = &g->net->nodes[g->nodes[pos]];
@@ -381,8 +464,8 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 	const struct fz_shape os = nd->out_shape;
 	dnnl_dims_t odims = {n, os.c, os.h, os.w};
 
-	if (md_boundary(&out_md, g->out_l, n) < 0)
-		return -EINVAL;
+	void *tmp_src = NULL; /* the input reordered into the layout the primitive asked for */
+	md_boundary(g, &out_md, g->nodes[g->n_nodes - 1], n);
 
 	switch (nd->op) {
 	case FZ_NODE_CONV: {
@@ -399,12 +482,14 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		FZ_DNNL(dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_format_tag_any));
 		md_plain(&wplain, 4, wd);
 		md_plain(&bmd, 1, bd);
+		dnnl_memory_desc_t src_any;
+		dnnl_dims_t sdims = {n, nd->in_shape.c, nd->in_shape.h, nd->in_shape.w};
+		FZ_DNNL(dnnl_memory_desc_init_by_tag(&src_any, 4, sdims, dnnl_f32,
+						     dnnl_format_tag_any));
 		FZ_DNNL(dnnl_memory_desc_init_by_tag(&dst_md, 4, odims, dnnl_f32,
 						     dnnl_format_tag_any));
-		if (is_out)
-			dst_md = out_md;
 		FZ_DNNL(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-							   dnnl_convolution_direct, &src->md, &wmd,
+							   dnnl_convolution_direct, &src_any, &wmd,
 							   &bmd, &dst_md, strides, pad, padr));
 		FZ_DNNL(dnnl_post_ops_create(&po));
 		if (nd->relu_pre)
@@ -417,6 +502,9 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		FZ_DNNL(dnnl_primitive_attr_set_post_ops(attr, po));
 		FZ_DNNL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
 		FZ_DNNL(dnnl_primitive_desc_create(&pd, &cd, attr, g->eng, NULL));
+		if ((rc = check_impl(g, pos, "convolution", pd, true, n)) < 0 ||
+		    (rc = src_as_asked(g, pl, pd, pos, &src, &tmp_src)) < 0)
+			goto out;
 		dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
 		wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
 		void *wbuf = weights_in(g, pos, &wmd, &wplain, nd->w);
@@ -457,15 +545,26 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		dnnl_dims_t wd = {os.c, k, nd->in_shape.h, nd->in_shape.w}, bd = {os.c};
 		dnnl_dims_t dd = {n, os.c};
 		dnnl_memory_desc_t wmd, wplain, bmd, d2;
+		dnnl_memory_desc_t src_any;
+		dnnl_dims_t sdims = {n, k, nd->in_shape.h, nd->in_shape.w};
+		FZ_DNNL(dnnl_memory_desc_init_by_tag(&src_any, 4, sdims, dnnl_f32,
+						     dnnl_format_tag_any));
 		FZ_DNNL(dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_format_tag_any));
 		md_plain(&wplain, 4, wd);
 		md_plain(&bmd, 1, bd);
 		md_plain(&d2, 2, dd);
-		FZ_DNNL(dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference, &src->md,
+		FZ_DNNL(dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference, &src_any,
 							     &wmd, &bmd, &d2));
 		FZ_DNNL(dnnl_primitive_desc_create(&pd, &ipd, g->attr, g->eng, NULL));
+		if ((rc = check_impl(g, pos, "inner_product", pd, true, n)) < 0 ||
+		    (rc = src_as_asked(g, pl, pd, pos, &src, &tmp_src)) < 0)
+			goto out;
 		wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
 		void *wbuf = weights_in(g, pos, &wmd, &wplain, nd->w);
+		if (!wbuf) {
+			rc = -ENOMEM;
+			goto out;
+		}
 		/* downstream sees the plain 2D result as N x O x 1 x 1 */
 		md_plain(&dst_md, 4, odims);
 		bool out_direct = is_out && dnnl_memory_desc_equal(&dst_md, &out_md);
@@ -481,12 +580,12 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		dnnl_dims_t st = {nd->stride, nd->stride}, kr = {nd->kernel, nd->kernel}, z = {0, 0};
 		FZ_DNNL(dnnl_memory_desc_init_by_tag(&dst_md, 4, odims, dnnl_f32,
 						     dnnl_format_tag_any));
-		if (is_out)
-			dst_md = out_md;
 		FZ_DNNL(dnnl_pooling_forward_desc_init(&pdsc, dnnl_forward_inference,
 						       dnnl_pooling_avg_exclude_padding, &src->md,
 						       &dst_md, st, kr, z, z));
 		FZ_DNNL(dnnl_primitive_desc_create(&pd, &pdsc, g->attr, g->eng, NULL));
+		if ((rc = check_impl(g, pos, "pooling", pd, true, n)) < 0)
+			goto out;
 		goto unary;
 	}
 	case FZ_NODE_RELU: {
@@ -494,6 +593,7 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		FZ_DNNL(dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference,
 						       dnnl_eltwise_relu, &src->md, 0.f, 0.f));
 		FZ_DNNL(dnnl_primitive_desc_create(&pd, &ed, g->attr, g->eng, NULL));
+		check_impl(g, pos, "eltwise", pd, false, n);
 		goto unary;
 	}
 	case FZ_NODE_BN: {
@@ -503,6 +603,7 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 			&bd, dnnl_forward_inference, &src->md, ly->eps,
 			dnnl_use_global_stats | dnnl_use_scaleshift));
 		FZ_DNNL(dnnl_primitive_desc_create(&pd, &bd, g->attr, g->eng, NULL));
+		check_impl(g, pos, "batch_normalization", pd, false, n);
 		goto unary;
 	}
 	case FZ_NODE_ADD: {
@@ -510,6 +611,7 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		struct vstate *s2 = vs_of(g, vs, nd->in2);
 		FZ_DNNL(dnnl_binary_desc_init(&bd, dnnl_binary_add, &src->md, &s2->md, &src->md));
 		FZ_DNNL(dnnl_primitive_desc_create(&pd, &bd, g->attr, g->eng, NULL));
+		check_impl(g, pos, "binary", pd, false, n);
 		goto unary;
 	}
 	}
@@ -590,6 +692,8 @@ unary:
 		}
 	}
 out:
+	if (tmp_src)
+		buf_release(g, tmp_src);
 	if (po)
 		dnnl_post_ops_destroy(po);
 	if (attr)
@@ -610,8 +714,7 @@ static int build_plan(struct fz_group *g, int n)
 	pl->n = n;
 	for (int i = 0; i < g->nbufs; i++)
 		g->bufs[i].owner = FZ_VALUE_NONE;
-	if ((rc = md_boundary(&vs[0].md, g->in_l, n)) < 0)
-		goto fail;
+	md_boundary(g, &vs[0].md, g->in_value, n);
 	vs[0].buf = g->in_buf;
 	for (int pos = 0; pos < g->n_nodes; pos++) {
 		if ((rc = build_node(g, pl, vs, pos)) < 0)
@@ -626,7 +729,7 @@ static int build_plan(struct fz_group *g, int n)
 	struct vstate *last = &vs[g->n_nodes];
 	if (last->buf != g->out_buf) {
 		dnnl_memory_desc_t out_md;
-		md_boundary(&out_md, g->out_l, n);
+		md_boundary(g, &out_md, g->nodes[g->n_nodes - 1], n);
 		if ((rc = plan_reorder(g, pl, &last->md, last->buf, &out_md, g->out_buf)) < 0)
 			goto fail;
 	}
@@ -634,9 +737,10 @@ static int build_plan(struct fz_group *g, int n)
 	free(vs);
 	return 0;
 fail:
-	FZ_STAGES_LOG("layers %s..%s: cannot build the plan for batch %d (%d)",
-		      g->net->model->layers[g->first].name, g->net->model->layers[g->last].name,
-		      n, rc);
+	if (rc != -EOPNOTSUPP)
+		FZ_STAGES_LOG("layers %s..%s: cannot build the plan for batch %d (%d)",
+			      g->net->model->layers[g->first].name,
+			      g->net->model->layers[g->last].name, n, rc);
 	g->n_scratch = n_scratch; /* the failed plan's scratchpad memories go with it */
 	plan_free(pl);
 	free(vs);
@@ -733,14 +837,24 @@ struct fz_group *fz_group_create(struct fz_net *net, int first, int last, int ma
 				goto fail;
 			}
 	}
-	g->in_l = fz_boundary_layout(g->in_shape);
-	g->out_l = fz_boundary_layout(g->out_shape);
+	if (!net->vlay_ok[g->in_value + 1] || !net->vlay_ok[g->nodes[g->n_nodes - 1] + 1]) {
+		snprintf(err, errlen,
+			 "layers %s..%s: oneDNN's layout at the group's %s cannot be handed between "
+			 "groups; cut the model elsewhere",
+			 fl->name, m->layers[last].name,
+			 net->vlay_ok[g->in_value + 1] ? "output" : "input");
+		rc = -ENOTSUP;
+		goto fail;
+	}
+	g->in_l = net->vlay[g->in_value + 1];
+	g->out_l = net->vlay[g->nodes[g->n_nodes - 1] + 1];
+	g->impl = calloc(g->n_nodes, sizeof(*g->impl));
 	g->in_buf = aligned(g->in_l.sample_stride * max_batch * sizeof(float));
 	g->out_buf = aligned(g->out_l.sample_stride * max_batch * sizeof(float));
 	g->plans = calloc(max_batch + 1, sizeof(*g->plans));
 	g->wl = calloc(g->n_nodes, sizeof(*g->wl));
 	g->bl = calloc(g->n_nodes, sizeof(*g->bl));
-	if (!g->in_buf || !g->out_buf || !g->plans || !g->wl || !g->bl) {
+	if (!g->in_buf || !g->out_buf || !g->plans || !g->wl || !g->bl || !g->impl) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -755,8 +869,12 @@ struct fz_group *fz_group_create(struct fz_net *net, int first, int last, int ma
 	}
 	/* the largest batch first: it sizes the shared activation buffers */
 	if ((rc = build_plan(g, max_batch)) < 0) {
-		snprintf(err, errlen, "layers %s..%s: oneDNN refused to compile batch %d",
-			 fl->name, m->layers[last].name, max_batch);
+		if (rc == -EOPNOTSUPP)
+			snprintf(err, errlen, "layers %s..%s: %s", fl->name, m->layers[last].name,
+				 g->refused);
+		else
+			snprintf(err, errlen, "layers %s..%s: oneDNN refused to compile batch %d",
+				 fl->name, m->layers[last].name, max_batch);
 		goto fail;
 	}
 	return g;
@@ -829,7 +947,26 @@ void fz_group_free(struct fz_group *g)
 	free(g->out_buf);
 	free(g->nodes);
 	free(g->last_use);
+	free(g->impl);
 	free(g);
+}
+
+int fz_group_describe(const struct fz_group *g, char *buf, size_t len)
+{
+	int lines = 0;
+	size_t off = 0;
+	if (len)
+		buf[0] = 0;
+	for (int p = 0; p < g->n_nodes; p++) {
+		if (!g->impl[p][0])
+			continue;
+		int w = snprintf(buf + off, off < len ? len - off : 0, "%s%s: %s", lines ? "\n" : "",
+				 g->net->nodes[g->nodes[p]].name, g->impl[p]);
+		if (w > 0)
+			off += (size_t)w;
+		lines++;
+	}
+	return lines;
 }
 
 struct fz_act_layout fz_group_in_layout(const struct fz_group *g)

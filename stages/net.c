@@ -337,6 +337,9 @@ struct fz_net *fz_net_create(const struct fz_model *m, char *err, size_t errlen)
 		}
 	}
 	free(L.consumers);
+	L.consumers = NULL;
+	if ((rc = fz_net_layouts_init(net, err, errlen)) < 0)
+		goto fail;
 	return net;
 fail:
 	if (L.consumers)
@@ -358,6 +361,9 @@ void fz_net_free(struct fz_net *net)
 	}
 	free(net->nodes);
 	free(net->layer_node);
+	free(net->vmd);
+	free(net->vlay);
+	free(net->vlay_ok);
 	fz_weights_free(net->weights);
 	free(net);
 }
@@ -372,19 +378,40 @@ uint64_t fz_net_fingerprint(const struct fz_net *net)
 	return net->fingerprint;
 }
 
+/* One macro body for both input types: raw value -> normalised, at the layout's offsets. */
+#define FZ_PREPROCESS(net, src, n, out)                                                            \
+	do {                                                                                       \
+		const struct fz_model_input *in_ = &(net)->model->input;                           \
+		const struct fz_act_layout l_ = (net)->vlay[0];                                    \
+		const int C_ = in_->shape.c, H_ = in_->shape.h, W_ = in_->shape.w;                 \
+		const float inv_scale_ = 1.0f / in_->scale;                                        \
+		const bool plain_ = fz_layout_is_nchw(&l_);                                        \
+		for (size_t s_ = 0; s_ < (n); s_++) {                                              \
+			float *o_ = (out) + s_ * l_.sample_stride;                                 \
+			if (!plain_)                                                               \
+				memset(o_, 0, l_.sample_stride * sizeof(float));                   \
+			for (int c_ = 0; c_ < C_; c_++) {                                          \
+				float mean_ = in_->mean[c_], inv_std_ = 1.0f / in_->std[c_];       \
+				for (int y_ = 0; y_ < H_; y_++)                                    \
+					for (int x_ = 0; x_ < W_; x_++) {                          \
+						size_t i_ = ((s_ * C_ + c_) * H_ + y_) * W_ + x_;   \
+						size_t j_ = plain_ ? (size_t)(c_ * H_ + y_) * W_ + x_ \
+								   : fz_layout_offset(&l_, c_, y_, \
+										      x_);  \
+						o_[j_] = ((src)[i_] * inv_scale_ - mean_) * inv_std_; \
+					}                                                          \
+			}                                                                          \
+		}                                                                                  \
+	} while (0)
+
 void fz_net_preprocess_u8(const struct fz_net *net, const uint8_t *px, size_t n, float *out)
 {
-	const struct fz_model_input *in = &net->model->input;
-	size_t hw = (size_t)in->shape.h * in->shape.w;
-	float inv_scale = 1.0f / in->scale;
-	for (size_t s = 0; s < n; s++)
-		for (int c = 0; c < in->shape.c; c++) {
-			float mean = in->mean[c], inv_std = 1.0f / in->std[c];
-			const uint8_t *src = px + (s * in->shape.c + c) * hw;
-			float *dst = out + (s * in->shape.c + c) * hw;
-			for (size_t j = 0; j < hw; j++)
-				dst[j] = (src[j] * inv_scale - mean) * inv_std;
-		}
+	FZ_PREPROCESS(net, px, n, out);
+}
+
+void fz_net_preprocess_f32(const struct fz_net *net, const float *v, size_t n, float *out)
+{
+	FZ_PREPROCESS(net, v, n, out);
 }
 
 uint64_t fz_net_macs(const struct fz_net *net, int first, int last)
@@ -401,12 +428,4 @@ uint64_t fz_net_macs(const struct fz_net *net, int first, int last)
 			macs += (uint64_t)o.c * fz_shape_size(n->in_shape);
 	}
 	return macs;
-}
-
-struct fz_act_layout fz_boundary_layout(struct fz_shape s)
-{
-	int cb = (s.c % 16 == 0) ? 16 : 1;
-	int cp = (s.c + cb - 1) / cb * cb;
-	return (struct fz_act_layout){.c = s.c, .h = s.h, .w = s.w, .cblock = cb,
-				      .sample_stride = (size_t)cp * s.h * s.w};
 }

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include <oneapi/dnnl/dnnl.h>
+
 #include "fz_stages.h"
 
 #define FZ_STAGES_LOG(...)                                                                         \
@@ -53,9 +55,20 @@ struct fz_net {
 	int n_nodes;
 	int *layer_node; /* model layer -> node producing its output */
 	uint64_t fingerprint;
+	/* boundary layouts, per value (slot 0: the model input, slot i + 1: node i's output):
+	 * what oneDNN's primitives ask for (layout.c), and whether groups can hand it on */
+	dnnl_memory_desc_t *vmd;
+	struct fz_act_layout *vlay;
+	bool *vlay_ok;
 };
 
-/* Channels rounded up to the boundary layout's block; the layout groups hand to each other. */
-struct fz_act_layout fz_boundary_layout(struct fz_shape s);
+/* Read a layout off a memory descriptor (2D N x C, or 4D with the batch outermost and at most
+ * one block, over channels). 0, or -ENOTSUP with the reason in err. */
+int fz_layout_from_md(const dnnl_memory_desc_t *md, struct fz_act_layout *l, char *err,
+		      size_t errlen);
+/* `ref` (a boundary descriptor) for a batch of n. */
+void fz_layout_md_batch(const dnnl_memory_desc_t *ref, int n, dnnl_memory_desc_t *out);
+/* Choose every value's boundary layout (fz_net_create). 0 or -errno with a message. */
+int fz_net_layouts_init(struct fz_net *net, char *err, size_t errlen);
 
 #endif /* FZ_NET_PVT_H */

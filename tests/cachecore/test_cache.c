@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,7 +46,24 @@ static struct fz_cache *mk(enum fz_cache_kind kind, int c, int grid, int dims, b
 	return ca;
 }
 
-/* Pooling reads nChw16c with padded channels and a padded sample stride like plain NCHW. */
+/* A layout of C x H x W samples: channel blocks of cb (1: none), channels last when nhwc. */
+static struct fz_act_layout mk_layout(int C, int H, int W, int cb, bool nhwc, size_t extra)
+{
+	struct fz_act_layout l = { .c = C, .h = H, .w = W, .cblock = cb };
+	int cp = (C + cb - 1) / cb * cb;
+	if (nhwc) {
+		l.c_stride = 1, l.w_stride = (size_t)C, l.h_stride = (size_t)W * C;
+		snprintf(l.tag, sizeof(l.tag), "nhwc");
+	} else {
+		l.w_stride = (size_t)cb, l.h_stride = (size_t)W * cb, l.c_stride = (size_t)H * W * cb;
+		snprintf(l.tag, sizeof(l.tag), "nChw%dc", cb);
+	}
+	l.sample_stride = (size_t)cp * H * W + extra;
+	return l;
+}
+
+/* Pooling reads every layout oneDNN may choose (nchw, nhwc, channel blocks of 4, 8, 16 and an
+ * odd 5, with padded channels and padded sample strides) exactly like plain NCHW. */
 static void test_pool_layouts(void **state)
 {
 	(void)state;
@@ -57,33 +75,58 @@ static void test_pool_layouts(void **state)
 	p.l2 = false;
 	struct fz_cache *ca = fz_cache_create(&p, C, H, W, 10);
 	assert_non_null(ca);
-	size_t plain_ss = (size_t)C * H * W, blk_ss = 32 * H * W + 5;
-	float *plain = calloc(N * plain_ss, sizeof(float));
-	float *blk = calloc(N * blk_ss, sizeof(float));
-	for (int n = 0; n < N; n++)
-		for (int c = 0; c < C; c++)
-			for (int i = 0; i < H * W; i++) {
-				float v = frand();
-				plain[n * plain_ss + c * H * W + i] = v;
-				blk[n * blk_ss + (c / 16) * H * W * 16 + i * 16 + c % 16] = v;
-			}
-	struct fz_act_layout lp = { C, H, W, 1, plain_ss }, lb = { C, H, W, 16, blk_ss };
+	struct fz_act_layout lp = mk_layout(C, H, W, 1, false, 0);
+	assert_true(fz_layout_is_nchw(&lp));
+	float *plain = calloc(N * lp.sample_stride, sizeof(float));
+	for (size_t i = 0; i < N * lp.sample_stride; i++)
+		plain[i] = frand();
 	float a[N * C * G * G], b[N * C * G * G];
 	assert_int_equal(fz_cache_pool_burst(ca, plain, &lp, N, a), 0);
-	assert_int_equal(fz_cache_pool_burst(ca, blk, &lb, N, b), 0);
-	for (int i = 0; i < N * C * G * G; i++)
-		assert_float_equal(a[i], b[i], 1e-5);
+	const struct fz_act_layout other[] = {
+		mk_layout(C, H, W, 1, true, 3), mk_layout(C, H, W, 4, false, 0),
+		mk_layout(C, H, W, 8, false, 8), mk_layout(C, H, W, 16, false, 5),
+		mk_layout(C, H, W, 5, false, 1),
+	};
+	for (size_t k = 0; k < sizeof(other) / sizeof(other[0]); k++) {
+		const struct fz_act_layout *l = &other[k];
+		float *x = malloc(N * l->sample_stride * sizeof(float));
+		for (size_t i = 0; i < N * l->sample_stride; i++)
+			x[i] = 1e30f; /* padding must never be read */
+		for (int n = 0; n < N; n++)
+			for (int c = 0; c < C; c++)
+				for (int y = 0; y < H; y++)
+					for (int xx = 0; xx < W; xx++)
+						x[n * l->sample_stride + fz_layout_offset(l, c, y, xx)] =
+							plain[n * lp.sample_stride +
+							      fz_layout_offset(&lp, c, y, xx)];
+		char err[256] = "";
+		assert_int_equal(fz_cache_layout_check(ca, l, err, sizeof(err)), 0);
+		assert_int_equal(fz_cache_pool_burst(ca, x, l, N, b), 0);
+		for (int i = 0; i < N * C * G * G; i++)
+			assert_float_equal(a[i], b[i], 1e-5);
+		free(x);
+	}
 	/* reference: cell (1,0) of channel 3 of sample 2 covers y 3..6, x 0..3 (adaptive bounds) */
 	double s = 0;
 	for (int y = 3; y < 7; y++)
 		for (int x = 0; x < 4; x++)
-			s += plain[2 * plain_ss + 3 * H * W + y * W + x];
+			s += plain[2 * lp.sample_stride + 3 * H * W + y * W + x];
 	assert_float_equal(a[2 * C * G * G + 3 * G * G + 1 * G + 0], s / 16, 1e-5);
+	/* refused by name: another shape, a block too wide to read, overlapping samples */
+	char err[256];
 	struct fz_act_layout bad = lp;
 	bad.c = 19;
 	assert_int_equal(fz_cache_pool_burst(ca, plain, &bad, 1, a), -EINVAL);
+	assert_int_equal(fz_cache_layout_check(ca, &bad, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "nChw1c"));
+	bad = mk_layout(C, H, W, 128, false, 0);
+	assert_int_equal(fz_cache_layout_check(ca, &bad, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "nChw128c"));
+	bad = lp;
+	bad.sample_stride -= 1;
+	assert_int_equal(fz_cache_layout_check(ca, &bad, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "overlap"));
 	free(plain);
-	free(blk);
 	fz_cache_free(ca);
 }
 
