@@ -18,37 +18,38 @@ static inline __attribute__((always_inline)) void cell_sum_blk(const float *blk,
 {
 	typedef float v16u __attribute__((vector_size(64), aligned(4)));
 	typedef float v8u __attribute__((vector_size(32), aligned(4)));
-	if (CB == 16 && l->w_stride == 16) {
+	const size_t ws = l->w_stride; /* CB channels are contiguous at every pixel */
+	if (CB == 16) {
 		v16u a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
 		for (int y = y0; y < y1; y++) {
 			const float *row = blk + (size_t)y * l->h_stride;
 			int xx = x0;
 			for (; xx + 4 <= x1; xx += 4) {
-				const float *p = row + (size_t)xx * 16;
+				const float *p = row + (size_t)xx * ws;
 				a0 += *(const v16u *)p;
-				a1 += *(const v16u *)(p + 16);
-				a2 += *(const v16u *)(p + 32);
-				a3 += *(const v16u *)(p + 48);
+				a1 += *(const v16u *)(p + ws);
+				a2 += *(const v16u *)(p + 2 * ws);
+				a3 += *(const v16u *)(p + 3 * ws);
 			}
 			for (; xx < x1; xx++)
-				a0 += *(const v16u *)(row + (size_t)xx * 16);
+				a0 += *(const v16u *)(row + (size_t)xx * ws);
 		}
 		a0 += a1 + a2 + a3;
 		memcpy(acc, &a0, sizeof(a0));
-	} else if (CB == 8 && l->w_stride == 8) {
+	} else if (CB == 8) {
 		v8u a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
 		for (int y = y0; y < y1; y++) {
 			const float *row = blk + (size_t)y * l->h_stride;
 			int xx = x0;
 			for (; xx + 4 <= x1; xx += 4) {
-				const float *p = row + (size_t)xx * 8;
+				const float *p = row + (size_t)xx * ws;
 				a0 += *(const v8u *)p;
-				a1 += *(const v8u *)(p + 8);
-				a2 += *(const v8u *)(p + 16);
-				a3 += *(const v8u *)(p + 24);
+				a1 += *(const v8u *)(p + ws);
+				a2 += *(const v8u *)(p + 2 * ws);
+				a3 += *(const v8u *)(p + 3 * ws);
 			}
 			for (; xx < x1; xx++)
-				a0 += *(const v8u *)(row + (size_t)xx * 8);
+				a0 += *(const v8u *)(row + (size_t)xx * ws);
 		}
 		a0 += a1 + a2 + a3;
 		memcpy(acc, &a0, sizeof(a0));
@@ -57,8 +58,7 @@ static inline __attribute__((always_inline)) void cell_sum_blk(const float *blk,
 			acc[k] = 0.0f;
 		for (int y = y0; y < y1; y++)
 			for (int xx = x0; xx < x1; xx++) {
-				const float *px = blk + (size_t)y * l->h_stride +
-						  (size_t)xx * l->w_stride;
+				const float *px = blk + (size_t)y * l->h_stride + (size_t)xx * ws;
 				for (int k = 0; k < CB; k++)
 					acc[k] += px[k];
 			}
@@ -93,6 +93,9 @@ int fz_cache_pool_burst(const struct fz_cache *c, const float *act,
 
 	if (!act || !out || n < 0 || fz_cache_layout_check(c, lay, NULL, 0) < 0)
 		return -EINVAL;
+	/* channels contiguous at each pixel (nhwc): read them 16 at a time like a block */
+	const bool nhwc = cb == 1 && lay->c_stride == 1 && c->c > 1;
+	const int chunk = nhwc ? 16 : cb;
 	for (int s = 0; s < n; s++) {
 		const float *x = act + (size_t)s * lay->sample_stride;
 		float *o = out + (size_t)s * (size_t)c->pooled_dim;
@@ -103,17 +106,24 @@ int fz_cache_pool_burst(const struct fz_cache *c, const float *act,
 			for (int gx = 0; gx < G; gx++) {
 				int x0 = gx * W / G, x1 = ((gx + 1) * W + G - 1) / G;
 				float inv = 1.0f / (float)((y1 - y0) * (x1 - x0));
-				for (int c0 = 0; c0 < c->c; c0 += cb) {
-					const float *blk = x + (size_t)(c0 / cb) * lay->c_stride;
-					int nc = c->c - c0 < cb ? c->c - c0 : cb;
+				for (int c0 = 0; c0 < c->c; c0 += chunk) {
+					const float *blk =
+						x + (nhwc ? (size_t)c0 : (size_t)(c0 / cb) * lay->c_stride);
+					int nc = c->c - c0 < chunk ? c->c - c0 : chunk;
 					float acc[FZ_CACHE_MAX_CBLOCK];
-					switch (cb) { /* constant block sizes: vector adds per pixel */
+					/* constant block sizes: vector adds per pixel; a short last run of
+					 * contiguous channels is not loaded past: 8 at once, then singly */
+					int head = nhwc && nc < chunk ? (nc >= 8 ? 8 : 0) : chunk;
+					switch (head) {
+					case 0: break;
 					case 16: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, 16); break;
 					case 8: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, 8); break;
 					case 4: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, 4); break;
 					case 1: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, 1); break;
 					default: cell_sum_blk(blk, lay, y0, y1, x0, x1, acc, cb); break;
 					}
+					for (int k = head; k < nc; k++)
+						cell_sum_blk(blk + k, lay, y0, y1, x0, x1, acc + k, 1);
 					for (int k = 0; k < nc; k++)
 						o[(size_t)(c0 + k) * G * G + gy * G + gx] = acc[k] * inv;
 				}

@@ -64,10 +64,9 @@ static struct fz_act_layout mk_layout(int C, int H, int W, int cb, bool nhwc, si
 
 /* Pooling reads every layout oneDNN may choose (nchw, nhwc, channel blocks of 4, 8, 16 and an
  * odd 5, with padded channels and padded sample strides) exactly like plain NCHW. */
-static void test_pool_layouts(void **state)
+static void pool_layouts_case(const int C)
 {
-	(void)state;
-	enum { C = 20, H = 7, W = 7, G = 2, N = 3 };
+	enum { H = 7, W = 7, G = 2, N = 3 };
 	struct fz_cache_params p;
 	fz_cache_params_default(&p);
 	p.grid = G;
@@ -115,7 +114,7 @@ static void test_pool_layouts(void **state)
 	/* refused by name: another shape, a block too wide to read, overlapping samples */
 	char err[256];
 	struct fz_act_layout bad = lp;
-	bad.c = 19;
+	bad.c = C - 1;
 	assert_int_equal(fz_cache_pool_burst(ca, plain, &bad, 1, a), -EINVAL);
 	assert_int_equal(fz_cache_layout_check(ca, &bad, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "nChw1c"));
@@ -128,6 +127,13 @@ static void test_pool_layouts(void **state)
 	assert_non_null(strstr(err, "overlap"));
 	free(plain);
 	fz_cache_free(ca);
+}
+
+static void test_pool_layouts(void **state)
+{
+	(void)state;
+	pool_layouts_case(20); /* nhwc: 16 channels, then a tail of 4 */
+	pool_layouts_case(26); /* nhwc: 16, then 8 at once and 2 singly */
 }
 
 /* knn lookup equals a brute-force computation of C_i = (m_i/k) * sum 1/d_j. */
