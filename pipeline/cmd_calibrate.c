@@ -420,6 +420,12 @@ int fz_cmd_calibrate(int argc, char **argv)
 						cfg_path[i], p->grid, p->layer, sh.h, sh.w);
 					goto out;
 				}
+				struct fz_act_layout lay = fz_net_layout(net, f->layer);
+				if (fz_cache_layout_check(f->pool, &lay, err, sizeof(err)) < 0) {
+					fprintf(stderr, "freeze: %s: cache on '%s': %s\n", cfg_path[i],
+						p->layer, err);
+					goto out;
+				}
 				k.nf++;
 				f->P = (size_t)fz_cache_pooled_dim(f->pool);
 				if (!(f->data = malloc(N * f->P * sizeof(float))))

@@ -138,6 +138,11 @@ int fz_cmd_eval(int argc, char **argv)
 					"model\n", snap_path, i, name, ch_, h, w);
 			goto out;
 		}
+		struct fz_act_layout lay = fz_net_layout(net, layer[i]);
+		if (fz_cache_layout_check(set->caches[i], &lay, err, sizeof(err)) < 0) {
+			fprintf(stderr, "freeze: %s: cache on '%s': %s\n", snap_path, name, err);
+			goto out;
+		}
 	}
 	if (set->n_classes != classes) {
 		fprintf(stderr, "freeze: %s: %d classes, the model has %d\n", snap_path,

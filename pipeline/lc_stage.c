@@ -67,6 +67,13 @@ static int segs_create(struct fz_stage_rt *s, struct seg *segs, int *nseg)
 			       sg->g ? "cannot compile every batch size" : err);
 			return -1;
 		}
+		struct fz_act_layout il = fz_group_in_layout(sg->g), ol = fz_group_out_layout(sg->g);
+		char impl[2048];
+		fz_group_describe(sg->g, impl, sizeof(impl));
+		FZ_LOG(INFO, "stage '%s': layers %s..%s: in %s, out %s, oneDNN ISA %s", c->name,
+		       fz_app.model->layers[first].name, fz_app.model->layers[l].name, il.tag,
+		       ol.tag, fz_stages_isa());
+		FZ_LOG(DEBUG, "stage '%s': %s", c->name, impl);
 		/* no cache answers after the model's last layer */
 		bool cached = fz_app.cfg.caches && !(last_stage && l == c->last_layer);
 		if (fz_stage_cache_init(&sg->sc, s, cached ? l : -1) < 0)

@@ -65,9 +65,20 @@ static struct fz_cache_set *load_checked(const char *path, char *err, size_t err
 		return NULL;
 	for (int i = 0; i < cs->n_caches; i++) {
 		const struct fz_cache_params *p = fz_cache_params(cs->caches[i]);
-		if (fz_model_find_layer(fz_app.model, p->layer) < 0) {
+		int layer = fz_model_find_layer(fz_app.model, p->layer);
+		if (layer < 0) {
 			snprintf(err, errlen, "%s: cache for layer '%s', which model %s lacks", path,
 				 p->layer, fz_app.model->path);
+			fz_cache_set_free(cs);
+			errno = EINVAL;
+			return NULL;
+		}
+		/* the tap's layout is what oneDNN chose on this CPU: refuse one the cache cannot
+		 * read now, not as silent misses on the data path */
+		struct fz_act_layout lay = fz_net_layout(fz_app.net, layer);
+		char why[384];
+		if (fz_cache_layout_check(cs->caches[i], &lay, why, sizeof(why)) < 0) {
+			snprintf(err, errlen, "%s: layer '%s': %s", path, p->layer, why);
 			fz_cache_set_free(cs);
 			errno = EINVAL;
 			return NULL;
