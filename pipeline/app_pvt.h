@@ -66,6 +66,7 @@ struct fz_rx_stats {
 	uint64_t drop_frame[64]; /* by protocol reason */
 	uint64_t drop[FZ_APP_DROP__COUNT];
 	uint64_t errors_answered; /* error responses queued */
+	uint64_t udp_csum_partial; /* frames with an unfinished UDP checksum, accepted unverified */
 	uint64_t busy_tsc, idle_polls, backpressure_polls;
 	uint64_t first_tsc; /* first frame */
 };

@@ -88,6 +88,11 @@ static int port_init(uint16_t port)
 	int rc;
 	if ((rc = rte_eth_dev_info_get(port, &info)) < 0)
 		return rc;
+	/* a device that checks UDP checksums says so per frame (ol_flags, lc_rx.c: l4csum());
+	 * without it (net_af_packet, net_pcap in 22.11) RX checks them in software */
+	conf.rxmode.offloads = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+	FZ_LOG(INFO, "port %u (%s): UDP checksums checked by %s", port, info.driver_name,
+	       conf.rxmode.offloads ? "the device" : "software");
 	if ((rc = rte_eth_dev_configure(port, 1, 1, &conf)) < 0)
 		return rc;
 	uint16_t nrx = 1024, ntx = 1024;

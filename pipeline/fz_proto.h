@@ -132,8 +132,15 @@ enum fz_proto_verdict {
 };
 
 #define FZ_PROTO_F_PROMISC 0x1u       /* accept any unicast Ethernet destination */
-#define FZ_PROTO_F_NO_UDP_CSUM 0x2u   /* do not verify UDP checksums (NIC did, or trust) */
+#define FZ_PROTO_F_NO_UDP_CSUM 0x2u   /* do not verify UDP checksums (trust the sender) */
 #define FZ_PROTO_F_NO_UDP_CSUM_TX 0x4u /* send responses with UDP checksum 0 */
+
+/* What the NIC found of one frame's L4 checksum (DPDK: mbuf ol_flags RTE_MBUF_F_RX_L4_CKSUM_*). */
+enum fz_proto_l4csum {
+	FZ_PROTO_L4CSUM_UNKNOWN, /* nothing: verify it in software */
+	FZ_PROTO_L4CSUM_GOOD,    /* the datagram is intact (GOOD, or NONE: intact, field unfinished) */
+	FZ_PROTO_L4CSUM_BAD,     /* the checksum is wrong: udp_bad_checksum */
+};
 
 /* The appliance's side: addresses and what its model accepts. Filled once at start-up. */
 struct fz_proto_cfg {
@@ -182,6 +189,10 @@ struct fz_proto_pkt {
 	struct fz_proto_addr reply;  /* REQUEST, ERROR (and ICMP: the pinger) */
 	struct fz_proto_req hdr;     /* REQUEST, ERROR (req_id at least) */
 	const uint8_t *frag;         /* REQUEST: hdr.frag_len tensor bytes inside the frame */
+	/* The UDP checksum was left unfinished by the sender (the pseudo-header sum, what Linux
+	 * puts there for a device with tx checksum offload: veth, tap, virtio) and accepted
+	 * unverified. Set as soon as the checksum step passed, whatever the verdict. */
+	bool udp_csum_partial;
 };
 
 /* Bytes per element of a dtype, 0 when the protocol does not define it. */
@@ -207,9 +218,21 @@ int fz_proto_reason_lookup(const char *name);
  * length, port, checksum (when non-zero), request header length, magic, version, kind; from here
  * the request id is known and failures are ERROR: dtype, size limit, dims, tensor size,
  * payload length, fragment range.
+ * A non-zero UDP checksum that fails verification but equals the folded pseudo-header sum is an
+ * unfinished one (Linux CHECKSUM_PARTIAL: the sender's device was to complete it): accepted,
+ * with pkt->udp_csum_partial set.
  */
 enum fz_proto_verdict fz_proto_classify(const struct fz_proto_cfg *cfg, const uint8_t *frame,
 					uint32_t len, struct fz_proto_pkt *pkt);
+
+/*
+ * fz_proto_classify() with the NIC's verdict on the frame's L4 checksum: GOOD skips the
+ * software check, BAD drops a datagram to us as udp_bad_checksum, UNKNOWN checks in software.
+ * A zero checksum (none sent) is accepted whatever the NIC says.
+ */
+enum fz_proto_verdict fz_proto_classify_hw(const struct fz_proto_cfg *cfg, const uint8_t *frame,
+					   uint32_t len, enum fz_proto_l4csum l4csum,
+					   struct fz_proto_pkt *pkt);
 
 /*
  * Build the ARP reply to the ARP request `req` (classified FZ_PROTO_V_ARP) into `out`, which may

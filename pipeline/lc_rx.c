@@ -146,6 +146,34 @@ static void control_reply(struct rte_mbuf *m, int len)
 	}
 }
 
+/* The device's verdict on the L4 checksum (port_init() enables the offload when offered). */
+static enum fz_proto_l4csum l4csum(const struct rte_mbuf *m)
+{
+	switch (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) {
+	case RTE_MBUF_F_RX_L4_CKSUM_GOOD:
+	case RTE_MBUF_F_RX_L4_CKSUM_NONE: /* data verified, the field left unfinished (virtio) */
+		return FZ_PROTO_L4CSUM_GOOD;
+	case RTE_MBUF_F_RX_L4_CKSUM_BAD:
+		return FZ_PROTO_L4CSUM_BAD;
+	default:
+		return FZ_PROTO_L4CSUM_UNKNOWN;
+	}
+}
+
+/* A peer with tx checksum offload sends unfinished UDP checksums: count them, say so once. */
+static void note_partial_csum(const struct fz_proto_pkt *p)
+{
+	if (fz_app.rx.udp_csum_partial++)
+		return;
+	uint32_t a = p->reply.ip;
+	FZ_LOG(WARNING, "%u.%u.%u.%u (" RTE_ETHER_ADDR_PRT_FMT ") sends unfinished UDP "
+			"checksums (tx checksum offload on a veth/tap/virtio peer): accepted "
+			"unverified and counted as udp_csum_partial; 'ethtool -K <peer> tx off' on "
+			"the sender makes them verifiable",
+	       a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255, p->reply.mac[0], p->reply.mac[1],
+	       p->reply.mac[2], p->reply.mac[3], p->reply.mac[4], p->reply.mac[5]);
+}
+
 static void handle(struct rx_ctx *x, struct rte_mbuf *m, uint64_t now_ns, uint64_t tsc)
 {
 	struct fz_proto_pkt p;
@@ -159,7 +187,10 @@ static void handle(struct rx_ctx *x, struct rte_mbuf *m, uint64_t now_ns, uint64
 	uint32_t len = rte_pktmbuf_data_len(m);
 	uint32_t cap = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
 
-	switch (fz_proto_classify(&x->pc, data, len, &p)) {
+	enum fz_proto_verdict v = fz_proto_classify_hw(&x->pc, data, len, l4csum(m), &p);
+	if (unlikely(p.udp_csum_partial))
+		note_partial_csum(&p);
+	switch (v) {
 	case FZ_PROTO_V_ARP:
 		fz_app.rx.arp++;
 		control_reply(m, fz_proto_build_arp_reply(&x->pc, data, len, data, cap));

@@ -288,8 +288,42 @@ static enum fz_proto_verdict fz_classify_req(const struct fz_proto_cfg *cfg, con
 	return FZ_PROTO_V_REQUEST;
 }
 
+/* The UDP checksum step: 0 to go on (pkt->udp_csum_partial may be set), or the drop. */
+static int fz_check_udp_csum(const struct fz_proto_cfg *cfg, const uint8_t *l4, uint32_t ulen,
+			     enum fz_proto_l4csum l4csum, struct fz_proto_pkt *pkt)
+{
+	uint16_t field = fz_get16(l4 + 6), partial;
+	uint32_t s;
+
+	if (field == 0) /* none sent (RFC 768) */
+		return 0;
+	if (l4csum == FZ_PROTO_L4CSUM_BAD)
+		return -1;
+	if (l4csum == FZ_PROTO_L4CSUM_GOOD || (cfg->flags & FZ_PROTO_F_NO_UDP_CSUM))
+		return 0;
+	s = fz_udp_pseudo(pkt->reply.ip, cfg->ip, (uint16_t)ulen);
+	if (fz_proto_fold(fz_proto_sum(l4, ulen, s)) == 0)
+		return 0;
+	/* Linux with tx checksum offload (CHECKSUM_PARTIAL, udp4_hwcsum()) stores
+	 * ~csum_tcpudp_magic(src, dst, len, UDP, 0): the pseudo-header sum folded, not
+	 * complemented, for the device to finish. Over veth/tap/virtio nobody does. */
+	partial = (uint16_t)~fz_proto_fold(s);
+	if (field == partial) {
+		pkt->udp_csum_partial = true;
+		return 0;
+	}
+	return -1;
+}
+
 enum fz_proto_verdict fz_proto_classify(const struct fz_proto_cfg *cfg, const uint8_t *f,
 					uint32_t len, struct fz_proto_pkt *pkt)
+{
+	return fz_proto_classify_hw(cfg, f, len, FZ_PROTO_L4CSUM_UNKNOWN, pkt);
+}
+
+enum fz_proto_verdict fz_proto_classify_hw(const struct fz_proto_cfg *cfg, const uint8_t *f,
+					   uint32_t len, enum fz_proto_l4csum l4csum,
+					   struct fz_proto_pkt *pkt)
 {
 	const uint8_t *ip, *l4;
 	uint32_t ihl, totlen, l4len, ulen;
@@ -345,12 +379,8 @@ enum fz_proto_verdict fz_proto_classify(const struct fz_proto_cfg *cfg, const ui
 	pkt->reply.port = fz_get16(l4);
 	if (pkt->reply.port == 0)
 		return fz_drop(pkt, FZ_PROTO_R_BAD_SRC);
-	if (!(cfg->flags & FZ_PROTO_F_NO_UDP_CSUM) && fz_get16(l4 + 6) != 0) {
-		uint32_t s = fz_udp_pseudo(pkt->reply.ip, cfg->ip, (uint16_t)ulen);
-
-		if (fz_proto_fold(fz_proto_sum(l4, ulen, s)) != 0)
-			return fz_drop(pkt, FZ_PROTO_R_UDP_BAD_CHECKSUM);
-	}
+	if (fz_check_udp_csum(cfg, l4, ulen, l4csum, pkt) < 0)
+		return fz_drop(pkt, FZ_PROTO_R_UDP_BAD_CHECKSUM);
 	return fz_classify_req(cfg, l4 + FZ_UDP_HDR_LEN, ulen - FZ_UDP_HDR_LEN, pkt);
 }
 

@@ -62,6 +62,7 @@ static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d
 	rte_tel_data_add_dict_u64(d, "cache_hits", t.hits);
 	rte_tel_data_add_dict_u64(d, "arp", rd(&fz_app.rx.arp));
 	rte_tel_data_add_dict_u64(d, "icmp", rd(&fz_app.rx.icmp));
+	rte_tel_data_add_dict_u64(d, "udp_csum_partial", rd(&fz_app.rx.udp_csum_partial));
 	rte_tel_data_add_dict_u64(d, "mean_latency_ns", t.lat_n ? t.lat_sum / t.lat_n : 0);
 	rte_tel_data_add_dict_u64(d, "reloads", rd(&fz_app.reloads));
 	rte_tel_data_add_dict_u64(d, "reload_failures", rd(&fz_app.reload_failures));
@@ -145,6 +146,10 @@ void fz_app_summary(FILE *f)
 	fprintf(f, "frames received    %" PRIu64 " (dropped %" PRIu64 ", arp %" PRIu64
 		   ", icmp %" PRIu64 ")\n",
 		t.frames, t.frame_drops, rd(&fz_app.rx.arp), rd(&fz_app.rx.icmp));
+	if (rd(&fz_app.rx.udp_csum_partial))
+		fprintf(f, "udp_csum_partial   %" PRIu64 " (frames whose sender left the UDP checksum "
+			   "unfinished: accepted unverified)\n",
+			rd(&fz_app.rx.udp_csum_partial));
 	fprintf(f, "requests           %" PRIu64 "\n", t.received);
 	fprintf(f, "answered           %" PRIu64 " (ok %" PRIu64 ", error %" PRIu64 ")\n",
 		t.answered_ok + t.answered_err, t.answered_ok, t.answered_err);
@@ -185,13 +190,15 @@ void fz_app_summary(FILE *f)
 		fprintf(f, " full %" PRIu64 "\n", rd(&ls->answered) - rd(&ls->hits));
 	}
 	if (t.lat_n) {
-		uint64_t n = 0, p50 = 0, p99 = 0;
+		/* bucket b holds [2^b, 2^(b+1)) ns (lc_tx.c), so its upper bound is 2^(b+1) */
+		uint64_t n = 0;
+		double p50 = 0, p99 = 0;
 		for (int b = 0; b < 64; b++) {
 			n += rd(&fz_app.tx.lat_hist[b]);
 			if (!p50 && n * 2 >= t.lat_n)
-				p50 = 1ull << b;
+				p50 = 2.0 * (double)(1ull << b);
 			if (!p99 && n * 100 >= t.lat_n * 99)
-				p99 = 1ull << b;
+				p99 = 2.0 * (double)(1ull << b);
 		}
 		fprintf(f, "latency inside     mean %.1f us, p50 < %.1f us, p99 < %.1f us\n",
 			t.lat_sum / 1e3 / t.lat_n, p50 / 1e3, p99 / 1e3);

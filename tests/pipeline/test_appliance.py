@@ -5,6 +5,7 @@ malformed frames counted by reason and answered where their id is known; config 
 need EAL; SIGTERM under load drains the pipeline."""
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def test_pcap_roundtrip_matches_eval(d):
     check(all(len(got.get(i, [])) == 1 for i in ids), f"pcap: each of {n} requests answered exactly once")
     check(U.summary_value(out, "requests") == n and "accounting         ok" in out,
           "pcap: the summary counts every request and its accounting adds up")
+    check_latency_buckets(out, [r["time_ns"] for rs in got.values() for r in rs])
     # the same images through freeze eval with the same snapshot: same labels and exits
     cache = os.path.join(U.MODEL_DIR, "cache.snap")
     if not os.path.exists(cache):
@@ -75,6 +77,23 @@ def test_pcap_roundtrip_matches_eval(d):
         same_exit += ex == int(e["exit_layer"])
     check(same_label == n, f"pcap: labels equal freeze eval's ({same_label}/{n})")
     check(same_exit == n, f"pcap: exit layers equal freeze eval's ({same_exit}/{n})")
+
+
+def check_latency_buckets(out, times):
+    """The summary's "p50 < X us, p99 < Y us" name the log2 buckets [Y/2, Y) ns holding the
+    percentiles of the in-appliance times the responses carry (the same values, so exact)."""
+    m = re.search(r"^latency inside .*p50 < ([\d.]+) us, p99 < ([\d.]+) us$", out, re.M)
+    if not m or not times:
+        check(False, "latency: the summary has a latency line and the pcap responses")
+        return
+    times = sorted(times)
+    for name, printed, k in (("p50", m.group(1), (len(times) + 1) // 2),
+                             ("p99", m.group(2), -(-99 * len(times) // 100))):
+        t = times[k - 1]  # the summary's rank: the first bucket holding k of the responses
+        bound = 2 << max(t.bit_length() - 1, 0)  # lc_tx.c: bucket b holds [2^b, 2^(b+1))
+        check(printed == f"{bound / 1e3:.1f}" and bound // 2 <= t < bound,
+              f"latency: summary {name} < {printed} us bounds the responses' {name} "
+              f"{t / 1e3:.1f} us within its log2 bucket [{bound / 2e3:.1f}, {bound / 1e3:.1f}) us")
 
 
 def test_malformed_frames(d):
@@ -103,6 +122,7 @@ def test_malformed_frames(d):
           f"malformed: one ARP reply and one ICMP echo reply in the response pcap "
           f"({sm['arp_replies']}, {sm['icmp_replies']})")
     check("accounting         ok" in out, "malformed: accounting adds up")
+    check_latency_buckets(out, [r["time_ns"] for rs in got.values() for r in rs])
 
 
 def fzgen_name(r):

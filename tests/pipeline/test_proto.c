@@ -280,6 +280,111 @@ static void test_udp_checks(void **state)
 	assert_drop(n, FZ_PROTO_R_BAD_SRC);
 }
 
+/* ~csum_tcpudp_magic() of the frame in f: its pseudo-header sum, folded, not complemented. */
+static uint16_t partial_csum(void)
+{
+	const uint8_t *ip = f + FZ_ETH_HDR_LEN;
+	uint8_t ph[12];
+
+	memcpy(ph, ip + 12, 8);
+	ph[8] = 0;
+	ph[9] = 17;
+	memcpy(ph + 10, ip + 20 + 4, 2);
+	return (uint16_t)~fz_proto_cksum(ph, 12);
+}
+
+/* What Linux sends over a veth with tx checksum offload on (CHECKSUM_PARTIAL): captured from a
+ * UDP socket on 10.0.0.2:40000 (02:..:02) to 10.0.0.1:7878 by AF_PACKET on the veth peer.
+ * UDP checksum 0x144c = 0a00 + 0002 + 0a00 + 0001 + 0011 + 0038 (the pseudo-header only). */
+static const uint8_t linux_partial[] = {
+	0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x00, 0x45,
+	0x00, 0x00, 0x4c, 0xea, 0xdd, 0x40, 0x00, 0x40, 0x11, 0x3b, 0xc1, 0x0a, 0x00, 0x00, 0x02,
+	0x0a, 0x00, 0x00, 0x01, 0x9c, 0x40, 0x1e, 0xc6, 0x00, 0x38, 0x14, 0x4c, 0x46, 0x5a, 0x52,
+	0x51, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, 0x00, 0x01,
+	0x00, 0x1c, 0x00, 0x1c, 0x00, 0x10, 0x00, 0x00, 0x03, 0x10, 0x00, 0x00, 0x00, 0x00, 0x22,
+	0x29, 0x30, 0x37, 0x3e, 0x45, 0x4c, 0x53, 0x5a, 0x61, 0x68, 0x6f, 0x76, 0x7d, 0x84, 0x8b,
+};
+
+/* Regression: over a veth peer with default offloads every request was udp_bad_checksum. */
+static void test_udp_csum_partial_accepted(void **state)
+{
+	(void)state;
+	uint32_t n = sizeof(linux_partial);
+	uint8_t *csum = f + FZ_ETH_HDR_LEN + 20 + 6;
+
+	memcpy(f, linux_partial, n);
+	assert_int_equal(classify(n), FZ_PROTO_V_REQUEST);
+	assert_true(pkt.udp_csum_partial);
+	assert_true(pkt.hdr.req_id == 42);
+	assert_int_equal(pkt.hdr.frag_len, 16);
+	assert_int_equal(t_get16(csum), partial_csum());
+	/* the NIC vouched for it: not examined; the NIC says bad: dropped */
+	assert_int_equal(fz_proto_classify_hw(&t_cfg, f, n, FZ_PROTO_L4CSUM_GOOD, &pkt),
+			 FZ_PROTO_V_REQUEST);
+	assert_false(pkt.udp_csum_partial);
+	assert_int_equal(fz_proto_classify_hw(&t_cfg, f, n, FZ_PROTO_L4CSUM_BAD, &pkt),
+			 FZ_PROTO_V_DROP);
+	assert_int_equal(pkt.reason, FZ_PROTO_R_UDP_BAD_CHECKSUM);
+
+	/* a whole request with its checksum left partial, as Linux would for it */
+	n = good();
+	assert_int_equal(classify(n), FZ_PROTO_V_REQUEST);
+	assert_false(pkt.udp_csum_partial); /* a finished checksum is verified, not "partial" */
+	t_put16(csum, partial_csum());
+	assert_int_equal(classify(n), FZ_PROTO_V_REQUEST);
+	assert_true(pkt.udp_csum_partial);
+	/* flagged as soon as the checksum passed, whatever follows */
+	f[FZ_PROTO_REQ_OFF] = 'X';
+	assert_drop(n, FZ_PROTO_R_BAD_MAGIC);
+	assert_true(pkt.udp_csum_partial);
+}
+
+static void test_udp_csum_wrong_dropped(void **state)
+{
+	(void)state;
+	uint32_t n = good();
+	uint8_t *csum = f + FZ_ETH_HDR_LEN + 20 + 6;
+	uint16_t fin = t_get16(csum), part = partial_csum();
+
+	/* off by one from the finished checksum, or from the partial one; their complements */
+	t_put16(csum, (uint16_t)(fin + 1));
+	assert_drop(n, FZ_PROTO_R_UDP_BAD_CHECKSUM);
+	t_put16(csum, (uint16_t)(part + 1));
+	assert_drop(n, FZ_PROTO_R_UDP_BAD_CHECKSUM);
+	t_put16(csum, (uint16_t)~part);
+	assert_drop(n, FZ_PROTO_R_UDP_BAD_CHECKSUM);
+	assert_false(pkt.udp_csum_partial);
+	/* a partial checksum over a different pseudo-header (another UDP length) is wrong too */
+	t_put16(csum, (uint16_t)(part + 0x10));
+	assert_drop(n, FZ_PROTO_R_UDP_BAD_CHECKSUM);
+	/* right checksum, payload changed after it was computed */
+	t_put16(csum, fin);
+	assert_int_equal(classify(n), FZ_PROTO_V_REQUEST);
+	f[FZ_PROTO_REQ_OFF + FZ_PROTO_REQ_HDR_LEN + 5] ^= 0x40;
+	assert_drop(n, FZ_PROTO_R_UDP_BAD_CHECKSUM);
+	/* the NIC's verdict wins over the software check, both ways */
+	assert_int_equal(fz_proto_classify_hw(&t_cfg, f, n, FZ_PROTO_L4CSUM_GOOD, &pkt),
+			 FZ_PROTO_V_REQUEST);
+	n = good();
+	assert_int_equal(fz_proto_classify_hw(&t_cfg, f, n, FZ_PROTO_L4CSUM_BAD, &pkt),
+			 FZ_PROTO_V_DROP);
+	assert_int_equal(pkt.reason, FZ_PROTO_R_UDP_BAD_CHECKSUM);
+}
+
+static void test_udp_csum_zero_accepted(void **state)
+{
+	(void)state;
+	uint32_t n = good();
+
+	t_put16(f + FZ_ETH_HDR_LEN + 20 + 6, 0); /* none sent (RFC 768) */
+	f[FZ_PROTO_REQ_OFF + FZ_PROTO_REQ_HDR_LEN] ^= 1;
+	for (int hw = FZ_PROTO_L4CSUM_UNKNOWN; hw <= FZ_PROTO_L4CSUM_BAD; hw++) {
+		assert_int_equal(fz_proto_classify_hw(&t_cfg, f, n, (enum fz_proto_l4csum)hw, &pkt),
+				 FZ_PROTO_V_REQUEST);
+		assert_false(pkt.udp_csum_partial);
+	}
+}
+
 static void test_truncated_header(void **state)
 {
 	(void)state;
@@ -708,6 +813,9 @@ int main(void)
 		cmocka_unit_test(test_ip_fragment),
 		cmocka_unit_test(test_ip_options_accepted),
 		cmocka_unit_test(test_udp_checks),
+		cmocka_unit_test(test_udp_csum_partial_accepted),
+		cmocka_unit_test(test_udp_csum_wrong_dropped),
+		cmocka_unit_test(test_udp_csum_zero_accepted),
 		cmocka_unit_test(test_truncated_header),
 		cmocka_unit_test(test_bad_magic),
 		cmocka_unit_test(test_bad_version),
