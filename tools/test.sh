@@ -1,5 +1,6 @@
 #!/bin/bash
-# Freeze's test command: release build + unit and integration tests, the unit tests again under
+# Freeze's test command: release build + unit and integration tests (cross_isa among them), the
+# engine, cache and pcap appliance tests again with the ISA capped at AVX2, the unit tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then every libFuzzer target for a short fixed
 # time (FZ_FUZZ_SECS, default 20; 0 skips). Ends with "N passed, N failed".
 set -uo pipefail
@@ -10,8 +11,8 @@ passed=0
 failed=0
 skipped=0
 
-count() { # builddir: add meson's results to the totals
-	local f="$1/meson-logs/testlog.json"
+count() { # builddir [logbase]: add meson's results to the totals
+	local f="$1/meson-logs/${2:-testlog}.json"
 	[ -f "$f" ] || return
 	local p q s
 	p=$(grep -c '"result": "OK"' "$f" || true)
@@ -36,6 +37,15 @@ run_build() { # builddir suites... [-- meson setup args]
 echo "== release build: suites $SUITES"
 # shellcheck disable=SC2086
 run_build build $SUITES
+# An AVX-512 machine runs an AVX2-only one's code paths with the ISA capped (oneDNN's kernels
+# and Freeze's own SIMD both honour ONEDNN_MAX_CPU_ISA); cross_isa compares the answers.
+if [ -x build/pipeline/freeze ]; then
+	echo "== engine, caches and the pcap appliance test with ONEDNN_MAX_CPU_ISA=AVX2"
+	ONEDNN_MAX_CPU_ISA=AVX2 meson test -C build --print-errorlogs --num-processes 2 \
+		--logbase testlog-avx2 engine test_cache test_snapshot test_concurrent appliance_pcap ||
+		fail=1
+	count build testlog-avx2
+fi
 echo "== ASan + UBSan build: suite fast"
 run_build build-asan fast -- -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
 
