@@ -111,6 +111,15 @@ struct fz_act_layout fz_group_in_layout(const struct fz_group *g);
 struct fz_act_layout fz_group_out_layout(const struct fz_group *g);
 int fz_group_max_batch(const struct fz_group *g);
 
+/*
+ * Run on the caller's buffers from now on: `in` (max_batch * in_layout.sample_stride floats)
+ * and `out` (max_batch * out_layout.sample_stride); NULL goes back to the group's own. A group's
+ * output can be the next group's input, so a batch passes from group to group unmoved. The
+ * input may be overwritten by a run (residual adds in place); in and out must differ.
+ * Cheap (a few pointer updates per batch size). Returns 0, -EINVAL or -EIO.
+ */
+int fz_group_bind(struct fz_group *g, float *in, float *out);
+
 /* Input buffer: max_batch * in_layout.sample_stride floats, filled by the caller. */
 float *fz_group_input(struct fz_group *g);
 

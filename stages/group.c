@@ -35,6 +35,10 @@ struct fz_plan {
 	struct fz_prim *prims;
 	int nmems, cap_mems;
 	dnnl_memory_t *mems;
+	/* memories over the group's input and output buffers, re-pointed by fz_group_bind */
+	int n_io, cap_io;
+	dnnl_memory_t *io_mems;
+	bool *io_is_out;
 };
 
 /* A node's weights reordered into a layout some primitive asked for. */
@@ -59,7 +63,8 @@ struct fz_group {
 	int *last_use;        /* per group position: position of last consumer */
 	struct fz_shape in_shape, out_shape;
 	struct fz_act_layout in_l, out_l;
-	float *in_buf, *out_buf;
+	float *in_buf, *out_buf; /* where the plans read and write now (fz_group_bind) */
+	float *own_in, *own_out; /* the group's own buffers */
 	dnnl_engine_t eng;
 	dnnl_stream_t stream;
 	struct fz_plan **plans; /* [max_batch + 1] */
@@ -185,6 +190,8 @@ static void plan_free(struct fz_plan *pl)
 		dnnl_memory_destroy(pl->mems[i]);
 	free(pl->prims);
 	free(pl->mems);
+	free(pl->io_mems);
+	free(pl->io_is_out);
 	free(pl);
 }
 
@@ -198,6 +205,22 @@ static dnnl_memory_t plan_mem(struct fz_group *g, struct fz_plan *pl, const dnnl
 	if (plan_add_mem(pl, m) < 0) {
 		dnnl_memory_destroy(m);
 		return NULL;
+	}
+	if (ptr && (ptr == g->in_buf || ptr == g->out_buf)) {
+		if (pl->n_io == pl->cap_io) {
+			int cap = pl->cap_io ? 2 * pl->cap_io : 8;
+			dnnl_memory_t *nm = realloc(pl->io_mems, cap * sizeof(*nm));
+			if (nm)
+				pl->io_mems = nm;
+			bool *no = realloc(pl->io_is_out, cap * sizeof(*no));
+			if (no)
+				pl->io_is_out = no;
+			if (!nm || !no)
+				return NULL; /* the memory stays in pl->mems: freed with the plan */
+			pl->cap_io = cap;
+		}
+		pl->io_mems[pl->n_io] = m;
+		pl->io_is_out[pl->n_io++] = ptr == g->out_buf;
 	}
 	return m;
 }
@@ -849,8 +872,8 @@ struct fz_group *fz_group_create(struct fz_net *net, int first, int last, int ma
 	g->in_l = net->vlay[g->in_value + 1];
 	g->out_l = net->vlay[g->nodes[g->n_nodes - 1] + 1];
 	g->impl = calloc(g->n_nodes, sizeof(*g->impl));
-	g->in_buf = aligned(g->in_l.sample_stride * max_batch * sizeof(float));
-	g->out_buf = aligned(g->out_l.sample_stride * max_batch * sizeof(float));
+	g->in_buf = g->own_in = aligned(g->in_l.sample_stride * max_batch * sizeof(float));
+	g->out_buf = g->own_out = aligned(g->out_l.sample_stride * max_batch * sizeof(float));
 	g->plans = calloc(max_batch + 1, sizeof(*g->plans));
 	g->wl = calloc(g->n_nodes, sizeof(*g->wl));
 	g->bl = calloc(g->n_nodes, sizeof(*g->bl));
@@ -892,6 +915,23 @@ int fz_group_prepare_all(struct fz_group *g)
 			if (rc < 0)
 				return rc;
 		}
+	return 0;
+}
+
+int fz_group_bind(struct fz_group *g, float *in, float *out)
+{
+	float *ni = in ? in : g->own_in, *no = out ? out : g->own_out;
+	if (ni == no)
+		return -EINVAL;
+	for (int n = 1; n <= g->max_batch; n++) {
+		const struct fz_plan *pl = g->plans[n];
+		for (int i = 0; pl && i < pl->n_io; i++)
+			if (dnnl_memory_set_data_handle(pl->io_mems[i], pl->io_is_out[i] ? no : ni) !=
+			    dnnl_success)
+				return -EIO;
+	}
+	g->in_buf = ni;
+	g->out_buf = no;
 	return 0;
 }
 
@@ -943,8 +983,8 @@ void fz_group_free(struct fz_group *g)
 	free(g->plans);
 	free(g->wl);
 	free(g->bl);
-	free(g->in_buf);
-	free(g->out_buf);
+	free(g->own_in);
+	free(g->own_out);
 	free(g->nodes);
 	free(g->last_use);
 	free(g->impl);

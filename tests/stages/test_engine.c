@@ -191,6 +191,62 @@ static void test_groups_chain(void **state)
 		assert_float_equal(got[i], ref[i], 1e-4);
 }
 
+/* Groups per block bound buffer to buffer (each group's output is the next one's input, as
+ * inside a stage) give the whole model's logits, for two batch sizes on the same bindings; and
+ * every boundary is in the layout oneDNN chose for it, with no reference kernel. */
+static void test_groups_bound(void **state)
+{
+	struct fixture *f = *state;
+	char err[512], impl[4096];
+	enum { MB = 16 };
+	int cuts[16], ncut = 0;
+	for (int i = 0; i < f->m->n_layers; i++)
+		if (f->m->layers[i].kind == FZ_LAYER_BLOCK || i == f->m->n_layers - 1)
+			cuts[ncut++] = i;
+	struct fz_group *whole = fz_group_create(f->net, 0, f->m->n_layers - 1, MB, err, sizeof(err));
+	assert_non_null(whole);
+	float ref[MB * 10];
+	run_images(f, whole, 3000, MB, MB, ref);
+	fz_group_free(whole);
+
+	struct fz_group *g[16];
+	int first = 0;
+	for (int c = 0; c < ncut; c++) {
+		g[c] = fz_group_create(f->net, first, cuts[c], MB, err, sizeof(err));
+		assert_non_null(g[c]);
+		struct fz_act_layout in = fz_group_in_layout(g[c]), out = fz_group_out_layout(g[c]);
+		struct fz_act_layout want_in = fz_net_layout(f->net, first ? first - 1 : -1);
+		struct fz_act_layout want_out = fz_net_layout(f->net, cuts[c]);
+		assert_true(fz_layout_equal(&in, &want_in));
+		assert_true(fz_layout_equal(&out, &want_out));
+		assert_true(strcmp(out.tag, "unusable") != 0);
+		fz_group_describe(g[c], impl, sizeof(impl));
+		assert_null(strstr(impl, "convolution ref"));
+		assert_null(strstr(impl, "pooling ref"));
+		assert_null(strstr(impl, "inner_product ref"));
+		if (c)
+			assert_int_equal(fz_group_bind(g[c], (float *)fz_group_output(g[c - 1]), NULL), 0);
+		first = cuts[c] + 1;
+	}
+	assert_int_equal(fz_group_bind(g[1], (float *)fz_group_input(g[1]),
+				       (float *)fz_group_input(g[1])),
+			 -EINVAL);
+	for (int pass = 0; pass < 2; pass++) {
+		const int n = pass ? 5 : MB; /* a smaller batch builds its plans after the binding */
+		fz_net_preprocess_u8(f->net, f->img.data + 3000 * f->img.item_size, (size_t)n,
+				     fz_group_input(g[0]));
+		for (int c = 0; c < ncut; c++)
+			assert_int_equal(fz_group_run(g[c], n), 0);
+		struct fz_act_layout ol = fz_group_out_layout(g[ncut - 1]);
+		for (int k = 0; k < n; k++)
+			for (int j = 0; j < 10; j++)
+				assert_float_equal(fz_group_output(g[ncut - 1])[k * ol.sample_stride + j],
+						   ref[k * 10 + j], 1e-4);
+	}
+	for (int c = ncut - 1; c >= 0; c--)
+		fz_group_free(g[c]);
+}
+
 static void test_group_cutting_fused_node_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -220,6 +276,7 @@ int main(void)
 		cmocka_unit_test(test_logits_match_trainer),
 		cmocka_unit_test(test_batch_sizes_agree),
 		cmocka_unit_test(test_groups_chain),
+		cmocka_unit_test(test_groups_bound),
 		cmocka_unit_test(test_group_cutting_fused_node_refused),
 		cmocka_unit_test(test_macs),
 	};
