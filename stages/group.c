@@ -82,6 +82,7 @@ struct fz_group {
 	/* per group position: the implementation oneDNN picked (largest plan), for logs */
 	char (*impl)[64];
 	char refused[384]; /* why the last plan build was refused (a reference kernel) */
+	int sub;           /* batches above this run as sub-batches of it (0: whole) */
 };
 
 static int allow_ref = -1; /* -1: not yet read from FZ_ALLOW_REF_KERNELS */
@@ -872,6 +873,10 @@ struct fz_group *fz_group_create(struct fz_net *net, int first, int last, int ma
 	g->in_l = net->vlay[g->in_value + 1];
 	g->out_l = net->vlay[g->nodes[g->n_nodes - 1] + 1];
 	g->impl = calloc(g->n_nodes, sizeof(*g->impl));
+	const char *sb = getenv("FZ_SUBBATCH");
+	g->sub = sb ? atoi(sb) : 0;
+	if (g->sub < 0 || g->sub >= max_batch)
+		g->sub = 0;
 	g->in_buf = g->own_in = aligned(g->in_l.sample_stride * max_batch * sizeof(float));
 	g->out_buf = g->own_out = aligned(g->out_l.sample_stride * max_batch * sizeof(float));
 	g->plans = calloc(max_batch + 1, sizeof(*g->plans));
@@ -923,16 +928,21 @@ int fz_group_bind(struct fz_group *g, float *in, float *out)
 	float *ni = in ? in : g->own_in, *no = out ? out : g->own_out;
 	if (ni == no)
 		return -EINVAL;
-	for (int n = 1; n <= g->max_batch; n++) {
-		const struct fz_plan *pl = g->plans[n];
-		for (int i = 0; pl && i < pl->n_io; i++)
-			if (dnnl_memory_set_data_handle(pl->io_mems[i], pl->io_is_out[i] ? no : ni) !=
-			    dnnl_success)
-				return -EIO;
-	}
-	g->in_buf = ni;
+	g->in_buf = ni; /* fz_group_run points the plan it runs at them */
 	g->out_buf = no;
 	return 0;
+}
+
+/* Point plan pl's input and output memories at samples [off, off + pl->n) of the buffers. */
+static int plan_point(struct fz_group *g, const struct fz_plan *pl, size_t off)
+{
+	int rc = 0;
+	float *in = g->in_buf + off * g->in_l.sample_stride;
+	float *out = g->out_buf + off * g->out_l.sample_stride;
+	for (int i = 0; i < pl->n_io; i++)
+		FZ_DNNL(dnnl_memory_set_data_handle(pl->io_mems[i], pl->io_is_out[i] ? out : in));
+out:
+	return rc;
 }
 
 int fz_group_run(struct fz_group *g, int n)
@@ -940,12 +950,20 @@ int fz_group_run(struct fz_group *g, int n)
 	int rc = 0;
 	if (n < 1 || n > g->max_batch)
 		return -EINVAL;
-	if (!g->plans[n] && (rc = build_plan(g, n)) < 0)
-		return rc;
-	const struct fz_plan *pl = g->plans[n];
-	for (int i = 0; i < pl->nprims; i++)
-		FZ_DNNL(dnnl_primitive_execute(pl->prims[i].p, g->stream, pl->prims[i].nargs,
-					       pl->prims[i].args));
+	/* a large batch runs as sub-batches through the whole group, depth first, so each
+	 * one's activations stay in cache from layer to layer */
+	const int sub = g->sub && n > g->sub ? g->sub : n;
+	for (int off = 0; off < n; off += sub) {
+		const int m = n - off < sub ? n - off : sub;
+		if (!g->plans[m] && (rc = build_plan(g, m)) < 0)
+			return rc;
+		const struct fz_plan *pl = g->plans[m];
+		if ((rc = plan_point(g, pl, (size_t)off)) < 0)
+			return rc;
+		for (int i = 0; i < pl->nprims; i++)
+			FZ_DNNL(dnnl_primitive_execute(pl->prims[i].p, g->stream,
+						       pl->prims[i].nargs, pl->prims[i].args));
+	}
 	FZ_DNNL(dnnl_stream_wait(g->stream));
 out:
 	return rc;
