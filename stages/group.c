@@ -493,28 +493,10 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 
 	switch (nd->op) {
 	case FZ_NODE_CONV: {
-		dnnl_convolution_desc_t cd;
 		dnnl_memory_desc_t wmd, bmd, wplain;
 		dnnl_dims_t wd = {os.c, nd->in_shape.c, nd->kernel, nd->kernel}, bd = {os.c};
-		dnnl_dims_t strides = {nd->stride, nd->stride}, pad = {nd->pad, nd->pad};
-		dnnl_dims_t padr = {nd->pad, nd->pad};
-		/* right padding so that the output size matches floor((H + 2p - k)/s) + 1 */
-		for (int d = 0; d < 2; d++) {
-			int in = d ? nd->in_shape.w : nd->in_shape.h, o = d ? os.w : os.h;
-			padr[d] = (o - 1) * nd->stride + nd->kernel - in - nd->pad;
-		}
-		FZ_DNNL(dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_format_tag_any));
 		md_plain(&wplain, 4, wd);
 		md_plain(&bmd, 1, bd);
-		dnnl_memory_desc_t src_any;
-		dnnl_dims_t sdims = {n, nd->in_shape.c, nd->in_shape.h, nd->in_shape.w};
-		FZ_DNNL(dnnl_memory_desc_init_by_tag(&src_any, 4, sdims, dnnl_f32,
-						     dnnl_format_tag_any));
-		FZ_DNNL(dnnl_memory_desc_init_by_tag(&dst_md, 4, odims, dnnl_f32,
-						     dnnl_format_tag_any));
-		FZ_DNNL(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-							   dnnl_convolution_direct, &src_any, &wmd,
-							   &bmd, &dst_md, strides, pad, padr));
 		FZ_DNNL(dnnl_post_ops_create(&po));
 		if (nd->relu_pre)
 			FZ_DNNL(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f));
@@ -525,7 +507,7 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		FZ_DNNL(dnnl_primitive_attr_create(&attr));
 		FZ_DNNL(dnnl_primitive_attr_set_post_ops(attr, po));
 		FZ_DNNL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-		FZ_DNNL(dnnl_primitive_desc_create(&pd, &cd, attr, g->eng, NULL));
+		FZ_DNNL(fz_conv_pd_create(&pd, nd, n, &src->md, attr, g->eng));
 		if ((rc = check_impl(g, pos, "convolution", pd, true, n)) < 0 ||
 		    (rc = src_as_asked(g, pl, pd, pos, &src, &tmp_src)) < 0)
 			goto out;

@@ -68,6 +68,100 @@ int fz_layout_from_md(const dnnl_memory_desc_t *md, struct fz_act_layout *l, cha
 	return 0;
 }
 
+static bool winograd_on(void)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *e = getenv("FZ_CONV_WINOGRAD");
+		on = !(e && !strcmp(e, "0"));
+	}
+	return on;
+}
+
+/* Kernel classes: reference < gemm-based < a direct jit kernel (jit, brgemm, Winograd). */
+static int impl_rank(const_dnnl_primitive_desc_t pd)
+{
+	const char *impl = NULL;
+	if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
+	    !impl || !strncmp(impl, "ref", 3))
+		return 0;
+	return strstr(impl, "gemm:") ? 1 : 2;
+}
+
+/* Create pd for algorithm `alg` with source `src`; a reference kernel counts as a failure
+ * when `no_ref` (another source layout may have a real one). */
+static dnnl_status_t conv_try(dnnl_primitive_desc_t *pd, dnnl_alg_kind_t alg,
+			      const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *w,
+			      const dnnl_memory_desc_t *b, const dnnl_memory_desc_t *dst,
+			      const dnnl_dim_t *strides, const dnnl_dim_t *pad,
+			      const dnnl_dim_t *padr, const_dnnl_primitive_attr_t attr,
+			      dnnl_engine_t eng, bool no_ref)
+{
+	dnnl_convolution_desc_t cd;
+	dnnl_status_t st = dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, alg,
+							      src, w, b, dst, strides, pad, padr);
+	if (st == dnnl_success)
+		st = dnnl_primitive_desc_create(pd, &cd, attr, eng, NULL);
+	if (st != dnnl_success || !no_ref)
+		return st;
+	const char *impl = NULL;
+	if (dnnl_primitive_desc_query(*pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+	    impl && !strncmp(impl, "ref", 3)) {
+		dnnl_primitive_desc_destroy(*pd);
+		*pd = NULL;
+		return dnnl_unimplemented;
+	}
+	return dnnl_success;
+}
+
+dnnl_status_t fz_conv_pd_create(dnnl_primitive_desc_t *pd, const struct fz_node *nd, int n,
+				const dnnl_memory_desc_t *src_hint,
+				const_dnnl_primitive_attr_t attr, dnnl_engine_t eng)
+{
+	const struct fz_shape os = nd->out_shape, is = nd->in_shape;
+	dnnl_memory_desc_t s, w, d, bm, hint;
+	dnnl_dims_t sd = {n, is.c, is.h, is.w}, od = {n, os.c, os.h, os.w};
+	dnnl_dims_t wd = {os.c, is.c, nd->kernel, nd->kernel}, bd = {os.c};
+	dnnl_dims_t strides = {nd->stride, nd->stride}, pad = {nd->pad, nd->pad}, padr;
+	dnnl_status_t st;
+	/* right padding so that the output size matches floor((H + 2p - k)/s) + 1 */
+	for (int k = 0; k < 2; k++)
+		padr[k] = ((k ? os.w : os.h) - 1) * nd->stride + nd->kernel - (k ? is.w : is.h) -
+			  nd->pad;
+	if ((st = dnnl_memory_desc_init_by_tag(&s, 4, sd, dnnl_f32, dnnl_format_tag_any)) ||
+	    (st = dnnl_memory_desc_init_by_tag(&w, 4, wd, dnnl_f32, dnnl_format_tag_any)) ||
+	    (st = dnnl_memory_desc_init_by_tag(&d, 4, od, dnnl_f32, dnnl_format_tag_any)) ||
+	    (st = dnnl_memory_desc_init_by_tag(&bm, 1, bd, dnnl_f32, dnnl_a)))
+		return st;
+	if (src_hint)
+		fz_layout_md_batch(src_hint, n, &hint);
+	/* Winograd F(4x4, 3x3) where this CPU has a kernel for it (AVX-512 in oneDNN 2.6): 2.25x
+	 * fewer multiplies for 3x3 stride-1 convolutions (perf/README). Then the direct
+	 * algorithm on the layout oneDNN asks for, or on the one the source already has when a
+	 * kernel as good reads it there (no reorder). */
+	if (nd->kernel == 3 && nd->stride == 1 && is.c >= 16 && winograd_on() &&
+	    ((src_hint && conv_try(pd, dnnl_convolution_winograd, &hint, &w, &bm, &d, strides, pad,
+				   padr, attr, eng, true) == dnnl_success) ||
+	     conv_try(pd, dnnl_convolution_winograd, &s, &w, &bm, &d, strides, pad, padr, attr, eng,
+		      true) == dnnl_success))
+		return dnnl_success;
+	if ((st = conv_try(pd, dnnl_convolution_direct, &s, &w, &bm, &d, strides, pad, padr, attr,
+			   eng, false)) != dnnl_success || !src_hint ||
+	    dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(*pd, dnnl_query_src_md, 0), &hint))
+		return st;
+	dnnl_primitive_desc_t ph = NULL;
+	if (conv_try(&ph, dnnl_convolution_direct, &hint, &w, &bm, &d, strides, pad, padr, attr, eng,
+		     true) == dnnl_success) {
+		if (impl_rank(ph) >= impl_rank(*pd)) { /* as good a kernel, and no reorder */
+			dnnl_primitive_desc_destroy(*pd);
+			*pd = ph;
+		} else {
+			dnnl_primitive_desc_destroy(ph);
+		}
+	}
+	return dnnl_success;
+}
+
 void fz_layout_md_batch(const dnnl_memory_desc_t *ref, int n, dnnl_memory_desc_t *out)
 {
 	*out = *ref;
@@ -78,7 +172,7 @@ void fz_layout_md_batch(const dnnl_memory_desc_t *ref, int n, dnnl_memory_desc_t
 static int value_md(struct fz_net *net, dnnl_engine_t eng, int v, char *err, size_t errlen)
 {
 	const struct fz_node *nd = &net->nodes[v];
-	const struct fz_shape os = nd->out_shape, is = nd->in_shape;
+	const struct fz_shape os = nd->out_shape;
 	dnnl_memory_desc_t *out = &net->vmd[v + 1];
 	const dnnl_memory_desc_t *src = &net->vmd[nd->in + 1];
 	dnnl_dims_t od = {FZ_LAYOUT_BATCH, os.c, os.h, os.w};
@@ -86,24 +180,9 @@ static int value_md(struct fz_net *net, dnnl_engine_t eng, int v, char *err, siz
 	dnnl_status_t st = dnnl_success;
 
 	switch (nd->op) {
-	case FZ_NODE_CONV: {
-		dnnl_convolution_desc_t cd;
-		dnnl_memory_desc_t s, w, d, bm;
-		dnnl_dims_t sd = {FZ_LAYOUT_BATCH, is.c, is.h, is.w};
-		dnnl_dims_t wd = {os.c, is.c, nd->kernel, nd->kernel}, bd = {os.c};
-		dnnl_dims_t strides = {nd->stride, nd->stride}, pad = {nd->pad, nd->pad}, padr;
-		for (int k = 0; k < 2; k++)
-			padr[k] = ((k ? os.w : os.h) - 1) * nd->stride + nd->kernel -
-				  (k ? is.w : is.h) - nd->pad;
-		dnnl_memory_desc_init_by_tag(&s, 4, sd, dnnl_f32, dnnl_format_tag_any);
-		dnnl_memory_desc_init_by_tag(&w, 4, wd, dnnl_f32, dnnl_format_tag_any);
-		dnnl_memory_desc_init_by_tag(&d, 4, od, dnnl_f32, dnnl_format_tag_any);
-		dnnl_memory_desc_init_by_tag(&bm, 1, bd, dnnl_f32, dnnl_a);
-		st = dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-							dnnl_convolution_direct, &s, &w, &bm, &d,
-							strides, pad, padr);
-		if (st == dnnl_success)
-			st = dnnl_primitive_desc_create(&pd, &cd, NULL, eng, NULL);
+	case FZ_NODE_CONV:
+		st = fz_conv_pd_create(&pd, nd, FZ_LAYOUT_BATCH,
+				       nd->in == FZ_VALUE_INPUT ? NULL : src, NULL, eng);
 		if (st == dnnl_success) {
 			*out = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
 			/* the model input takes the layout its first convolution asks for */
@@ -111,7 +190,6 @@ static int value_md(struct fz_net *net, dnnl_engine_t eng, int v, char *err, siz
 				net->vmd[0] = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
 		}
 		break;
-	}
 	case FZ_NODE_AVGPOOL: {
 		dnnl_pooling_desc_t p;
 		dnnl_memory_desc_t d;

@@ -66,6 +66,16 @@ struct fz_net {
  * one block, over channels). 0, or -ENOTSUP with the reason in err. */
 int fz_layout_from_md(const dnnl_memory_desc_t *md, struct fz_act_layout *l, char *err,
 		      size_t errlen);
+/*
+ * The primitive descriptor of convolution node `nd` for a batch of n, source, weights and
+ * destination as format_tag_any (oneDNN chooses), post-ops and scratchpad mode from `attr`
+ * (may be NULL). Winograd where oneDNN has it for this CPU (off with FZ_CONV_WINOGRAD=0),
+ * direct otherwise; each tried first with the source in `src_hint`'s layout (where the value
+ * already lives; may be NULL) so that no reorder is needed where a real kernel reads it. One function for both the boundary layouts and the groups, so they agree.
+ */
+dnnl_status_t fz_conv_pd_create(dnnl_primitive_desc_t *pd, const struct fz_node *nd, int n,
+				const dnnl_memory_desc_t *src_hint,
+				const_dnnl_primitive_attr_t attr, dnnl_engine_t eng);
 /* `ref` (a boundary descriptor) for a batch of n. */
 void fz_layout_md_batch(const dnnl_memory_desc_t *ref, int n, dnnl_memory_desc_t *out);
 /* Choose every value's boundary layout (fz_net_create). 0 or -errno with a message. */
