@@ -7,11 +7,19 @@ medians, ratios against PyTorch's best setting (mode and threads) in the same ru
 fraction of the machine's fp32 peak (a large sgemm, measured) that each reaches. Writes
 perf/results/infer-DATE.csv and prints a Markdown table.
 
-OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE, which this workplace sets for old OpenBLAS builds, pin
-OpenBLAS to an AVX2 kernel (a third of this CPU's sgemm rate): the benchmark drops them, so the
-peer and the peak are measured at their best.
+OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE, which some machines set for old OpenBLAS builds, pin
+OpenBLAS to an AVX2 kernel (a third of an AVX-512 CPU's sgemm rate): the benchmark drops them, so
+the peer and the peak are measured at their best.
+
+--isa AVX2 caps both systems at AVX2 (ONEDNN_MAX_CPU_ISA, which oneDNN in Freeze and in PyTorch
+read) and measures the peak with OpenBLAS's AVX2 kernel (OPENBLAS_CORETYPE=Haswell): how an
+AVX2-only CPU would do. Runs are interleaved (every setting once per round, --repeat rounds) and
+the peak is measured in every round (the best counts), so a noisy minute hits all alike. The CSV
+names the CPU and the ISA.
 """
 import argparse
+import csv
+import platform
 import datetime
 import json
 import os
@@ -92,9 +100,27 @@ def sgemm_gflops(threads):
     return best
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main():
-    if any(k in os.environ for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")):
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    isa = None
+    if "--isa" in sys.argv[:-1]:
+        isa = sys.argv[sys.argv.index("--isa") + 1].upper()
+    want = {"ONEDNN_MAX_CPU_ISA": isa, "OPENBLAS_CORETYPE": "Haswell"} if isa else {}
+    have = {k: os.environ.get(k) for k in ("ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    if any(have[k] != want.get(k) for k in have):
+        # OpenBLAS and oneDNN read these once, at load: set them before python3 starts again
+        env = {k: v for k, v in os.environ.items() if k not in have}
+        env.update(want)
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--freeze", default=os.path.join(ROOT, "build", "pipeline", "freeze"))
@@ -103,6 +129,7 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="images per run (default: all 10k)")
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--isa", default=None, help="cap both systems at this ISA (e.g. AVX2)")
     args = ap.parse_args()
 
     images = os.path.join(fmnist.DATA_DIR, "t10k-images-idx3-ubyte.gz")
@@ -122,39 +149,51 @@ def main():
         for mode in ("eager", "jit_freeze", "channels_last"):
             for t in (1, 2):
                 jobs.append(("pytorch", mode, b, t))
-    for i, (system, mode, b, t) in enumerate(jobs):
-        ips, acc = [], None
-        for r in range(args.repeat):
-            progress(f"[{i + 1}/{len(jobs)}] {system} {mode} batch {b} threads {t} run {r + 1}/{args.repeat}")
+    ips = {j: [] for j in jobs}
+    acc = {}
+    peak = 0.0
+    for r in range(args.repeat):
+        for i, (system, mode, b, t) in enumerate(jobs):
+            progress(f"round {r + 1}/{args.repeat} [{i + 1}/{len(jobs)}] {system} {mode} "
+                     f"batch {b} threads {t}")
             if system == "freeze":
                 res = run_freeze(args.freeze, model, images, labels, b, t, args.limit)
                 macs = res["macs_per_image"]
             else:
                 res = run_torch(args.model_dir, x, y, mode, b, t)
-            ips.append(res["images_per_s"])
-            acc = res["accuracy"]
+            ips[(system, mode, b, t)].append(res["images_per_s"])
+            acc[(system, mode, b, t)] = res["accuracy"]
+        progress(f"round {r + 1}/{args.repeat}: measuring the sgemm peak")
+        peak = max(peak, sgemm_gflops(1), sgemm_gflops(2))
+    cpu = cpu_model()
+    for (system, mode, b, t) in jobs:
+        v = ips[(system, mode, b, t)]
         rows.append({"system": system, "mode": mode, "batch": b, "threads": t,
-                     "images": len(lab), "images_per_s_median": statistics.median(ips),
-                     "images_per_s_runs": ";".join(f"{v:.1f}" for v in ips), "accuracy": acc})
-    progress("measuring the sgemm peak")
-    peak = max(sgemm_gflops(1), sgemm_gflops(2))
+                     "images": len(lab), "images_per_s_median": statistics.median(v),
+                     "images_per_s_runs": ";".join(f"{q:.1f}" for q in v),
+                     "accuracy": acc[(system, mode, b, t)], "cpu": cpu,
+                     "isa": isa or "native"})
     for r in rows:
         best_torch = max(q["images_per_s_median"] for q in rows
                          if q["system"] == "pytorch" and q["batch"] == r["batch"])
         r["ratio_vs_pytorch_best"] = r["images_per_s_median"] / best_torch
         r["gflops"] = r["images_per_s_median"] * 2 * macs / 1e9
         r["fraction_of_sgemm_peak"] = r["gflops"] / peak
+        r["sgemm_peak_gflops"] = peak
 
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
-    out = args.out or os.path.join(HERE, "results", f"infer-{stamp}.csv")
+    out = args.out or os.path.join(HERE, "results", f"infer-{stamp}{'-' + isa.lower() if isa else ''}.csv")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     cols = ["system", "mode", "batch", "threads", "images", "images_per_s_median", "images_per_s_runs",
-            "ratio_vs_pytorch_best", "accuracy", "gflops", "fraction_of_sgemm_peak"]
-    with open(out, "w") as f:
-        f.write(",".join(cols) + "\n")
+            "ratio_vs_pytorch_best", "accuracy", "gflops", "fraction_of_sgemm_peak", "sgemm_peak_gflops",
+            "cpu", "isa"]
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
         for r in rows:
-            f.write(",".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n")
+            w.writerow([f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in cols])
     print(f"results: {out}")
+    print(f"CPU: {cpu}; ISA: {isa or 'native'}")
     print(f"model: {macs / 1e6:.1f} M MACs/image; fp32 peak (best 2048^3 sgemm, 1 or 2 threads, "
           f"measured): {peak:.1f} GFLOP/s\n")
     print("| system | mode | batch | threads | images/s (median) | vs PyTorch best | GFLOP/s | of sgemm peak |")
