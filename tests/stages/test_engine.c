@@ -106,7 +106,9 @@ static void test_logits_match_trainer(void **state)
 	for (int i = 0; i < f->ref_count * 10; i++)
 		maxdiff = fmax(maxdiff, fabs(lg[i] - f->ref_logits[i]));
 	printf("max |logit - reference| over %d images: %.3g\n", f->ref_count, maxdiff);
-	assert_true(maxdiff <= 1e-3);
+	/* fp32 with other summation orders (and Winograd on AVX-512): ~1e-5 is measured; a
+	 * wrong layout, weight or fusion is off by far more */
+	assert_true(maxdiff <= 5e-5);
 	free(lg);
 	fz_group_free(g);
 }
@@ -127,7 +129,7 @@ static void test_batch_sizes_agree(void **state)
 	struct fixture *f = *state;
 	const int count = 200, sizes[3] = {1, 7, 64};
 	int *pred[3];
-	float *lg = malloc(sizeof(float) * 10 * count);
+	float *lg = malloc(sizeof(float) * 10 * count), *lg0 = malloc(sizeof(float) * 10 * count);
 	char err[512];
 	for (int s = 0; s < 3; s++) {
 		struct fz_group *g = fz_group_create(f->net, 0, f->m->n_layers - 1, sizes[s], err,
@@ -137,12 +139,21 @@ static void test_batch_sizes_agree(void **state)
 		pred[s] = malloc(sizeof(int) * count);
 		argmax_all(lg, count, pred[s]);
 		fz_group_free(g);
+		if (!s)
+			memcpy(lg0, lg, sizeof(float) * 10 * count);
+		/* the logits themselves agree, not only their argmax */
+		double maxdiff = 0;
+		for (int i = 0; i < count * 10; i++)
+			maxdiff = fmax(maxdiff, fabs(lg[i] - lg0[i]));
+		printf("batch %d vs 1: max |logit difference| %.3g\n", sizes[s], maxdiff);
+		assert_true(maxdiff <= 5e-5);
 	}
 	assert_memory_equal(pred[0], pred[1], sizeof(int) * count);
 	assert_memory_equal(pred[0], pred[2], sizeof(int) * count);
 	for (int s = 0; s < 3; s++)
 		free(pred[s]);
 	free(lg);
+	free(lg0);
 }
 
 /* Groups per block, chained by copying each sample's tap, give the whole model's logits. */
@@ -171,7 +182,6 @@ static void test_groups_chain(void **state)
 					     fz_group_input(g));
 		else {
 			struct fz_act_layout a = fz_group_out_layout(prev), b = fz_group_in_layout(g);
-			assert_int_equal(a.sample_stride, b.sample_stride);
 			/* sample by sample, as a pipeline stage re-forms its batch */
 			for (int k = 0; k < n; k++)
 				memcpy(fz_group_input(g) + (size_t)k * b.sample_stride,
@@ -265,9 +275,22 @@ static void test_group_cutting_fused_node_refused(void **state)
 static void test_macs(void **state)
 {
 	struct fixture *f = *state;
-	uint64_t macs = fz_net_macs(f->net, 0, f->m->n_layers - 1);
-	/* ResNet-18 w16 on 28x28: about 28 M multiply-accumulates */
-	assert_true(macs > 20000000 && macs < 40000000);
+	uint64_t macs = fz_net_macs(f->net, 0, f->m->n_layers - 1), want = 0;
+	/* counted here from the graph's shapes: conv out*in*k*k per output pixel; a BasicBlock's
+	 * two 3x3 convs and, when it changes shape, its 1x1 projection; the FC in*out */
+	for (int i = 0; i < f->m->n_layers; i++) {
+		const struct fz_layer *l = &f->m->layers[i];
+		uint64_t px = (uint64_t)l->out.h * l->out.w;
+		if (l->kind == FZ_LAYER_CONV)
+			want += px * l->out.c * l->in.c * l->kernel * l->kernel;
+		else if (l->kind == FZ_LAYER_BLOCK)
+			want += px * l->out.c * (9ull * l->in.c + 9ull * l->out.c +
+						 (l->stride != 1 || l->in.c != l->out.c ? l->in.c : 0));
+		else if (l->kind == FZ_LAYER_FC)
+			want += (uint64_t)l->in.c * l->in.h * l->in.w * l->out_features;
+	}
+	assert_int_equal(macs, want);
+	assert_int_equal(macs, 28573184); /* ResNet-18 w16 on 28x28, as the README states */
 }
 
 int main(void)
