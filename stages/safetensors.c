@@ -1,4 +1,4 @@
-/* Freeze safetensors loader: strict header parser, checked offsets, aligned tensor data. */
+/* Freeze safetensors loader: JSON header read by jansson, checked offsets, aligned tensor data. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "fz_io.h"
 #include "fz_stages.h"
@@ -51,11 +53,10 @@ struct fz_weights {
 	struct fz_st_meta *meta; /* sorted by key */
 };
 
-/* Parser state over the JSON header [p, end). */
-struct fz_st_js {
-	const char *start, *p, *end;
+/* Message context: the file, and the tensor being checked. */
+struct fz_st_ctx {
 	const char *file;
-	const char *tensor; /* tensor being parsed, for messages */
+	const char *tensor;
 	char *err;
 	size_t errlen;
 };
@@ -74,11 +75,11 @@ static void fz_st_msg(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* "<file>: [tensor '<t>': ]<what>" (plus the header byte offset for syntax errors). */
-static int fz_st_fail(struct fz_st_js *js, bool syntax, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+/* "<file>: [tensor '<t>': ]<what>"; returns -EINVAL. */
+static int fz_st_fail(struct fz_st_ctx *cx, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
-static int fz_st_fail(struct fz_st_js *js, bool syntax, const char *fmt, ...)
+static int fz_st_fail(struct fz_st_ctx *cx, const char *fmt, ...)
 {
 	char what[256];
 	va_list ap;
@@ -86,284 +87,67 @@ static int fz_st_fail(struct fz_st_js *js, bool syntax, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	if (syntax)
-		fz_st_msg(js->err, js->errlen, "%s: malformed header JSON at byte %zu: %s%s%s%s",
-			  js->file, (size_t)(js->p - js->start), what, js->tensor ? " (tensor '" : "",
-			  js->tensor ? js->tensor : "", js->tensor ? "')" : "");
-	else if (js->tensor)
-		fz_st_msg(js->err, js->errlen, "%s: tensor '%s': %s", js->file, js->tensor, what);
+	if (cx->tensor)
+		fz_st_msg(cx->err, cx->errlen, "%s: tensor '%s': %s", cx->file, cx->tensor, what);
 	else
-		fz_st_msg(js->err, js->errlen, "%s: %s", js->file, what);
+		fz_st_msg(cx->err, cx->errlen, "%s: %s", cx->file, what);
 	return -EINVAL;
 }
 
-static void fz_st_ws(struct fz_st_js *js)
+/* "an array", "a string", ... for "expected X, found Y" messages. */
+static const char *fz_st_type(const json_t *v)
 {
-	while (js->p < js->end &&
-	       (*js->p == ' ' || *js->p == '\t' || *js->p == '\n' || *js->p == '\r'))
-		js->p++;
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: return "an integer";
+	case JSON_REAL: return "a non-integer number";
+	case JSON_TRUE: return "true";
+	case JSON_FALSE: return "false";
+	case JSON_NULL: return "null";
+	}
+	return "something else";
 }
 
-/* Skip whitespace, then consume `c`. */
-static int fz_st_expect(struct fz_st_js *js, char c)
+/* A non-negative JSON integer (jansson already refused any above INT64_MAX). */
+static int fz_st_uint(struct fz_st_ctx *cx, const json_t *v, const char *what, uint64_t *out)
 {
-	fz_st_ws(js);
-	if (js->p >= js->end)
-		return fz_st_fail(js, true, "expected '%c', got end of header", c);
-	if (*js->p != c) {
-		unsigned char g = (unsigned char)*js->p;
+	json_int_t i;
 
-		if (g >= 0x20 && g < 0x7f)
-			return fz_st_fail(js, true, "expected '%c', got '%c'", c, g);
-		return fz_st_fail(js, true, "expected '%c', got byte 0x%02x", c, g);
-	}
-	js->p++;
+	if (json_is_real(v))
+		return fz_st_fail(cx, "non-integer %s", what);
+	if (!json_is_integer(v))
+		return fz_st_fail(cx, "%s is not an integer (found %s)", what, fz_st_type(v));
+	i = json_integer_value(v);
+	if (i < 0)
+		return fz_st_fail(cx, "negative %s", what);
+	*out = (uint64_t)i;
 	return 0;
-}
-
-static int fz_st_hex4(const char *s, unsigned *v)
-{
-	*v = 0;
-	for (int i = 0; i < 4; i++) {
-		char c = s[i];
-		unsigned d;
-
-		if (c >= '0' && c <= '9')
-			d = (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			d = (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			d = (unsigned)(c - 'A' + 10);
-		else
-			return -1;
-		*v = *v << 4 | d;
-	}
-	return 0;
-}
-
-/* Length of the well-formed UTF-8 sequence at s (n bytes left), or 0 (RFC 3629 table). */
-static size_t fz_st_utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		len = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		len = 3;
-	else if (c >= 0xf0 && c <= 0xf4)
-		len = 4;
-	else
-		return 0;
-	if (c == 0xe0)
-		lo = 0xa0; /* overlong */
-	else if (c == 0xed)
-		hi = 0x9f; /* surrogates */
-	else if (c == 0xf0)
-		lo = 0x90; /* overlong */
-	else if (c == 0xf4)
-		hi = 0x8f; /* above U+10FFFF */
-	if (n < len || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return len;
-}
-
-static char *fz_st_put_utf8(char *o, unsigned cp)
-{
-	if (cp < 0x80) {
-		*o++ = (char)cp;
-	} else if (cp < 0x800) {
-		*o++ = (char)(0xc0 | cp >> 6);
-		*o++ = (char)(0x80 | (cp & 0x3f));
-	} else if (cp < 0x10000) {
-		*o++ = (char)(0xe0 | cp >> 12);
-		*o++ = (char)(0x80 | (cp >> 6 & 0x3f));
-		*o++ = (char)(0x80 | (cp & 0x3f));
-	} else {
-		*o++ = (char)(0xf0 | cp >> 18);
-		*o++ = (char)(0x80 | (cp >> 12 & 0x3f));
-		*o++ = (char)(0x80 | (cp >> 6 & 0x3f));
-		*o++ = (char)(0x80 | (cp & 0x3f));
-	}
-	return o;
-}
-
-/*
- * A JSON string into a new NUL-terminated UTF-8 string. Refuses raw control characters,
- * malformed UTF-8, unknown escapes, lone surrogates and \u0000 (names are C strings).
- */
-static int fz_st_string(struct fz_st_js *js, char **out)
-{
-	const char *q;
-	char *s, *o;
-
-	*out = NULL;
-	fz_st_ws(js);
-	if (js->p >= js->end || *js->p != '"')
-		return fz_st_fail(js, true, "expected a string");
-	/* Decoding never grows the text: find the closing quote, size the output by the span. */
-	for (q = js->p + 1; q < js->end && *q != '"'; q++)
-		if (*q == '\\' && ++q == js->end)
-			break;
-	if (q >= js->end)
-		return fz_st_fail(js, true, "unterminated string");
-	s = malloc((size_t)(q - js->p));
-	if (s == NULL)
-		return -ENOMEM;
-	o = s;
-	js->p++;
-	while (*js->p != '"') {
-		unsigned char c = (unsigned char)*js->p;
-		unsigned cp, lo;
-		size_t n;
-
-		if (c < 0x20) {
-			fz_st_fail(js, true, "control character 0x%02x in string", c);
-			goto bad;
-		}
-		if (c >= 0x80) {
-			n = fz_st_utf8_len((const unsigned char *)js->p, (size_t)(q - js->p));
-			if (n == 0) {
-				fz_st_fail(js, true, "invalid UTF-8 in string");
-				goto bad;
-			}
-			memcpy(o, js->p, n);
-			o += n;
-			js->p += n;
-			continue;
-		}
-		if (c != '\\') {
-			*o++ = (char)c;
-			js->p++;
-			continue;
-		}
-		switch (js->p[1]) {
-		case '"': *o++ = '"'; break;
-		case '\\': *o++ = '\\'; break;
-		case '/': *o++ = '/'; break;
-		case 'b': *o++ = '\b'; break;
-		case 'f': *o++ = '\f'; break;
-		case 'n': *o++ = '\n'; break;
-		case 'r': *o++ = '\r'; break;
-		case 't': *o++ = '\t'; break;
-		case 'u':
-			if (q - js->p < 6 || fz_st_hex4(js->p + 2, &cp) < 0) {
-				fz_st_fail(js, true, "bad \\u escape");
-				goto bad;
-			}
-			if (cp == 0) {
-				fz_st_fail(js, true, "\\u0000 in string");
-				goto bad;
-			}
-			if (cp >= 0xdc00 && cp <= 0xdfff) {
-				fz_st_fail(js, true, "lone low surrogate in \\u escape");
-				goto bad;
-			}
-			if (cp >= 0xd800 && cp <= 0xdbff) {
-				if (q - js->p < 12 || js->p[6] != '\\' || js->p[7] != 'u' ||
-				    fz_st_hex4(js->p + 8, &lo) < 0 || lo < 0xdc00 || lo > 0xdfff) {
-					fz_st_fail(js, true, "lone high surrogate in \\u escape");
-					goto bad;
-				}
-				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-				js->p += 6;
-			}
-			o = fz_st_put_utf8(o, cp);
-			js->p += 4;
-			break;
-		default:
-			fz_st_fail(js, true, "bad escape in string");
-			goto bad;
-		}
-		js->p += 2;
-	}
-	js->p++;
-	*o = '\0';
-	*out = s;
-	return 0;
-bad:
-	free(s);
-	return -EINVAL;
-}
-
-/* A non-negative JSON integer (at most INT64_MAX); `what` names it in messages. */
-static int fz_st_uint(struct fz_st_js *js, const char *what, uint64_t *v)
-{
-	const char *d;
-
-	fz_st_ws(js);
-	if (js->p < js->end && *js->p == '-') {
-		if (js->end - js->p < 2 || js->p[1] < '0' || js->p[1] > '9')
-			return fz_st_fail(js, true, "expected a number after '-'");
-		return fz_st_fail(js, false, "negative %s", what);
-	}
-	if (js->p >= js->end || *js->p < '0' || *js->p > '9')
-		return fz_st_fail(js, false, "%s is not an integer", what);
-	d = js->p;
-	*v = 0;
-	while (js->p < js->end && *js->p >= '0' && *js->p <= '9') {
-		unsigned dig = (unsigned)(*js->p - '0');
-
-		if (*v > ((uint64_t)INT64_MAX - dig) / 10)
-			return fz_st_fail(js, false, "%s too large", what);
-		*v = *v * 10 + dig;
-		js->p++;
-	}
-	if (*d == '0' && js->p - d > 1)
-		return fz_st_fail(js, true, "leading zero in number");
-	if (js->p < js->end && (*js->p == '.' || *js->p == 'e' || *js->p == 'E'))
-		return fz_st_fail(js, false, "non-integer %s", what);
-	return 0;
-}
-
-/* After a member: ',' (returns 1, more follow) or `close` (returns 0). */
-static int fz_st_next(struct fz_st_js *js, char close)
-{
-	fz_st_ws(js);
-	if (js->p < js->end && *js->p == ',') {
-		js->p++;
-		fz_st_ws(js);
-		if (js->p < js->end && *js->p == close)
-			return fz_st_fail(js, true, "trailing comma");
-		return 1;
-	}
-	if (js->p < js->end && *js->p == close) {
-		js->p++;
-		return 0;
-	}
-	return fz_st_fail(js, true, "expected ',' or '%c'", close);
 }
 
 /* Array `arr` of at most `max` non-negative integers, each called `what` in messages. */
-static int fz_st_uint_array(struct fz_st_js *js, const char *arr, const char *what, int max,
-			    int64_t *out, int *n)
+static int fz_st_uint_array(struct fz_st_ctx *cx, const json_t *a, const char *arr,
+			    const char *what, int max, int64_t *out, int *n)
 {
+	size_t i;
+	json_t *v;
 	int rc;
-	uint64_t v = 0;
 
 	*n = 0;
-	if ((rc = fz_st_expect(js, '[')) < 0)
-		return rc;
-	fz_st_ws(js);
-	if (js->p < js->end && *js->p == ']') {
-		js->p++;
-		return 0;
-	}
-	for (;;) {
-		if (*n == max)
-			return fz_st_fail(js, false, "more than %d values in %s", max, arr);
-		if ((rc = fz_st_uint(js, what, &v)) < 0)
+	if (!json_is_array(a))
+		return fz_st_fail(cx, "%s: expected an array of integers, found %s", arr,
+				  fz_st_type(a));
+	if (json_array_size(a) > (size_t)max)
+		return fz_st_fail(cx, "more than %d values in %s", max, arr);
+	json_array_foreach(a, i, v) {
+		uint64_t u = 0;
+
+		if ((rc = fz_st_uint(cx, v, what, &u)) < 0)
 			return rc;
-		out[(*n)++] = (int64_t)v;
-		if ((rc = fz_st_next(js, ']')) <= 0)
-			return rc;
+		out[(*n)++] = (int64_t)u;
 	}
+	return 0;
 }
 
 static const struct fz_st_dtype *fz_st_dtype_find(const char *name)
@@ -374,156 +158,129 @@ static const struct fz_st_dtype *fz_st_dtype_find(const char *name)
 	return NULL;
 }
 
-/* {"dtype": "..", "shape": [..], "data_offsets": [b, e]}: all three, nothing else, once. */
-static int fz_st_tensor(struct fz_st_js *js, struct fz_st_tensor *t)
+/* {"dtype": "..", "shape": [..], "data_offsets": [b, e]}: all three and nothing else. */
+static int fz_st_tensor(struct fz_st_ctx *cx, const json_t *o, struct fz_st_tensor *t)
 {
-	bool dtype = false, shape = false, offsets = false;
+	const json_t *dtype, *shape, *offsets;
+	const char *key;
 	int64_t off[2];
+	json_t *v;
 	int rc, n;
 
-	if ((rc = fz_st_expect(js, '{')) < 0)
-		return rc;
-	fz_st_ws(js);
-	rc = (js->p < js->end && *js->p == '}') ? (js->p++, 0) : 1;
-	while (rc == 1) {
-		char *key, *val;
+	if (!json_is_object(o))
+		return fz_st_fail(cx, "expected an object with dtype, shape and data_offsets, "
+				      "found %s", fz_st_type(o));
+	json_object_foreach((json_t *)o, key, v)
+		if (strcmp(key, "dtype") != 0 && strcmp(key, "shape") != 0 &&
+		    strcmp(key, "data_offsets") != 0)
+			return fz_st_fail(cx, "unknown field '%.32s'", key);
+	if ((dtype = json_object_get(o, "dtype")) == NULL)
+		return fz_st_fail(cx, "missing dtype");
+	if ((shape = json_object_get(o, "shape")) == NULL)
+		return fz_st_fail(cx, "missing shape");
+	if ((offsets = json_object_get(o, "data_offsets")) == NULL)
+		return fz_st_fail(cx, "missing data_offsets");
 
-		if ((rc = fz_st_string(js, &key)) < 0)
-			return rc;
-		if ((rc = fz_st_expect(js, ':')) < 0)
-			goto out_key;
-		if (strcmp(key, "dtype") == 0 && !dtype) {
-			dtype = true;
-			if ((rc = fz_st_string(js, &val)) < 0)
-				goto out_key;
-			t->dt = fz_st_dtype_find(val);
-			if (t->dt == NULL)
-				rc = fz_st_fail(js, false, "unknown dtype '%.32s'", val);
-			free(val);
-		} else if (strcmp(key, "shape") == 0 && !shape) {
-			shape = true;
-			rc = fz_st_uint_array(js, "shape", "dim", FZ_ST_DIMS_MAX, t->dims, &t->ndim);
-		} else if (strcmp(key, "data_offsets") == 0 && !offsets) {
-			offsets = true;
-			rc = fz_st_uint_array(js, "data_offsets", "data offset", 2, off, &n);
-			if (rc == 0 && n != 2)
-				rc = fz_st_fail(js, false, "data_offsets needs 2 integers, got %d", n);
-			if (rc == 0) {
-				t->begin = (uint64_t)off[0];
-				t->end = (uint64_t)off[1];
-			}
-		} else if (dtype && strcmp(key, "dtype") == 0) {
-			rc = fz_st_fail(js, false, "duplicate field 'dtype'");
-		} else if (shape && strcmp(key, "shape") == 0) {
-			rc = fz_st_fail(js, false, "duplicate field 'shape'");
-		} else if (offsets && strcmp(key, "data_offsets") == 0) {
-			rc = fz_st_fail(js, false, "duplicate field 'data_offsets'");
-		} else {
-			rc = fz_st_fail(js, false, "unknown field '%.32s'", key);
-		}
-out_key:
-		free(key);
-		if (rc < 0)
-			return rc;
-		rc = fz_st_next(js, '}');
-	}
+	if (!json_is_string(dtype))
+		return fz_st_fail(cx, "dtype: expected a string, found %s", fz_st_type(dtype));
+	t->dt = fz_st_dtype_find(json_string_value(dtype));
+	if (t->dt == NULL)
+		return fz_st_fail(cx, "unknown dtype '%.32s'", json_string_value(dtype));
+	rc = fz_st_uint_array(cx, shape, "shape", "dim", FZ_ST_DIMS_MAX, t->dims, &t->ndim);
 	if (rc < 0)
 		return rc;
-	if (!dtype)
-		return fz_st_fail(js, false, "missing dtype");
-	if (!shape)
-		return fz_st_fail(js, false, "missing shape");
-	if (!offsets)
-		return fz_st_fail(js, false, "missing data_offsets");
+	rc = fz_st_uint_array(cx, offsets, "data_offsets", "data offset", 2, off, &n);
+	if (rc < 0)
+		return rc;
+	if (n != 2)
+		return fz_st_fail(cx, "data_offsets needs 2 integers, got %d", n);
+	t->begin = (uint64_t)off[0];
+	t->end = (uint64_t)off[1];
 	return 0;
 }
 
 /* "__metadata__": {"key": "value", ...}, strings only. */
-static int fz_st_metadata(struct fz_st_js *js, struct fz_weights *w)
+static int fz_st_metadata(struct fz_st_ctx *cx, const json_t *o, struct fz_weights *w)
 {
-	int rc;
+	const char *key;
+	json_t *v;
 
-	if ((rc = fz_st_expect(js, '{')) < 0)
-		return rc;
-	fz_st_ws(js);
-	rc = (js->p < js->end && *js->p == '}') ? (js->p++, 0) : 1;
-	while (rc == 1) {
-		struct fz_st_meta *m = realloc(w->meta, (w->nmeta + 1) * sizeof(*m));
+	if (!json_is_object(o))
+		return fz_st_fail(cx, "__metadata__: expected an object of strings, found %s",
+				  fz_st_type(o));
+	w->meta = calloc(json_object_size(o) ? json_object_size(o) : 1, sizeof(*w->meta));
+	if (w->meta == NULL)
+		return -ENOMEM;
+	json_object_foreach((json_t *)o, key, v) {
+		struct fz_st_meta *m = &w->meta[w->nmeta];
 
-		if (m == NULL)
-			return -ENOMEM;
-		w->meta = m;
-		m = &w->meta[w->nmeta];
-		m->val = NULL;
-		if ((rc = fz_st_string(js, &m->key)) < 0)
-			return rc;
+		if (!json_is_string(v))
+			return fz_st_fail(cx, "__metadata__ value of '%.32s' is not a string", key);
+		/* Without JSON_ALLOW_NUL no key or string holds a NUL: C strings are whole. */
+		m->key = strdup(key);
+		m->val = strdup(json_string_value(v));
 		w->nmeta++;
-		if ((rc = fz_st_expect(js, ':')) < 0)
-			return rc;
-		fz_st_ws(js);
-		if (js->p < js->end && *js->p != '"')
-			return fz_st_fail(js, false, "__metadata__ value of '%.32s' is not a string",
-					  m->key);
-		if ((rc = fz_st_string(js, &m->val)) < 0)
-			return rc;
-		rc = fz_st_next(js, '}');
+		if (m->key == NULL || m->val == NULL)
+			return -ENOMEM;
 	}
-	return rc;
+	return 0;
 }
 
-/* The whole header: one object of tensors and at most one "__metadata__", then whitespace. */
-static int fz_st_header(struct fz_st_js *js, struct fz_weights *w)
+/*
+ * The header [json, json + len): one object of tensors and at most one "__metadata__".
+ * jansson refuses malformed JSON (with line and column), duplicate keys at any depth, integers
+ * beyond int64, strings with NUL or bad UTF-8, and anything after the object.
+ */
+static int fz_st_header(struct fz_st_ctx *cx, const char *json, size_t len, struct fz_weights *w)
 {
-	bool meta = false;
-	size_t cap = 0;
-	int rc;
+	json_error_t je;
+	const char *key;
+	json_t *root, *v;
+	int rc = 0;
 
-	if ((rc = fz_st_expect(js, '{')) < 0)
-		return rc;
-	fz_st_ws(js);
-	rc = (js->p < js->end && *js->p == '}') ? (js->p++, 0) : 1;
-	while (rc == 1) {
+	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+	if (root == NULL) {
+		if (json_error_code(&je) == json_error_out_of_memory)
+			return -ENOMEM;
+		return fz_st_fail(cx, "malformed header JSON at line %d, column %d: %s", je.line,
+				  je.column, je.text);
+	}
+	if (!json_is_object(root)) {
+		rc = fz_st_fail(cx, "header: expected a JSON object of tensors, found %s",
+				fz_st_type(root));
+		goto out;
+	}
+	w->t = calloc(json_object_size(root) ? json_object_size(root) : 1, sizeof(*w->t));
+	if (w->t == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	json_object_foreach(root, key, v) {
 		struct fz_st_tensor *t;
-		char *key;
 
-		if ((rc = fz_st_string(js, &key)) < 0)
-			return rc;
 		if (strcmp(key, "__metadata__") == 0) {
-			free(key);
-			if (meta)
-				return fz_st_fail(js, false, "duplicate __metadata__");
-			meta = true;
-			if ((rc = fz_st_expect(js, ':')) < 0 || (rc = fz_st_metadata(js, w)) < 0)
-				return rc;
-			rc = fz_st_next(js, '}');
+			if ((rc = fz_st_metadata(cx, v, w)) < 0)
+				goto out;
 			continue;
 		}
-		if (w->n == cap) {
-			cap = cap ? 2 * cap : 64;
-			t = realloc(w->t, cap * sizeof(*t));
-			if (t == NULL) {
-				free(key);
-				return -ENOMEM;
-			}
-			w->t = t;
-		}
 		t = &w->t[w->n++];
-		memset(t, 0, sizeof(*t));
-		t->name = key;
-		js->tensor = key;
-		if (key[0] == '\0')
-			return fz_st_fail(js, false, "empty tensor name");
-		if ((rc = fz_st_expect(js, ':')) < 0 || (rc = fz_st_tensor(js, t)) < 0)
-			return rc;
-		js->tensor = NULL;
-		rc = fz_st_next(js, '}');
+		if ((t->name = strdup(key)) == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		cx->tensor = t->name;
+		if (key[0] == '\0') {
+			rc = fz_st_fail(cx, "empty tensor name");
+			goto out;
+		}
+		if ((rc = fz_st_tensor(cx, v, t)) < 0)
+			goto out;
+		cx->tensor = NULL;
 	}
-	if (rc < 0)
-		return rc;
-	fz_st_ws(js);
-	if (js->p != js->end)
-		return fz_st_fail(js, true, "trailing bytes after the header object");
-	return 0;
+out:
+	cx->tensor = NULL;
+	json_decref(root);
+	return rc;
 }
 
 static int fz_st_cmp_name(const void *a, const void *b)
@@ -559,8 +316,8 @@ static const char *fz_st_shape_str(char *buf, size_t len, int ndim, const int64_
 	return buf;
 }
 
-/* Sizes, ranges, duplicates and overlaps of the parsed tensors against a data section of dlen. */
-static int fz_st_check(struct fz_st_js *js, struct fz_weights *w, uint64_t dlen)
+/* Sizes, ranges and overlaps of the parsed tensors against a data section of dlen. */
+static int fz_st_check(struct fz_st_ctx *cx, struct fz_weights *w, uint64_t dlen)
 {
 	struct fz_st_tensor **by_begin, *prev = NULL;
 	char shape[160];
@@ -569,19 +326,19 @@ static int fz_st_check(struct fz_st_js *js, struct fz_weights *w, uint64_t dlen)
 		struct fz_st_tensor *t = &w->t[i];
 		uint64_t bytes = t->dt->size;
 
-		js->tensor = t->name;
+		cx->tensor = t->name;
 		if (t->end < t->begin)
-			return fz_st_fail(js, false, "data_offsets [%llu,%llu]: end before begin",
+			return fz_st_fail(cx, "data_offsets [%llu,%llu]: end before begin",
 					  (unsigned long long)t->begin, (unsigned long long)t->end);
 		if (t->end > dlen)
-			return fz_st_fail(js, false,
+			return fz_st_fail(cx,
 					  "data_offsets [%llu,%llu] past the end of the data section "
 					  "(%llu bytes): truncated file?",
 					  (unsigned long long)t->begin, (unsigned long long)t->end,
 					  (unsigned long long)dlen);
 		for (int d = 0; d < t->ndim && bytes; d++) {
 			if (t->dims[d] && bytes > UINT64_MAX / (uint64_t)t->dims[d])
-				return fz_st_fail(js, false, "shape %s overflows",
+				return fz_st_fail(cx, "shape %s overflows",
 						  fz_st_shape_str(shape, sizeof(shape), t->ndim,
 								  t->dims));
 			bytes *= (uint64_t)t->dims[d];
@@ -590,7 +347,7 @@ static int fz_st_check(struct fz_st_js *js, struct fz_weights *w, uint64_t dlen)
 			if (t->dims[d] == 0)
 				bytes = 0;
 		if (t->end - t->begin != bytes)
-			return fz_st_fail(js, false,
+			return fz_st_fail(cx,
 					  "data_offsets [%llu,%llu] hold %llu bytes, dtype %s shape %s "
 					  "needs %llu",
 					  (unsigned long long)t->begin, (unsigned long long)t->end,
@@ -598,21 +355,13 @@ static int fz_st_check(struct fz_st_js *js, struct fz_weights *w, uint64_t dlen)
 					  fz_st_shape_str(shape, sizeof(shape), t->ndim, t->dims),
 					  (unsigned long long)bytes);
 	}
-	js->tensor = NULL;
+	cx->tensor = NULL;
 
+	/* Sorted for bsearch; names and keys are unique (JSON_REJECT_DUPLICATES). */
 	if (w->n > 1)
 		qsort(w->t, w->n, sizeof(*w->t), fz_st_cmp_name);
-	for (size_t i = 1; i < w->n; i++)
-		if (strcmp(w->t[i - 1].name, w->t[i].name) == 0) {
-			js->tensor = w->t[i].name;
-			return fz_st_fail(js, false, "duplicate tensor name");
-		}
 	if (w->nmeta > 1)
 		qsort(w->meta, w->nmeta, sizeof(*w->meta), fz_st_cmp_key);
-	for (size_t i = 1; i < w->nmeta; i++)
-		if (strcmp(w->meta[i - 1].key, w->meta[i].key) == 0)
-			return fz_st_fail(js, false, "duplicate __metadata__ key '%.32s'",
-					  w->meta[i].key);
 
 	/* Overlaps: by begin, each non-empty tensor starts at or after the previous one's end. */
 	by_begin = malloc((w->n ? w->n : 1) * sizeof(*by_begin));
@@ -628,7 +377,7 @@ static int fz_st_check(struct fz_st_js *js, struct fz_weights *w, uint64_t dlen)
 		if (t->begin == t->end)
 			continue;
 		if (prev && t->begin < prev->end) {
-			fz_st_fail(js, false, "tensors '%.64s' [%llu,%llu) and '%.64s' [%llu,%llu) overlap",
+			fz_st_fail(cx, "tensors '%.64s' [%llu,%llu) and '%.64s' [%llu,%llu) overlap",
 				   prev->name, (unsigned long long)prev->begin,
 				   (unsigned long long)prev->end, t->name,
 				   (unsigned long long)t->begin, (unsigned long long)t->end);
@@ -701,7 +450,7 @@ static int fz_st_place(struct fz_weights *w, char *buf, size_t base, size_t dlen
 struct fz_weights *fz_weights_parse(const char *name, void *buf, size_t len, char *err,
 				    size_t errlen)
 {
-	struct fz_st_js js = {.file = name, .err = err, .errlen = errlen};
+	struct fz_st_ctx cx = {.file = name, .err = err, .errlen = errlen};
 	struct fz_weights *w;
 	uint64_t hlen = 0;
 	int rc;
@@ -715,26 +464,24 @@ struct fz_weights *fz_weights_parse(const char *name, void *buf, size_t len, cha
 		return NULL;
 	}
 	if (len < 8) {
-		rc = fz_st_fail(&js, false, "%zu bytes, shorter than the 8-byte header length", len);
+		rc = fz_st_fail(&cx, "%zu bytes, shorter than the 8-byte header length", len);
 		goto fail;
 	}
 	for (int i = 7; i >= 0; i--)
 		hlen = hlen << 8 | ((const unsigned char *)buf)[i];
 	if (hlen > FZ_ST_HEADER_MAX) {
-		rc = fz_st_fail(&js, false, "header length %llu is absurd (limit %u bytes)",
+		rc = fz_st_fail(&cx, "header length %llu is absurd (limit %u bytes)",
 				(unsigned long long)hlen, FZ_ST_HEADER_MAX);
 		goto fail;
 	}
 	if (hlen > len - 8) {
-		rc = fz_st_fail(&js, false, "header length %llu runs past the end of the file (%zu bytes)",
+		rc = fz_st_fail(&cx, "header length %llu runs past the end of the file (%zu bytes)",
 				(unsigned long long)hlen, len);
 		goto fail;
 	}
-	js.start = js.p = (const char *)buf + 8;
-	js.end = js.p + hlen;
-	if ((rc = fz_st_header(&js, w)) < 0)
+	if ((rc = fz_st_header(&cx, (const char *)buf + 8, (size_t)hlen, w)) < 0)
 		goto fail;
-	if ((rc = fz_st_check(&js, w, len - 8 - hlen)) < 0)
+	if ((rc = fz_st_check(&cx, w, len - 8 - hlen)) < 0)
 		goto fail;
 	rc = fz_st_place(w, buf, 8 + (size_t)hlen, len - 8 - (size_t)hlen);
 	buf = NULL; /* owned by w now, or freed */

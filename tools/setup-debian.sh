@@ -2,7 +2,7 @@
 # Installs what Freeze needs on a fresh Debian 12 machine (Debian packages only).
 set -eu
 PKGS="meson ninja-build pkg-config gcc clang libclang-rt-14-dev
- libdpdk-dev dpdk libdnnl-dev liburing-dev libcmocka-dev libyaml-dev zlib1g-dev libpcap-dev
+ libdpdk-dev dpdk libdnnl-dev liburing-dev libcmocka-dev libyaml-dev libjansson-dev zlib1g-dev libpcap-dev
  dataset-fashion-mnist python3 python3-numpy python3-torch python3-matplotlib libopenblas0-pthread
  iproute2 ethtool iputils-ping"
 missing=""

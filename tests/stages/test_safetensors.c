@@ -280,7 +280,8 @@ static void test_offsets_out_of_range(void **state)
 	expect_refused("huge.safetensors",
 		       "{\"huge\":{\"dtype\":\"U8\",\"shape\":[1],"
 		       "\"data_offsets\":[0,99999999999999999999]}}",
-		       g_zero, 64, "'huge'", "too large", NULL);
+		       g_zero, 64, "malformed header JSON at line 1, column 72", "too big integer",
+		       NULL);
 	expect_refused("three.safetensors",
 		       "{\"three\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}",
 		       g_zero, 64, "'three'", "data_offsets", NULL);
@@ -350,9 +351,27 @@ static void test_malformed_json(void **state)
 		snprintf(name, sizeof(name), "bad%zu.safetensors", i);
 		expect_refused(name, bad[i], g_zero, 64, NULL);
 	}
-	/* Syntax errors say where. */
-	expect_refused("colon.safetensors", "{\"a\" 1}", g_zero, 64, "malformed header JSON",
-		       "byte 5", "expected ':'", NULL);
+	/* Syntax errors say where, and what was expected. */
+	expect_refused("colon.safetensors", "{\"a\" 1}", g_zero, 64,
+		       "malformed header JSON at line 1, column 6", "':' expected near '1'", NULL);
+}
+
+/*
+ * A syntax error on a later line names that line and the column in it: of the last character of
+ * the offending token, counted in characters (the two-byte e-acute counts once).
+ */
+static void test_syntax_error_line_column(void **state)
+{
+	(void)state;
+	expect_refused("syntax.safetensors",
+		       "{\n"
+		       "  \"a\": {\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [0, 1]},\n"
+		       "  \"\xc3\xa9\xc3\xa9\": {\"dtype\": \"U8\" \"shape\": [1]}\n"
+		       "}\n",
+		       g_zero, 64, "malformed header JSON at line 3, column 30",
+		       "'}' expected near '\"shape\"'", NULL);
+	expect_refused("eof.safetensors", "{\"a\": {\"dtype\": \"U8\",\n", g_zero, 64,
+		       "line 2, column 0", "end of file", NULL);
 }
 
 static void test_missing_field(void **state)
@@ -394,12 +413,36 @@ static void test_duplicate_names(void **state)
 		       "{\"twice\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
 		       "\"other\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]},"
 		       "\"twice\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[8,12]}}",
-		       g_zero, 64, "'twice'", "duplicate", NULL);
+		       g_zero, 64, "line 1, column 120", "duplicate object key near '\"twice\"'",
+		       NULL);
 	/* The same name spelled with an escape is still a duplicate. */
 	expect_refused("dup2.safetensors",
 		       "{\"ab\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
 		       "\"a\\u0062\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}",
-		       g_zero, 64, "'ab'", "duplicate", NULL);
+		       g_zero, 64, "duplicate object key near '\"a\\u0062\"'", NULL);
+}
+
+/* Duplicate keys are refused at every depth, with the line and column of the second one. */
+static void test_duplicate_key_line_column(void **state)
+{
+	(void)state;
+	expect_refused("dupfield.safetensors",
+		       "{\n"
+		       "  \"w\": {\"dtype\": \"U8\",\n"
+		       "        \"shape\": [4],\n"
+		       "        \"dtype\": \"F32\",\n"
+		       "        \"data_offsets\": [0, 4]}\n"
+		       "}",
+		       g_zero, 64, "malformed header JSON at line 4, column 15",
+		       "duplicate object key near '\"dtype\"'", NULL);
+	expect_refused("dupmeta.safetensors",
+		       "{\"__metadata__\": {\"format\": \"freeze\",\n"
+		       "                  \"format\": \"other\"}}",
+		       g_zero, 64, "line 2, column 26", "duplicate object key near '\"format\"'",
+		       NULL);
+	expect_refused("dupmeta2.safetensors",
+		       "{\"__metadata__\": {},\n\"__metadata__\": {}}", g_zero, 64,
+		       "line 2, column 14", "duplicate object key near '\"__metadata__\"'", NULL);
 }
 
 static void test_missing_file(void **state)
@@ -524,7 +567,9 @@ int main(void)
 		cmocka_unit_test(test_malformed_json),
 		cmocka_unit_test(test_missing_field),
 		cmocka_unit_test(test_bad_dims),
+		cmocka_unit_test(test_syntax_error_line_column),
 		cmocka_unit_test(test_duplicate_names),
+		cmocka_unit_test(test_duplicate_key_line_column),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_missing_tensor),
 		cmocka_unit_test(test_wrong_shape),
