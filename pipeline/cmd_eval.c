@@ -1,17 +1,26 @@
 /* freeze eval: run requests through the model with the caches (exit at the first hit) and report the paper's measures. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cmd.h"
 #include "fz_cache.h"
 #include "fz_idx.h"
 #include "fz_model.h"
 #include "fz_stages.h"
+
+/* A JSON number, or null where there is none (jansson has no NaN or infinity). */
+static json_t *eval_json_real(double v)
+{
+	return isfinite(v) ? json_real(v) : json_null();
+}
 
 static void eval_usage(FILE *f)
 {
@@ -352,47 +361,77 @@ int fz_cmd_eval(int argc, char **argv)
 	}
 	const double nsd = 1e9 / (double)N; /* pass 1: every image once */
 	if (json) {
-		printf("{\"model\": \"%s\", \"snapshot\": \"%s\", \"images\": \"%s\", "
-		       "\"mode\": \"%s\", \"requests\": %zu, \"batch\": %d, \"threads\": %d,\n",
-		       m->name, snap_path, images, oracle ? "oracle" : online ? "cache+online" : "cache", NR, batch, threads);
-		printf(" \"exit_histogram\": {");
-		for (int s = 0; s <= L; s++)
-			printf("%s\"%s\": %zu", s ? ", " : "",
-			       s < L ? fz_cache_params(set->caches[s])->layer : "full", hist[s]);
-		printf("},\n \"exit_by_mid\": %.6f, \"effective_layers\": %.6f, "
-		       "\"effective_macs\": %.6f,\n",
-		       (double)by_mid / NR, eff_layers / NR, eff_macs / NR);
-		printf(" \"agreement\": %.6f, \"accuracy\": %.6f, \"full_model_accuracy\": %.6f, "
-		       "\"cache_bytes\": %zu,\n",
-		       (double)agree / NR, (double)correct / NR, (double)full_correct / NR,
-		       fz_cache_set_bytes(set));
-		printf(" \"lookup_ns\": {");
-		for (int s = 0; s < L; s++)
-			printf("%s\"%s\": %.1f", s ? ", " : "", fz_cache_params(set->caches[s])->layer,
-			       lookup_t[s] * nsd);
-		printf("}, \"lookup_ns_total\": %.1f,\n \"layer_ns\": {", lookup_sum * nsd);
-		for (int s = 0; s < ch.n; s++)
-			printf("%s\"%s\": %.1f", s ? ", " : "", m->layers[ch.last[s]].name,
-			       layer_t[s] * nsd);
-		printf("}, \"layer_ns_total\": %.1f,\n \"lookup_over_layer\": {", layer_sum * nsd);
-		for (int s = 0; s < L; s++)
-			printf("%s\"%s\": %.4f", s ? ", " : "", fz_cache_params(set->caches[s])->layer,
-			       lookup_t[s] / layer_t[s]);
-		printf("}, \"lookup_over_saved\": {");
-		for (int s = 0; s < L; s++) {
+		/* per-layer objects first (keys are layer names, as in the table), then the report */
+		json_t *hist_o = json_object(), *lookup_o = json_object(), *layer_o = json_object();
+		json_t *lol_o = json_object(), *los_o = json_object(), *o = NULL;
+		json_error_t je;
+		int bad = !hist_o || !lookup_o || !layer_o || !lol_o || !los_o;
+		for (int s = 0; !bad && s <= L; s++)
+			bad |= json_object_set_new(hist_o,
+						   s < L ? fz_cache_params(set->caches[s])->layer
+							 : "full",
+						   json_integer((json_int_t)hist[s])) < 0;
+		for (int s = 0; !bad && s < ch.n; s++)
+			bad |= json_object_set_new(layer_o, m->layers[ch.last[s]].name,
+						   eval_json_real(layer_t[s] * nsd)) < 0;
+		for (int s = 0; !bad && s < L; s++) {
+			const char *name = fz_cache_params(set->caches[s])->layer;
 			double rest = 0;
 			for (int s2 = s + 1; s2 < ch.n; s2++)
 				rest += layer_t[s2];
-			printf("%s\"%s\": %.4f", s ? ", " : "", fz_cache_params(set->caches[s])->layer,
-			       lookup_t[s] / rest);
+			bad |= json_object_set_new(lookup_o, name,
+						   eval_json_real(lookup_t[s] * nsd)) < 0 ||
+			       json_object_set_new(lol_o, name,
+						   eval_json_real(lookup_t[s] / layer_t[s])) < 0 ||
+			       json_object_set_new(los_o, name,
+						   eval_json_real(lookup_t[s] / rest)) < 0;
 		}
-		printf("},\n");
-		printf(" \"images_per_s_full\": %.1f", N / t_full);
-		if (!oracle)
-			printf(", \"images_per_s_cascade\": %.1f, \"cascade_mismatch\": %zu, "
-			       "\"passes\": %d, \"online_inserts\": %zu",
-			       NR / t_casc, mismatch, passes, inserts);
-		printf("}\n");
+		snprintf(je.text, sizeof(je.text), "a layer name is not UTF-8, or out of memory");
+		if (!bad) {
+			/* o: the per-layer objects and the numbers are stolen, released on error */
+			o = json_pack_ex(&je, 0,
+					 "{s:s, s:s, s:s, s:s, s:I, s:i, s:i,"
+					 " s:o, s:o, s:o, s:o,"
+					 " s:o, s:o, s:o, s:I,"
+					 " s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+					 "model", m->name, "snapshot", snap_path, "images", images,
+					 "mode", oracle ? "oracle" : online ? "cache+online" : "cache",
+					 "requests", (json_int_t)NR, "batch", batch, "threads", threads,
+					 "exit_histogram", hist_o,
+					 "exit_by_mid", eval_json_real((double)by_mid / NR),
+					 "effective_layers", eval_json_real(eff_layers / NR),
+					 "effective_macs", eval_json_real(eff_macs / NR),
+					 "agreement", eval_json_real((double)agree / NR),
+					 "accuracy", eval_json_real((double)correct / NR),
+					 "full_model_accuracy", eval_json_real((double)full_correct / NR),
+					 "cache_bytes", (json_int_t)fz_cache_set_bytes(set),
+					 "lookup_ns", lookup_o,
+					 "lookup_ns_total", eval_json_real(lookup_sum * nsd),
+					 "layer_ns", layer_o,
+					 "layer_ns_total", eval_json_real(layer_sum * nsd),
+					 "lookup_over_layer", lol_o, "lookup_over_saved", los_o,
+					 "images_per_s_full", eval_json_real(N / t_full));
+			hist_o = lookup_o = layer_o = lol_o = los_o = NULL;
+		}
+		if (o && !oracle)
+			bad |= json_object_set_new(o, "images_per_s_cascade",
+						   eval_json_real(NR / t_casc)) < 0 ||
+			       json_object_set_new(o, "cascade_mismatch",
+						   json_integer((json_int_t)mismatch)) < 0 ||
+			       json_object_set_new(o, "passes", json_integer(passes)) < 0 ||
+			       json_object_set_new(o, "online_inserts",
+						   json_integer((json_int_t)inserts)) < 0;
+		json_decref(hist_o), json_decref(lookup_o), json_decref(layer_o);
+		json_decref(lol_o), json_decref(los_o);
+		if (o == NULL || bad || json_dumpf(o, stdout, JSON_REAL_PRECISION(10)) < 0) {
+			fprintf(stderr, "freeze: --json: cannot write the report: %s\n",
+				o == NULL || bad ? je.text : strerror(errno));
+			json_decref(o);
+			free(hist);
+			goto out;
+		}
+		putchar('\n');
+		json_decref(o);
 	} else {
 		printf("model        %s, snapshot %s%s\n", m->name, snap_path,
 		       oracle ? " (ORACLE: exit where the cache's answer is the full model's)" : "");

@@ -1,15 +1,24 @@
 /* freeze infer: the whole model over idx images through oneDNN, without caches or DPDK. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cmd.h"
 #include "fz_idx.h"
 #include "fz_model.h"
 #include "fz_stages.h"
+
+/* A JSON number, or null where there is none (jansson has no NaN or infinity). */
+static json_t *infer_json_real(double v)
+{
+	return isfinite(v) ? json_real(v) : json_null();
+}
 
 static void infer_usage(FILE *f)
 {
@@ -129,15 +138,24 @@ int fz_cmd_infer(int argc, char **argv)
 	double acc = labels ? (double)correct / count : -1;
 	double ips = count / secs;
 	if (json) {
-		printf("{\"model\": \"%s\", \"images\": %zu, ", m->name, count);
-		if (labels)
-			printf("\"correct\": %zu, \"accuracy\": %.6f, ", correct, acc);
-		else
-			printf("\"accuracy\": null, ");
-		printf("\"images_per_s\": %.1f, \"seconds\": %.4f, \"batch\": %d, \"threads\": %d, "
-		       "\"macs_per_image\": %llu}\n",
-		       ips, secs, batch, threads,
-		       (unsigned long long)fz_net_macs(net, 0, m->n_layers - 1));
+		/* "correct" only with labels (o*: left out when NULL), "accuracy" null without */
+		json_error_t je;
+		json_t *o = json_pack_ex(&je, 0, "{s:s, s:I, s:o*, s:o, s:o, s:o, s:i, s:i, s:I}",
+					 "model", m->name, "images", (json_int_t)count, "correct",
+					 labels ? json_integer((json_int_t)correct) : NULL,
+					 "accuracy", labels ? infer_json_real(acc) : json_null(),
+					 "images_per_s", infer_json_real(ips), "seconds",
+					 infer_json_real(secs), "batch", batch, "threads", threads,
+					 "macs_per_image",
+					 (json_int_t)fz_net_macs(net, 0, m->n_layers - 1));
+		if (o == NULL || json_dumpf(o, stdout, JSON_REAL_PRECISION(10)) < 0) {
+			fprintf(stderr, "freeze: --json: cannot write the report: %s\n",
+				o ? strerror(errno) : je.text);
+			json_decref(o);
+			goto out;
+		}
+		putchar('\n');
+		json_decref(o);
 	} else {
 		printf("model      %s\nimages     %zu\n", m->name, count);
 		if (labels)
