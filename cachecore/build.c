@@ -1,6 +1,7 @@
 /* Freeze cachecore build: calibrated entries from keys (knn point selection, k-means centroids). */
 #include <errno.h>
 #include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,19 +57,103 @@ static int build_knn(struct fz_cache *c, const float *keys, const int *labels, s
 	return 0;
 }
 
-/* Centroids (k x dim, row-major) -> transposed 16-blocks for fz_cache_dist_block. */
-static void to_blocks(const float *cent, int k, int dim, float *blk)
+/* Centroids (k x dim, row-major) -> 16-slot blocks (the entry store's layout) and their norms;
+ * lanes past k get norm +inf so they never become candidates. */
+static void to_blocks(const float *cent, int k, int dim, float *blk, float *cn)
 {
+	const struct fz_cache_kern *kn = fz_cache_kern_get();
 	int nb = (k + FZ_BLK - 1) / FZ_BLK;
 
 	for (int b = 0; b < nb; b++)
 		for (int d = 0; d < dim; d++)
 			for (int l = 0; l < FZ_BLK; l++) {
 				int j = b * FZ_BLK + l;
-				/* padding lanes sit far away so they never win */
 				blk[((size_t)b * dim + d) * FZ_BLK + l] = j < k ? cent[(size_t)j * dim + d]
-									      : 1e15f;
+									      : 0.0f;
 			}
+	for (int j = 0; j < nb * FZ_BLK; j++)
+		cn[j] = j < k ? kn->norm2(cent + (size_t)j * dim, dim) : INFINITY;
+}
+
+#define NR_GQ 64  /* points per pass */
+#define NR_GB 16  /* blocks per GEMM */
+#define NR_CAND 256
+
+/*
+ * Nearest centroid of each of n points (assign[i]), as a lookup finds it: the GEMM's estimates
+ * (kern.h k_gemm), then every centroid within the rounding window (fz_cache_window) checked
+ * exactly (k_dist_blocks): the assignment is the exact one on every ISA. Ties go to the first.
+ */
+static void assign_all(const float *keys, size_t n, int D, const float *blk, const float *cn,
+		       int k, int *assign)
+{
+	const struct fz_cache_kern *kn = fz_cache_kern_get();
+	_Alignas(FZ_CACHE_LINE) float a[NR_GQ * NR_GB * FZ_BLK];
+	float ex[FZ_BLK];
+	int idx[NR_CAND];
+	float cmax = 0.0f;
+
+	for (int j = 0; j < k; j++)
+		cmax = cn[j] > cmax ? cn[j] : cmax;
+	for (size_t q0 = 0; q0 < n; q0 += NR_GQ) {
+		const int nq = n - q0 < NR_GQ ? (int)(n - q0) : NR_GQ;
+		const float *qb = keys + q0 * D;
+		float amin[NR_GQ], win[NR_GQ], best[NR_GQ];
+		int bi[NR_GQ];
+		bool redo[NR_GQ];
+
+		for (int i = 0; i < nq; i++) {
+			float qn = kn->norm2(qb + (size_t)i * D, D);
+			win[i] = fz_cache_window(qn, cmax, D);
+			redo[i] = !isfinite(qn);
+			amin[i] = best[i] = INFINITY;
+			bi[i] = 0;
+		}
+		for (int s0 = 0; s0 < k; s0 += NR_GB * FZ_BLK) {
+			const int ns = k - s0 < NR_GB * FZ_BLK ? k - s0 : NR_GB * FZ_BLK;
+			kn->gemm(qb, nq, D, blk + (size_t)s0 * D, (ns + FZ_BLK - 1) / FZ_BLK, cn + s0, a,
+				 NR_GB * FZ_BLK);
+			for (int i = 0; i < nq; i++) {
+				const float *ar = a + (size_t)i * NR_GB * FZ_BLK;
+				int eb = -1;
+				if (redo[i])
+					continue;
+				float m = kn->scan_min(ar, ns);
+				amin[i] = m < amin[i] ? m : amin[i];
+				float lim = amin[i] + win[i];
+				int cnt = kn->scan_le(ar, ns, lim <= FLT_MAX ? lim : FLT_MAX, idx, NR_CAND);
+				redo[i] = cnt < 0;
+				for (int j = 0; j < cnt; j++) {
+					int r = s0 + idx[j];
+					if (r / FZ_BLK != eb) {
+						eb = r / FZ_BLK;
+						kn->dist_blocks(qb + (size_t)i * D, blk + (size_t)eb * D * FZ_BLK,
+								1, D, ex);
+					}
+					if (ex[r % FZ_BLK] < best[i]) { /* ascending: ties go to the first */
+						best[i] = ex[r % FZ_BLK];
+						bi[i] = r;
+					}
+				}
+			}
+		}
+		for (int i = 0; i < nq; i++) {
+			if (redo[i]) { /* exactly, block by block */
+				best[i] = INFINITY;
+				bi[i] = 0;
+				for (int b = 0; b * FZ_BLK < k; b++) {
+					kn->dist_blocks(qb + (size_t)i * D, blk + (size_t)b * D * FZ_BLK, 1, D,
+							ex);
+					for (int l = 0; l < FZ_BLK && b * FZ_BLK + l < k; l++)
+						if (ex[l] < best[i]) {
+							best[i] = ex[l];
+							bi[i] = b * FZ_BLK + l;
+						}
+				}
+			}
+			assign[q0 + i] = bi[i];
+		}
+	}
 }
 
 static float dist2(const float *a, const float *b, int dim)
@@ -82,41 +167,6 @@ static float dist2(const float *a, const float *b, int dim)
 	return s;
 }
 
-/* Nearest centroid (blocked, 4 points at a time) of each of n points into assign[i]. */
-static void assign_all(const float *keys, size_t n, int D, const float *blk, int nb, int *assign)
-{
-	size_t i = 0;
-
-	for (; i + 4 <= n; i += 4) {
-		float best[4] = { FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX }, dd[4][FZ_BLK];
-		int bi[4] = { 0 };
-		for (int b = 0; b < nb; b++) {
-			fz_cache_dist_block4(keys + i * D, blk + (size_t)b * D * FZ_BLK, D, dd);
-			for (int q = 0; q < 4; q++)
-				for (int l = 0; l < FZ_BLK; l++)
-					if (dd[q][l] < best[q]) {
-						best[q] = dd[q][l];
-						bi[q] = b * FZ_BLK + l;
-					}
-		}
-		for (int q = 0; q < 4; q++)
-			assign[i + q] = bi[q];
-	}
-	for (; i < n; i++) {
-		float best = FLT_MAX, dd[FZ_BLK];
-		int bi = 0;
-		for (int b = 0; b < nb; b++) {
-			fz_cache_dist_block(keys + i * D, blk + (size_t)b * D * FZ_BLK, D, dd);
-			for (int l = 0; l < FZ_BLK; l++)
-				if (dd[l] < best) {
-					best = dd[l];
-					bi = b * FZ_BLK + l;
-				}
-		}
-		assign[i] = bi;
-	}
-}
-
 static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels, size_t n,
 			uint64_t seed)
 {
@@ -124,7 +174,8 @@ static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels
 	int k = c->base_slots < (int)n ? c->base_slots : (int)n;
 	int nb = (k + FZ_BLK - 1) / FZ_BLK;
 	float *cent = malloc((size_t)k * D * sizeof(float));
-	float *blk = fz_cache_zalloc((size_t)nb * D * FZ_BLK * sizeof(float)); /* vector loads */
+	float *blk = fz_cache_zalloc((size_t)nb * D * FZ_BLK * sizeof(float));
+	float *cn = fz_cache_zalloc((size_t)nb * FZ_BLK * sizeof(float));
 	double *sum = malloc((size_t)k * D * sizeof(double));
 	float *mind = malloc(n * sizeof(float));
 	int *assign = malloc(n * sizeof(int)), *prev = malloc(n * sizeof(int));
@@ -133,7 +184,7 @@ static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels
 	uint64_t rs = seed ? seed : 1;
 	int rc = -ENOMEM;
 
-	if (!cent || !blk || !sum || !mind || !assign || !prev || !count || !votes)
+	if (!cent || !blk || !cn || !sum || !mind || !assign || !prev || !count || !votes)
 		goto out;
 
 	/* k-means++ seeding: each next centre drawn with probability ~ squared distance */
@@ -163,16 +214,16 @@ static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels
 		}
 	}
 
-	/* Lloyd iterations with the lookup's blocked distance kernel */
+	/* Lloyd iterations; the assignment is a lookup's (GEMM, then the candidates exactly) */
 	for (size_t i = 0; i < n; i++)
 		assign[i] = -1;
 	for (int it = 0; it < KMEANS_ITERS; it++) {
 		size_t changed = 0;
-		to_blocks(cent, k, D, blk);
+		to_blocks(cent, k, D, blk, cn);
 		memset(sum, 0, (size_t)k * D * sizeof(double));
 		memset(count, 0, (size_t)k * sizeof(size_t));
 		memcpy(prev, assign, n * sizeof(int));
-		assign_all(keys, n, D, blk, nb, assign);
+		assign_all(keys, n, D, blk, cn, k, assign);
 		for (size_t i = 0; i < n; i++) {
 			const float *x = keys + i * D;
 			int bi = assign[i];
@@ -195,8 +246,8 @@ static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels
 			break;
 	}
 	/* final assignment against the final centroids, then majority labels */
-	to_blocks(cent, k, D, blk);
-	assign_all(keys, n, D, blk, nb, assign);
+	to_blocks(cent, k, D, blk, cn);
+	assign_all(keys, n, D, blk, cn, k, assign);
 	for (size_t i = 0; i < n; i++)
 		votes[(size_t)assign[i] * c->n_classes + labels[i]]++;
 	int s = 0;
@@ -218,7 +269,8 @@ static int build_kmeans(struct fz_cache *c, const float *keys, const int *labels
 	c->n_base = s;
 	rc = 0;
 out:
-	free(cent), free(blk), free(sum), free(mind), free(assign), free(prev), free(count), free(votes);
+	free(cent), free(blk), free(cn), free(sum), free(mind), free(assign), free(prev);
+	free(count), free(votes);
 	return rc;
 }
 

@@ -1,5 +1,6 @@
 /* Freeze cachecore: cache objects, parameters, names, and the set of a model's caches. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +104,7 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 	ca->enabled = p->enabled;
 	size_t ns = (size_t)ca->n_blocks * FZ_BLK;
 	ca->keys = fz_cache_zalloc(ns * (size_t)dim * sizeof(float));
+	ca->norm2 = fz_cache_zalloc(ns * sizeof(*ca->norm2));
 	ca->labels = fz_cache_zalloc(ns * sizeof(*ca->labels));
 	ca->frac = fz_cache_zalloc(ns * sizeof(*ca->frac));
 	ca->seq = fz_cache_zalloc(ns * sizeof(*ca->seq));
@@ -112,15 +114,18 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 		ca->pca_mean = fz_cache_zalloc((size_t)pooled * sizeof(float));
 		ca->pca_proj = fz_cache_zalloc((size_t)pooled * (size_t)dims * sizeof(float));
 	}
-	if (!ca->keys || !ca->labels || !ca->frac || !ca->seq || !ca->ref || !ca->used ||
-	    (dims && (!ca->pca_mean || !ca->pca_proj))) {
+	if (!ca->keys || !ca->norm2 || !ca->labels || !ca->frac || !ca->seq || !ca->ref ||
+	    !ca->used || (dims && (!ca->pca_mean || !ca->pca_proj))) {
 		fz_cache_free(ca);
 		errno = ENOMEM;
 		return NULL;
 	}
-	for (size_t s = 0; s < ns; s++)
+	for (size_t s = 0; s < ns; s++) {
 		ca->labels[s] = FZ_CACHE_LABEL_NONE;
+		ca->norm2[s] = INFINITY;
+	}
 	atomic_init(&ca->n_live, 0);
+	atomic_init(&ca->max_norm2, 0); /* the bits of 0.0f */
 	atomic_init(&ca->tick, 0);
 	ca->hand = ca->base_slots;
 	return ca;
@@ -131,6 +136,7 @@ void fz_cache_free(struct fz_cache *c)
 	if (!c)
 		return;
 	free(c->keys);
+	free(c->norm2);
 	free(c->labels);
 	free(c->frac);
 	free((void *)c->seq);
@@ -176,9 +182,9 @@ int fz_cache_slots(const struct fz_cache *c)
 size_t fz_cache_bytes(const struct fz_cache *c)
 {
 	size_t ns = (size_t)c->n_blocks * FZ_BLK;
-	size_t b = sizeof(*c) + ns * ((size_t)c->dim * sizeof(float) + sizeof(*c->labels) +
-				      sizeof(*c->frac) + sizeof(*c->seq) + sizeof(*c->ref) +
-				      sizeof(*c->used));
+	size_t b = sizeof(*c) + ns * ((size_t)c->dim * sizeof(float) + sizeof(*c->norm2) +
+				      sizeof(*c->labels) + sizeof(*c->frac) + sizeof(*c->seq) +
+				      sizeof(*c->ref) + sizeof(*c->used));
 
 	if (c->p.dims)
 		b += (size_t)c->pooled_dim * (1 + (size_t)c->p.dims) * sizeof(float);

@@ -152,13 +152,16 @@ int fz_cache_build(struct fz_cache *c, const float *keys, const int *labels, siz
 /*
  * Look up n keys (keys[n][key_dim], n <= FZ_CACHE_MAX_BURST). Lock-free and allocation-free:
  * safe on any number of reader threads while one writer inserts. knn: C_i = (m_i/k) * sum 1/d_j
- * over the k nearest; kmeans: fraction / distance of the nearest centroid. Returns 0 or -EINVAL.
+ * over the k nearest; kmeans: fraction / distance of the nearest centroid. The keys meet all
+ * entries as one matrix product (|c|^2 - 2 Q C^T), then the candidates it nominates are checked
+ * exactly: the answers are an exact scan's, on every SIMD level and at any batch size.
+ * Returns 0 or -EINVAL.
  */
 int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 			 struct fz_cache_result *res);
 
 /* Tap -> keys -> lookup (n <= FZ_CACHE_MAX_BURST). Returns 0 or -EINVAL. Works on the stack
- * (~110 KiB: keys, distances and top-k of 32 queries at a time), never the heap. */
+ * (~210 KiB: keys, one GEMM's distances and the top-k of 64 queries at a time). */
 int fz_cache_lookup_burst(struct fz_cache *c, const float *act, const struct fz_act_layout *lay,
 			  int n, struct fz_cache_result *res);
 
@@ -166,7 +169,7 @@ int fz_cache_lookup_burst(struct fz_cache *c, const float *act, const struct fz_
  * Online insert (single writer): store key with label in an online slot, evicting by the
  * cache's CLOCK or LRU policy once the `capacity` online slots are full. Calibrated entries are
  * never evicted. Readers on other threads keep going and never see the entry half-written.
- * Returns 0, -EINVAL (bad label) or -ENOSPC (capacity 0).
+ * Returns 0, -EINVAL (bad label, or a key with a NaN or infinity) or -ENOSPC (capacity 0).
  */
 int fz_cache_insert(struct fz_cache *c, const float *key, int label);
 
@@ -268,7 +271,27 @@ void fz_cache_config_free(struct fz_cache_config *cfg);
 #define FZ_FNV64_INIT 0xcbf29ce484222325ULL
 uint64_t fz_fnv1a64(uint64_t h, const void *buf, size_t len);
 
-/* CRC32C (Castagnoli), continuing from crc (start with 0). */
+/* CRC32C (Castagnoli), continuing from crc (start with 0). SSE4.2 crc32 instruction when the
+ * CPU has it and the ISA is not capped to portable, else tables: the same value either way. */
 uint32_t fz_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* ---- SIMD level ---- */
+
+/*
+ * Name of the SIMD kernels the caches use: "avx512" (F, VL, BW, DQ), "avx2" (with FMA) or
+ * "portable", chosen on first use: the CPU's best, capped by FZ_CPU_ISA=avx512|avx2|portable
+ * and by ONEDNN_MAX_CPU_ISA (AVX2* caps at avx2; SSE41 and AVX at portable), so the variable
+ * that caps oneDNN caps the caches too. Every level gives the same bits; only speed differs.
+ * For start-up logs.
+ */
+const char *fz_cache_isa(void);
+
+/*
+ * Use the kernels `name` ("avx512", "avx2", "portable") from now on, whatever the caps say;
+ * NULL chooses again as on first use (re-reading the environment). Safe while lookups run on
+ * other threads (each call uses one level or the other, with the same results). For tests and
+ * benchmarks. Returns 0, -EINVAL (unknown name) or -ENOTSUP (this CPU lacks it).
+ */
+int fz_cache_isa_set(const char *name);
 
 #endif /* FZ_CACHE_H */

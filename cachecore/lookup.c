@@ -1,4 +1,4 @@
-/* Freeze cachecore lookup: blocked distances, knn / k-means confidence, seqlock-checked reads. */
+/* Freeze cachecore lookup: a batch's keys against all entries as one matrix product, the candidates checked exactly under their seqlocks, knn / k-means confidence. */
 #include <errno.h>
 #include <float.h>
 #include <math.h>
@@ -6,47 +6,11 @@
 
 #include "cache_pvt.h"
 
-#define FZ_QCHUNK 32   /* queries per pass over the entry store (distances kept on the stack) */
-#define FZ_DMIN 1e-6f  /* distance floor: an exact match gets a large, finite confidence */
-
-void fz_cache_dist_block(const float *restrict q, const float *restrict blk, int dim,
-			 float *restrict out)
-{
-	/* One 16-lane vector per d: sub + fma, no horizontal sum (~dim cycles per block with
-	 * AVX-512). GCC's vector type keeps the loop lane-parallel; left to itself, -O3
-	 * vectorised over d instead with permutes (10x slower, perf/bench_cache).
-	 * The loads are plain and may race with the online writer: lookups re-check each slot's
-	 * seqlock afterwards and drop any slot that changed, so a torn key is never used. */
-	fz_v16 acc = { 0 };
-
-	for (int d = 0; d < dim; d++) {
-		fz_v16 t = q[d] - *(const fz_v16 *)(blk + (size_t)d * FZ_BLK);
-		acc += t * t;
-	}
-	memcpy(out, &acc, sizeof(acc));
-}
-
-/* Four queries against one block: four independent FMA chains hide the FMA latency that
- * bounds the one-query kernel (~4 cycles per d). q points at 4 consecutive keys. */
-void fz_cache_dist_block4(const float *restrict q, const float *restrict blk, int dim,
-			float (*restrict out)[FZ_BLK])
-{
-	fz_v16 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
-	const float *q1 = q + dim, *q2 = q + 2 * dim, *q3 = q + 3 * dim;
-
-	for (int d = 0; d < dim; d++) {
-		fz_v16 r = *(const fz_v16 *)(blk + (size_t)d * FZ_BLK);
-		fz_v16 t0 = q[d] - r, t1 = q1[d] - r, t2 = q2[d] - r, t3 = q3[d] - r;
-		a0 += t0 * t0;
-		a1 += t1 * t1;
-		a2 += t2 * t2;
-		a3 += t3 * t3;
-	}
-	memcpy(out[0], &a0, sizeof(a0));
-	memcpy(out[1], &a1, sizeof(a1));
-	memcpy(out[2], &a2, sizeof(a2));
-	memcpy(out[3], &a3, sizeof(a3));
-}
+#define FZ_GQ 64     /* queries per pass over the entries */
+#define FZ_GB 16     /* blocks (of 16 slots) per GEMM: the product a[64][256] is 64 KiB */
+#define FZ_GS (FZ_GB * FZ_BLK)
+#define FZ_CAND 256  /* most candidates one query takes from one GEMM's entries */
+#define FZ_DMIN 1e-6f /* distance floor: an exact match gets a large, finite confidence */
 
 /* Sorted (ascending) top-k of one query: distances and labels. */
 struct topk {
@@ -122,109 +86,175 @@ static void answer(struct fz_cache *c, const struct topk *t, int k, uint32_t tic
 	}
 }
 
-/* k = 1 (k-means, 1-nn): per query a running minimum per lane, merged with masked blends. */
-struct lane_min {
+/* The exact distances of q to one block's slots, computed once per block a query touches. */
+struct exact_blk {
+	int b;
 	float d[FZ_BLK];
-	int32_t slot[FZ_BLK], lab[FZ_BLK];
-	float frac[FZ_BLK];
 };
+
+/*
+ * Slot s's exact distance to q, pushed into t, if the slot is whole and unchanged since `snap`
+ * (its seq before the GEMM read it). false when it changed: the caller redoes the query.
+ */
+static bool take(struct fz_cache *c, const struct fz_cache_kern *kn, const float *q, int s,
+		 uint32_t snap, int k, struct exact_blk *eb, struct topk *t)
+{
+	const int D = c->dim, b = s / FZ_BLK;
+
+	if (snap & 1u)
+		return false;
+	/* Plain loads that may race with the online writer (it stores with relaxed atomics): the
+	 * seq re-check below drops them if any write overlapped. */
+	if (eb->b != b) {
+		kn->dist_blocks(q, c->keys + (size_t)b * D * FZ_BLK, 1, D, eb->d);
+		eb->b = b;
+	}
+	int32_t lab = c->labels[s];
+	float frac = c->frac[s];
+	/* Acquire fence: orders the loads above before the seq re-load; pairs with the writer's
+	 * release fence after it made seq odd. Unchanged since snap (an acquire load before the
+	 * GEMM): no write overlapped the GEMM's read or ours. */
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&c->seq[s], memory_order_relaxed) != snap) {
+		eb->b = -1; /* another slot of the block may be taken after it settles */
+		return false;
+	}
+	if (lab != FZ_CACHE_LABEL_NONE)
+		topk_push(t, k, eb->d[s % FZ_BLK], lab, frac, s);
+	return true;
+}
+
+/* One query against every live entry, exactly, four blocks at a time, each slot under its
+ * seqlock: slots being written are left out (never a torn key). For queries the GEMM path gave
+ * up on. */
+static void lookup_exact(struct fz_cache *c, const struct fz_cache_kern *kn, const float *q,
+			 int live, int k, struct topk *t)
+{
+	enum { NS = 4 * FZ_BLK };
+	uint32_t s1[NS];
+	float d[NS], frac[NS];
+	int32_t lab[NS];
+
+	t->n = 0;
+	for (int s0 = 0; s0 < live; s0 += NS) {
+		const int ns = live - s0 < NS ? live - s0 : NS;
+		/* Acquire: pairs with the writer's final release store of each slot's seq; an even
+		 * value means the key and label read below are that write's, or a later one's,
+		 * which the re-check catches. */
+		for (int l = 0; l < ns; l++)
+			s1[l] = atomic_load_explicit(&c->seq[s0 + l], memory_order_acquire);
+		/* Plain loads that may race with the online writer: the re-check below drops every
+		 * slot a write overlapped. */
+		kn->dist_blocks(q, c->keys + (size_t)s0 * c->dim, (ns + FZ_BLK - 1) / FZ_BLK, c->dim,
+				d);
+		memcpy(lab, c->labels + s0, (size_t)ns * sizeof(lab[0]));
+		memcpy(frac, c->frac + s0, (size_t)ns * sizeof(frac[0]));
+		/* Acquire fence: orders the loads above before the seq re-loads; pairs with the
+		 * writer's release fence after it made seq odd. */
+		atomic_thread_fence(memory_order_acquire);
+		for (int l = 0; l < ns; l++) {
+			uint32_t s2 = atomic_load_explicit(&c->seq[s0 + l], memory_order_relaxed);
+			if (s1[l] != s2 || (s1[l] & 1u) || lab[l] == FZ_CACHE_LABEL_NONE)
+				continue;
+			topk_push(t, k, d[l], lab[l], frac[l], s0 + l);
+		}
+	}
+}
+
+/*
+ * nq queries against entries [0, live): per GEMM of FZ_GB blocks, a = |c|^2 - 2 Q C^T (kern.h
+ * k_gemm), then every entry within the window of the query's k-th smallest a so far is checked
+ * exactly (take). redo[q] says the query must be redone exactly: a candidate changed under us,
+ * too many candidates, or a non-finite key.
+ */
+static void lookup_gemm(struct fz_cache *c, const struct fz_cache_kern *kn, const float *q,
+			int nq, int live, int k, struct topk *top, bool *redo)
+{
+	const int D = c->dim;
+	_Alignas(FZ_CACHE_LINE) float a[FZ_GQ * FZ_GS];
+	float abest[FZ_GQ][FZ_CACHE_MAX_K], win[FZ_GQ], cmax;
+	uint32_t snap[FZ_GS];
+	int idx[FZ_CAND];
+
+	/* Relaxed (after the acquire load of n_live): the largest norm so far, re-checked below. */
+	uint32_t mb = atomic_load_explicit(&c->max_norm2, memory_order_relaxed);
+	memcpy(&cmax, &mb, sizeof(cmax));
+	for (int i = 0; i < nq; i++) {
+		float qn = kn->norm2(q + (size_t)i * D, D);
+		top[i].n = 0;
+		redo[i] = !isfinite(qn);
+		win[i] = fz_cache_window(qn, cmax, D);
+		for (int j = 0; j < k; j++)
+			abest[i][j] = INFINITY;
+	}
+	for (int s0 = 0; s0 < live; s0 += FZ_GS) {
+		const int ns = live - s0 < FZ_GS ? live - s0 : FZ_GS;
+
+		/* Acquire: pairs with the writer's final release store of each slot's seq; an even
+		 * value means the key, norm and label read after it are that write's, or a later
+		 * one's, which take() catches by the re-check. */
+		for (int j = 0; j < ns; j++)
+			snap[j] = atomic_load_explicit(&c->seq[s0 + j], memory_order_acquire);
+		/* Plain loads that may race with the online writer: a torn key gives a wrong
+		 * estimate, and the slot is either no candidate (as if absent, like a slot being
+		 * written) or a candidate whose seq re-check fails. */
+		kn->gemm(q, nq, D, c->keys + (size_t)s0 * D, (ns + FZ_BLK - 1) / FZ_BLK, c->norm2 + s0,
+			 a, FZ_GS);
+		for (int i = 0; i < nq; i++) {
+			const float *ar = a + (size_t)i * FZ_GS;
+			struct exact_blk eb = { .b = -1 };
+			if (redo[i])
+				continue;
+			if (k == 1) {
+				float m = kn->scan_min(ar, ns);
+				abest[i][0] = m < abest[i][0] ? m : abest[i][0];
+			} else {
+				kn->scan_topk(ar, ns, abest[i], k);
+			}
+			float lim = abest[i][k - 1] + win[i];
+			if (!(lim <= FLT_MAX)) /* fewer than k entries so far: every finite one */
+				lim = FLT_MAX;
+			int m = kn->scan_le(ar, ns, lim, idx, FZ_CAND);
+			redo[i] = m < 0;
+			for (int j = 0; j < m && !redo[i]; j++)
+				redo[i] = !take(c, kn, q + (size_t)i * D, s0 + idx[j], snap[idx[j]], k, &eb,
+						&top[i]);
+		}
+	}
+	/* Relaxed, after the acquire loads of seq above: every entry those loads saw whole has a
+	 * norm below this. A larger one written meanwhile may have made the window too narrow. */
+	if (atomic_load_explicit(&c->max_norm2, memory_order_relaxed) != mb)
+		for (int i = 0; i < nq; i++)
+			redo[i] = true;
+}
 
 int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 			 struct fz_cache_result *res)
 {
+	const struct fz_cache_kern *kn = fz_cache_kern_get();
 	const int D = c->dim;
 	const int k = c->p.kind == FZ_CACHE_KNN ? c->p.k : 1;
-	struct topk top[FZ_QCHUNK];
-	struct lane_min lm[FZ_QCHUNK];
-	float dist[FZ_QCHUNK][FZ_BLK];
-	uint32_t s1[FZ_BLK];
+	struct topk top[FZ_GQ];
+	bool redo[FZ_GQ];
 
 	if (!keys || !res || n < 0 || n > FZ_CACHE_MAX_BURST)
 		return -EINVAL;
 	/* Acquire: pairs with the writer's release store of n_live in fz_cache_write_slot, so
 	 * every slot below it has been initialised (and its seqlock tells whether it is whole). */
 	int live = atomic_load_explicit(&c->n_live, memory_order_acquire);
-	int nb = (live + FZ_BLK - 1) / FZ_BLK;
 	/* Relaxed: the writer's insert count is the LRU clock; readers only read it, so lookups
 	 * on many cores never write a shared line (a hit stamps its own slot). */
 	uint32_t tick = atomic_load_explicit(&c->tick, memory_order_relaxed);
 
-	for (int q0 = 0; q0 < n; q0 += FZ_QCHUNK) {
-		int nq = n - q0 < FZ_QCHUNK ? n - q0 : FZ_QCHUNK;
+	for (int q0 = 0; q0 < n; q0 += FZ_GQ) {
+		const int nq = n - q0 < FZ_GQ ? n - q0 : FZ_GQ;
+		const float *q = keys + (size_t)q0 * D;
 
-		for (int q = 0; q < nq; q++) {
-			top[q].n = 0;
-			for (int l = 0; l < FZ_BLK; l++) {
-				lm[q].d[l] = INFINITY;
-				lm[q].slot[l] = -1;
-			}
-		}
-		for (int b = 0; b < nb; b++) {
-			const float *blk = c->keys + (size_t)b * D * FZ_BLK;
-			int base = b * FZ_BLK;
-			int32_t lab[FZ_BLK];
-			float frac[FZ_BLK], pen[FZ_BLK];
-
-			/* Acquire: pairs with the writer's final release store of the slot's seq;
-			 * an even value means the key/label read below are that write's (or a
-			 * later one, caught by the re-check). */
-			for (int l = 0; l < FZ_BLK; l++)
-				s1[l] = atomic_load_explicit(&c->seq[base + l], memory_order_acquire);
-			int q = 0;
-			for (; q + 4 <= nq; q += 4)
-				fz_cache_dist_block4(keys + (size_t)(q0 + q) * D, blk, D, &dist[q]);
-			for (; q < nq; q++)
-				fz_cache_dist_block(keys + (size_t)(q0 + q) * D, blk, D, dist[q]);
-			memcpy(lab, c->labels + base, sizeof(lab));
-			memcpy(frac, c->frac + base, sizeof(frac));
-			/* Acquire fence: orders the key/label loads above before the seq re-loads
-			 * below; pairs with the writer's release fence after it made seq odd. If seq is
-			 * unchanged and even, no write overlapped our reads: the entry is whole. */
-			atomic_thread_fence(memory_order_acquire);
-			for (int l = 0; l < FZ_BLK; l++) {
-				uint32_t s2 = atomic_load_explicit(&c->seq[base + l],
-								   memory_order_relaxed);
-				bool bad = s1[l] != s2 || (s1[l] & 1u) || base + l >= live ||
-					   lab[l] == FZ_CACHE_LABEL_NONE;
-				pen[l] = bad ? INFINITY : 0.0f; /* torn or empty: never the nearest */
-			}
-			if (k == 1) {
-				for (int q = 0; q < nq; q++) {
-					struct lane_min *m = &lm[q];
-					for (int l = 0; l < FZ_BLK; l++) { /* masked blends */
-						float d = dist[q][l] + pen[l];
-						bool lt = d < m->d[l];
-						m->d[l] = lt ? d : m->d[l];
-						m->slot[l] = lt ? base + l : m->slot[l];
-						m->lab[l] = lt ? lab[l] : m->lab[l];
-						m->frac[l] = lt ? frac[l] : m->frac[l];
-					}
-				}
-				continue;
-			}
-			for (int q = 0; q < nq; q++) {
-				float kth = top[q].n == k ? top[q].d[k - 1] : INFINITY;
-				for (int l = 0; l < FZ_BLK; l++) {
-					float d = dist[q][l] + pen[l];
-					if (d < kth) {
-						topk_push(&top[q], k, d, lab[l], frac[l], base + l);
-						kth = top[q].n == k ? top[q].d[k - 1] : INFINITY;
-					}
-				}
-			}
-		}
-		for (int q = 0; q < nq; q++) {
-			if (k == 1) {
-				const struct lane_min *m = &lm[q];
-				int best = 0;
-				for (int l = 1; l < FZ_BLK; l++)
-					if (m->d[l] < m->d[best])
-						best = l;
-				if (m->slot[best] >= 0)
-					topk_push(&top[q], 1, m->d[best], m->lab[best], m->frac[best],
-						  m->slot[best]);
-			}
-			answer(c, &top[q], k, tick, &res[q0 + q]);
+		lookup_gemm(c, kn, q, nq, live, k, top, redo);
+		for (int i = 0; i < nq; i++) {
+			if (redo[i])
+				lookup_exact(c, kn, q + (size_t)i * D, live, k, &top[i]);
+			answer(c, &top[i], k, tick, &res[q0 + i]);
 		}
 	}
 	return 0;
@@ -233,13 +263,13 @@ int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 int fz_cache_lookup_burst(struct fz_cache *c, const float *act, const struct fz_act_layout *lay,
 			  int n, struct fz_cache_result *res)
 {
-	float keys[FZ_QCHUNK * FZ_CACHE_MAX_DIM];
+	float keys[FZ_GQ * FZ_CACHE_MAX_DIM];
 	int rc;
 
 	if (n < 0 || n > FZ_CACHE_MAX_BURST)
 		return -EINVAL;
-	for (int q0 = 0; q0 < n; q0 += FZ_QCHUNK) {
-		int nq = n - q0 < FZ_QCHUNK ? n - q0 : FZ_QCHUNK;
+	for (int q0 = 0; q0 < n; q0 += FZ_GQ) { /* one GEMM's worth of keys at a time */
+		int nq = n - q0 < FZ_GQ ? n - q0 : FZ_GQ;
 		rc = fz_cache_key_burst(c, act + (size_t)q0 * lay->sample_stride, lay, nq, keys);
 		if (!rc)
 			rc = fz_cache_lookup_keys(c, keys, nq, res + q0);

@@ -1,5 +1,6 @@
 /* Freeze cachecore online updates: one writer stores entries under per-slot seqlocks, evicting by CLOCK or LRU. */
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 
 #include "cache_pvt.h"
@@ -22,6 +23,17 @@ void fz_cache_write_slot(struct fz_cache *c, int s, const float *key, int label,
 		__atomic_store_n((uint32_t *)fz_cache_key_at(c->keys, c->dim, s, d), bits,
 				 __ATOMIC_RELAXED);
 	}
+	/* |key|^2 for the GEMM path (+inf keeps an empty slot out of it), in the kernels' order */
+	float nn = label == FZ_CACHE_LABEL_NONE ? INFINITY : fz_cache_kern_get()->norm2(key, c->dim);
+	uint32_t nbits, mbits = atomic_load_explicit(&c->max_norm2, memory_order_relaxed);
+	float mx;
+	memcpy(&nbits, &nn, sizeof(nbits));
+	memcpy(&mx, &mbits, sizeof(mx));
+	__atomic_store_n((uint32_t *)&c->norm2[s], nbits, __ATOMIC_RELAXED);
+	if (label != FZ_CACHE_LABEL_NONE && nn > mx)
+		/* Relaxed, before the release store of seq below: a reader whose acquire load of
+		 * seq sees this write complete sees this maximum too (lookup_gemm's re-check). */
+		atomic_store_explicit(&c->max_norm2, nbits, memory_order_relaxed);
 	__atomic_store_n(&c->labels[s], (int32_t)label, __ATOMIC_RELAXED);
 	uint32_t fbits;
 	memcpy(&fbits, &frac, sizeof(fbits));
@@ -73,6 +85,9 @@ int fz_cache_insert(struct fz_cache *c, const float *key, int label)
 
 	if (!key || label < 0 || label >= c->n_classes)
 		return -EINVAL;
+	for (int d = 0; d < c->dim; d++)
+		if (!isfinite(key[d])) /* a NaN would sit in every distance to it */
+			return -EINVAL;
 	if (c->p.capacity < 1)
 		return -ENOSPC;
 	if (c->n_online < c->p.capacity)

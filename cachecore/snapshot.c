@@ -52,37 +52,6 @@ uint64_t fz_fnv1a64(uint64_t h, const void *buf, size_t len)
 	return h;
 }
 
-#ifdef __SSE4_2__
-#include <nmmintrin.h>
-uint32_t fz_crc32c(uint32_t crc, const void *buf, size_t len)
-{
-	const unsigned char *p = buf;
-	uint64_t c = ~crc;
-
-	for (; len >= 8; p += 8, len -= 8) {
-		uint64_t v;
-		memcpy(&v, p, 8);
-		c = _mm_crc32_u64(c, v);
-	}
-	for (; len; p++, len--)
-		c = _mm_crc32_u8((uint32_t)c, *p);
-	return ~(uint32_t)c;
-}
-#else
-uint32_t fz_crc32c(uint32_t crc, const void *buf, size_t len)
-{
-	const unsigned char *p = buf;
-
-	crc = ~crc;
-	while (len--) {
-		crc ^= *p++;
-		for (int k = 0; k < 8; k++)
-			crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1u)));
-	}
-	return ~crc;
-}
-#endif
-
 struct wbuf {
 	unsigned char *p;
 	size_t len, cap;
@@ -231,8 +200,8 @@ static size_t rec_mem(const struct snap_rec *rec)
 	size_t pooled = (size_t)rec->c * rec->grid * rec->grid;
 	size_t dim = rec->dims ? rec->dims : pooled;
 
-	/* per slot: key, label, fraction, seqlock, CLOCK bit, LRU stamp; then PCA */
-	return slots * (dim * 4 + 4 + 4 + 4 + 1 + 4) + (rec->dims ? pooled * (1 + dim) * 4 : 0);
+	/* per slot: key, norm, label, fraction, seqlock, CLOCK bit, LRU stamp; then PCA */
+	return slots * (dim * 4 + 4 + 4 + 4 + 4 + 1 + 4) + (rec->dims ? pooled * (1 + dim) * 4 : 0);
 }
 
 /*
