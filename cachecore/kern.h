@@ -195,56 +195,35 @@ KINLINE float hmin16(kv16 a)
 /*
  * The tap streams through once, row after row (the prefetchers see one sequential stream per
  * channel plane; a cell at a time they did not: cold taps pooled at a fifth of the bandwidth).
- * Per band of grid rows, every image row adds its cells' segments into the band's
- * accumulators: the segment of a row is summed in registers (pixel j of the segment into chain
- * j % P, the chains then added in order), then added to the cell's sum. So a cell's value is
- * the same sum in the same order on every ISA.
+ * Per band of grid rows, each image row adds its pixels to their cells' sums, so every lane of
+ * a cell is the sum of its pixels in row-major order, one rounding per add, on every ISA and
+ * whichever of the paths below runs (registers for few cells, memory for many).
  */
 
 /* Segment [x0, x1) of one row of pixels of 16 * NV contiguous floats (pixel x at row + x * ws),
- * added into acc[16 * NV]. */
+ * added pixel by pixel into acc[16 * NV] (held in registers over the segment). */
 KINLINE void seg_v16(const float *row, size_t ws, int x0, int x1, float *acc, const int NV)
 {
-	const int P = NV == 1 ? 4 : NV == 2 ? 2 : 1;
-	kv16 a[4][4];
+	kv16 t[4];
 
-	for (int p = 0; p < 4; p++)
-		for (int v = 0; v < 4; v++)
-			a[p][v] = v_bc(0.0f);
-	int x = x0;
-	for (; x + P <= x1; x += P)
-		for (int p = 0; p < P; p++)
-			for (int v = 0; v < NV; v++)
-				a[p][v] = v_add(a[p][v], v_ld(row + (size_t)(x + p) * ws + 16 * v));
-	/* the last < P pixels: constant indices keep the accumulators in registers */
-	for (int p = 0; p < P - 1; p++)
-		if (x + p < x1)
-			for (int v = 0; v < NV; v++)
-				a[p][v] = v_add(a[p][v], v_ld(row + (size_t)(x + p) * ws + 16 * v));
-	for (int v = 0; v < NV; v++) {
-		kv16 t = a[0][v];
-		for (int p = 1; p < P; p++)
-			t = v_add(t, a[p][v]);
-		v_st(acc + 16 * v, v_add(v_ld(acc + 16 * v), t));
-	}
+	for (int v = 0; v < NV; v++)
+		t[v] = v_ld(acc + 16 * v);
+	for (int x = x0; x < x1; x++)
+		for (int v = 0; v < NV; v++)
+			t[v] = v_add(t[v], v_ld(row + (size_t)x * ws + 16 * v));
+	for (int v = 0; v < NV; v++)
+		v_st(acc + 16 * v, t[v]);
 }
 
 /* The same for two 8-channel planes `off` floats apart (nChw8c blocks b and b + 1) read as one
  * 16-lane pixel: lanes 0-7 block b, 8-15 block b + 1. */
 KINLINE void seg_v8x2(const float *row, size_t off, int x0, int x1, float *acc)
 {
-	kv16 a[4] = { v_bc(0.0f), v_bc(0.0f), v_bc(0.0f), v_bc(0.0f) };
-	int x = x0;
+	kv16 t = v_ld(acc);
 
-	for (; x + 4 <= x1; x += 4)
-		for (int p = 0; p < 4; p++)
-			a[p] = v_add(a[p], v_ld2(row + (size_t)(x + p) * 8, row + off + (size_t)(x + p) * 8));
-	for (int p = 0; p < 3; p++)
-		if (x + p < x1)
-			a[p] = v_add(a[p], v_ld2(row + (size_t)(x + p) * 8,
-						 row + off + (size_t)(x + p) * 8));
-	kv16 t = v_add(v_add(v_add(a[0], a[1]), a[2]), a[3]);
-	v_st(acc, v_add(v_ld(acc), t));
+	for (int x = x0; x < x1; x++)
+		t = v_add(t, v_ld2(row + (size_t)x * 8, row + off + (size_t)x * 8));
+	v_st(acc, t);
 }
 
 /* Any run length L and pixel stride: lane by lane, pixels in order. */
@@ -255,6 +234,70 @@ KINLINE void seg_any(const float *row, size_t ws, int x0, int x1, int L, float *
 		for (int k = 0; k < L; k++)
 			acc[k] += px[k];
 	}
+}
+
+/*
+ * Register variant for few cells per band (G <= 4) and 16 * NV channels per pixel read (NV kv16,
+ * or an nChw8c pair when pair): all G x NV accumulators of a band stay in registers while its
+ * rows stream through; pixels go into their cell's sum in row-major order.
+ */
+KINLINE void band_reg(const float *plane, size_t hs, size_t ws, size_t off, int y0, int y1,
+		      const int *x0, const int *x1, float *out, const int G, const int NV,
+		      const bool pair)
+{
+	kv16 a[4][4];
+
+	for (int g = 0; g < G; g++)
+		for (int v = 0; v < NV; v++)
+			a[g][v] = v_bc(0.0f);
+	for (int y = y0; y < y1; y++) {
+		const float *row = plane + (size_t)y * hs;
+		/* unrolled: constant indices keep a[][] in registers (GCC left it a loop) */
+#pragma GCC unroll 4
+		for (int g = 0; g < G; g++)
+			for (int x = x0[g]; x < x1[g]; x++) {
+				const float *px = row + (size_t)x * ws;
+				if (pair)
+					a[g][0] = v_add(a[g][0], v_ld2(px, px + off));
+				else
+					for (int v = 0; v < NV; v++)
+						a[g][v] = v_add(a[g][v], v_ld(px + 16 * v));
+			}
+	}
+	for (int g = 0; g < G; g++)
+		for (int v = 0; v < NV; v++)
+			v_st(out + (size_t)g * 16 * NV + 16 * v, a[g][v]);
+}
+
+#if VW == 16
+#define POOL_ACC 8 /* kv16 accumulators band_reg may hold: 8 zmm */
+#elif VW == 8
+#define POOL_ACC 4 /* 8 ymm */
+#else
+#define POOL_ACC 2 /* 8 xmm */
+#endif
+
+/* band_reg for this G and NV if they fit the registers; false: use pool_runs' general path */
+KINLINE bool band_reg_any(const float *plane, size_t hs, size_t ws, size_t off, int y0, int y1,
+			  const int *x0, const int *x1, float *out, int G, int NV, bool pair)
+{
+#define BR(g, nv, pr)                                                                             \
+	case (g) * 16 + (nv) * 2 + (pr):                                                           \
+		band_reg(plane, hs, ws, off, y0, y1, x0, x1, out, g, nv, pr);                      \
+		return true;
+	if (G > 4 || NV > 4 || G * NV > POOL_ACC)
+		return false;
+	switch (G * 16 + NV * 2 + pair) {
+		BR(1, 1, 0) BR(2, 1, 0) BR(3, 1, 0) BR(4, 1, 0)
+		BR(1, 1, 1) BR(2, 1, 1) BR(3, 1, 1) BR(4, 1, 1)
+		BR(1, 2, 0) BR(2, 2, 0)
+#if POOL_ACC >= 8
+		BR(3, 2, 0) BR(4, 2, 0) BR(1, 4, 0) BR(2, 4, 0)
+#endif
+	default:
+		return false;
+	}
+#undef BR
 }
 
 #define POOL_MAXW 1024    /* nchw: widest row summed through the column buffer */
@@ -278,6 +321,16 @@ static void pool_runs(const struct fz_cache *c, const float *x, const struct fz_
 		for (int gy = 0; gy < G; gy++) {
 			/* adaptive pooling bounds: [floor(i*H/G), ceil((i+1)*H/G)) */
 			int y0 = gy * H / G, y1 = ((gy + 1) * H + G - 1) / G;
+			int xs0[4], xs1[4];
+			for (int gx = 0; gx < G && gx < 4; gx++) {
+				xs0[gx] = gx * W / G;
+				xs1[gx] = ((gx + 1) * W + G - 1) / G;
+			}
+			if (!(L % 16) || two) {
+				if (band_reg_any(plane, l->h_stride, l->w_stride, l->c_stride, y0, y1, xs0,
+						 xs1, acc, G, two ? 1 : L / 16, two))
+					goto out;
+			}
 			memset(acc, 0, (size_t)G * LA * sizeof(float));
 			for (int y = y0; y < y1; y++) {
 				const float *row = plane + (size_t)y * l->h_stride;
@@ -303,6 +356,7 @@ static void pool_runs(const struct fz_cache *c, const float *x, const struct fz_
 					}
 				}
 			}
+		out:
 			for (int gx = 0; gx < G; gx++) {
 				int x0 = gx * W / G, x1 = ((gx + 1) * W + G - 1) / G;
 				float inv = 1.0f / (float)((y1 - y0) * (x1 - x0));
