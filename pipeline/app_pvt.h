@@ -17,6 +17,7 @@
 #include "fz_appcfg.h"
 #include "fz_model.h"
 #include "fz_stages.h"
+#include "stage_batch.h"
 
 extern int fz_logtype_pipeline;
 #define FZ_LOG(level, fmt, ...)                                                                    \
@@ -53,8 +54,8 @@ struct fz_req {
 	uint16_t status;      /* protocol status; 0 = ok */
 	uint16_t stage;       /* index of the stage that answered */
 	float confidence;
-	float *act;           /* activation of one sample in the next stage's input layout */
-	float *keys;          /* cache keys per cache layer (for online inserts), or NULL */
+	float *act;           /* model input (fz_net_layout(FZ_INPUT_TENSOR)), read by stage 1 */
+	float *keys;          /* cache keys per cache layer (online inserts; after act), or NULL */
 	const struct fz_cache_set *keys_set; /* the snapshot the keys came from */
 };
 #define FZ_KEYS_MIXED ((const struct fz_cache_set *)1) /* keys from two snapshots */
@@ -88,11 +89,34 @@ struct fz_tx_stats {
 
 struct fz_cache_set;
 
+/*
+ * The batches between stage i and stage i+1: `count` objects of `cap` rows (the larger of the
+ * two stages' max_batch) in the boundary layout. The rows live outside DPDK memory (32 rows of a
+ * 16x28x28 tap are 1.6 MB; --no-huge -m is small), touched at start. Stage i takes a free batch
+ * for its last group's output and hands it on; stage i+1 runs its first group on it and gives
+ * it back. count * cap = rings.size requests, as a ring of requests held (at least 4 batches).
+ * The pool is a stack (mempool ops "lf_stack"): the batch given back last, still in cache, is
+ * the next one taken; lock-free, so an lcore preempted inside get or put (more lcores than
+ * cores) holds up nobody; no per-lcore cache, which would keep given-back batches from stage i.
+ */
+struct fz_bpool {
+	struct rte_mempool *mp; /* of struct fz_batch: stage i gets; stage i+1 (or i) puts */
+	float *arena;
+	struct fz_req **reqs;
+	unsigned count, cap;
+	size_t stride;          /* floats per row: lay.sample_stride */
+	size_t obj_bytes;       /* one batch's rows in the arena */
+	struct fz_act_layout lay;
+};
+
 struct fz_stage_rt {
 	alignas(64) const struct fz_stage_cfg *cfg;
 	int index;
-	struct rte_ring *in;   /* SP/SC from the previous lcore */
-	struct rte_ring *next; /* SP/SC to the next stage, NULL for the last */
+	/* SP/SC from the previous lcore: requests from RX (stage 1), else struct fz_batch * */
+	struct rte_ring *in;
+	struct rte_ring *next; /* SP/SC to the next stage (batches), NULL for the last */
+	struct fz_bpool *in_pool;  /* where `in`'s batches come from, NULL for stage 1 */
+	struct fz_bpool *out_pool; /* where `next`'s batches come from, NULL for the last */
 	struct fz_group *group;
 	int cache_layer;       /* model layer whose cache follows this stage, -1 for none */
 	atomic_int ready;      /* 1 once primitives exist, -1 on failure (main waits) */
@@ -110,7 +134,8 @@ struct fz_app {
 	struct rte_ring *free_reqs; /* MP/MC free list of struct fz_req * */
 	struct fz_req *reqs;
 	float *arena;
-	size_t act_floats; /* per request */
+	size_t act_floats; /* per request: the model input, then the cache keys */
+	struct fz_bpool bpools[FZ_MAX_STAGES - 1]; /* bpools[i]: between stages i and i + 1 */
 	struct rte_ring *tx_ring;   /* answered requests, MP/SC: every stage answers */
 	struct rte_ring *ctl_ring;  /* ARP/ICMP replies (mbufs) from RX to TX, SP/SC */
 	struct fz_stage_rt stages[FZ_MAX_STAGES];

@@ -108,13 +108,15 @@ static int port_init(uint16_t port)
 	return rte_eth_macaddr_get(port, &fz_app.mac);
 }
 
-/* Request objects and their activation buffers (outside DPDK memory: --no-huge -m is small). */
+/* Request objects and their input buffers (outside DPDK memory: --no-huge -m is small). Stages
+ * after the first get their activations in batches (batches_init), so a request carries only
+ * what RX writes: the model input, and the cache keys kept for online inserts. */
 static int reqs_init(void)
 {
 	const struct fz_appcfg *c = &fz_app.cfg;
-	/* any boundary layout oneDNN chose on this CPU fits (stages/layout.c) */
-	size_t floats = fz_net_max_sample_floats(fz_app.net);
-	/* activation, then the cache keys kept for online inserts (lc_rx.c: submit) */
+	/* the model input in the layout oneDNN chose on this CPU (lc_rx.c: load_tensor) */
+	size_t floats = fz_net_layout(fz_app.net, FZ_INPUT_TENSOR).sample_stride;
+	/* input, then the cache keys kept for online inserts (lc_rx.c: submit) */
 	fz_app.act_floats = ((floats + 15) & ~(size_t)15) + fz_app_key_floats();
 	fz_app.reqs = calloc(c->requests, sizeof(struct fz_req));
 	fz_app.arena = aligned_alloc(64, (size_t)c->requests * fz_app.act_floats * sizeof(float));
@@ -122,7 +124,7 @@ static int reqs_init(void)
 	fz_app.free_reqs = rte_ring_create("fz_free_reqs", ring, rte_socket_id(), 0);
 	if (!fz_app.reqs || !fz_app.arena || !fz_app.free_reqs)
 		return -ENOMEM;
-	/* touch every page now: first-touch faults would otherwise land on the stages */
+	/* touch every page now: first-touch faults would otherwise land on the data path */
 	memset(fz_app.arena, 0, (size_t)c->requests * fz_app.act_floats * sizeof(float));
 	for (int i = 0; i < c->requests; i++) {
 		struct fz_req *r = &fz_app.reqs[i];
@@ -133,14 +135,78 @@ static int reqs_init(void)
 	return 0;
 }
 
+#define BPOOL_MIN 4 /* batches per boundary at least: one filling, one running, two queued */
+
+/* Point batch `idx` of the pool at its rows and request slots (rte_mempool_obj_iter). */
+static void batch_init(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
+{
+	(void)mp;
+	struct fz_bpool *p = arg;
+	struct fz_batch *b = obj;
+	b->n = 0;
+	b->act = (float *)((char *)p->arena + idx * p->obj_bytes);
+	b->reqs = p->reqs + (size_t)idx * p->cap;
+}
+
+/* The batch pools between stages (struct fz_bpool). */
+static int batches_init(void)
+{
+	const struct fz_appcfg *c = &fz_app.cfg;
+	char name[RTE_MEMPOOL_NAMESIZE];
+	for (int i = 0; i + 1 < fz_app.n_stages; i++) {
+		struct fz_bpool *p = &fz_app.bpools[i];
+		/* where stage i's last group writes and stage i+1's first reads (lc_stage.c
+		 * checks both groups against it) */
+		p->lay = fz_net_layout(fz_app.net, c->stages[i].last_layer);
+		p->stride = p->lay.sample_stride;
+		p->cap = (unsigned)RTE_MAX(c->stages[i].max_batch, c->stages[i + 1].max_batch);
+		p->count = RTE_MAX((unsigned)BPOOL_MIN, (unsigned)c->ring_size / p->cap);
+		p->obj_bytes = ((p->cap * p->stride + 15) & ~(size_t)15) * sizeof(float);
+		p->arena = aligned_alloc(64, p->count * p->obj_bytes);
+		p->reqs = calloc((size_t)p->count * p->cap, sizeof(*p->reqs));
+		if (!p->arena || !p->reqs)
+			return -ENOMEM;
+		memset(p->arena, 0, p->count * p->obj_bytes); /* first-touch faults now */
+		snprintf(name, sizeof(name), "fz_batches%d", i);
+		p->mp = rte_mempool_create_empty(name, p->count, sizeof(struct fz_batch), 0, 0,
+						 rte_socket_id(), 0);
+		if (!p->mp)
+			return -rte_errno;
+		/* lf_stack is DPDK's mempool_stack driver (loaded with the PMDs); without it a
+		 * ring works too, only FIFO: every batch goes cold before it comes round */
+		const char *ops = "lf_stack";
+		if (rte_mempool_set_ops_byname(p->mp, ops, NULL) < 0) {
+			ops = "ring_mp_mc";
+			if (rte_mempool_set_ops_byname(p->mp, ops, NULL) < 0)
+				return -ENOTSUP;
+		}
+		int rc = rte_mempool_populate_default(p->mp);
+		if (rc < 0 || (unsigned)rc != p->count)
+			return rc < 0 ? rc : -ENOMEM;
+		rte_mempool_obj_iter(p->mp, batch_init, p);
+		fz_app.stages[i].out_pool = p;
+		fz_app.stages[i + 1].in_pool = p;
+		FZ_LOG(INFO, "batches %s>%s: %u of %u rows, %s, %.1f MB, pool %s",
+		       c->stages[i].name, c->stages[i + 1].name, p->count, p->cap, p->lay.tag,
+		       p->count * p->obj_bytes / 1048576.0, ops);
+	}
+	return 0;
+}
+
 static int rings_init(void)
 {
 	const struct fz_appcfg *c = &fz_app.cfg;
 	char name[RTE_RING_NAMESIZE];
 	for (int i = 0; i < fz_app.n_stages; i++) {
 		snprintf(name, sizeof(name), "fz_stage%d", i);
-		fz_app.stages[i].in = rte_ring_create(name, c->ring_size, rte_socket_id(),
-						      RING_F_SP_ENQ | RING_F_SC_DEQ);
+		/* stage 1 takes requests from RX; the others take batches, and their ring holds
+		 * every batch of the pool, so handing one on never waits (getting a free one
+		 * does: that is the back-pressure) */
+		fz_app.stages[i].in =
+			i == 0 ? rte_ring_create(name, c->ring_size, rte_socket_id(),
+						 RING_F_SP_ENQ | RING_F_SC_DEQ)
+			       : rte_ring_create(name, fz_app.bpools[i - 1].count, rte_socket_id(),
+						 RING_F_SP_ENQ | RING_F_SC_DEQ | RING_F_EXACT_SZ);
 		if (!fz_app.stages[i].in)
 			return -rte_errno;
 	}
@@ -317,8 +383,9 @@ int fz_appliance_main(int argc, char **argv)
 			cfg->mbufs, rte_strerror(rte_errno));
 		return 1;
 	}
-	if ((rc = reqs_init()) < 0 || (rc = rings_init()) < 0) {
-		fprintf(stderr, "freeze: cannot allocate requests and rings: %s\n", strerror(-rc));
+	if ((rc = reqs_init()) < 0 || (rc = batches_init()) < 0 || (rc = rings_init()) < 0) {
+		fprintf(stderr, "freeze: cannot allocate requests, batches and rings: %s\n",
+			strerror(-rc));
 		return 1;
 	}
 	if ((rc = port_find(cfg->port.device, &fz_app.port)) < 0 ||

@@ -108,6 +108,12 @@ static int tel_stages(const char *cmd, const char *params, struct rte_tel_data *
 		rte_tel_data_add_dict_u64(x, "compute_cycles", rd(&rt->st.compute_tsc));
 		rte_tel_data_add_dict_u64(x, "lookup_cycles", rd(&rt->st.lookup_tsc));
 		rte_tel_data_add_dict_u64(x, "online_inserts", rd(&rt->st.online_inserts));
+		if (rt->out_pool && rt->out_pool->mp) {
+			/* few free: the next stage is behind and this one waits for batches */
+			rte_tel_data_add_dict_u64(x, "batches_out", rt->out_pool->mp->size);
+			rte_tel_data_add_dict_u64(x, "batches_out_free",
+						  rte_mempool_avail_count(rt->out_pool->mp));
+		}
 		rte_tel_data_add_dict_container(d, rt->cfg->name, x, 0);
 	}
 	return 0;
@@ -214,10 +220,19 @@ void fz_app_summary(FILE *f)
 		fprintf(f, "port drops         imissed %" PRIu64 ", rx_nombuf %" PRIu64
 			   " (frames the port dropped before RX saw them)\n",
 			es.imissed, es.rx_nombuf);
-	if (fz_app.mbufs && fz_app.free_reqs)
-		fprintf(f, "pools at exit      mbufs %u/%u free, requests %u/%d free\n",
+	if (fz_app.mbufs && fz_app.free_reqs) {
+		fprintf(f, "pools at exit      mbufs %u/%u free, requests %u/%d free",
 			rte_mempool_avail_count(fz_app.mbufs), fz_app.mbufs->size,
 			rte_ring_count(fz_app.free_reqs), fz_app.cfg.requests);
+		/* the batches between stages, by boundary */
+		for (int s = 0; s + 1 < fz_app.n_stages && fz_app.bpools[s].mp; s++) {
+			const struct rte_mempool *mp = fz_app.bpools[s].mp;
+			fprintf(f, "%s %s>%s %u/%u", s ? "," : ", batches",
+				fz_app.stages[s].cfg->name, fz_app.stages[s + 1].cfg->name,
+				rte_mempool_avail_count(mp), mp->size);
+		}
+		fprintf(f, "%s\n", fz_app.n_stages > 1 && fz_app.bpools[0].mp ? " free" : "");
+	}
 	long rss_pages = 0;
 	FILE *sm = fopen("/proc/self/statm", "r");
 	if (sm) {
