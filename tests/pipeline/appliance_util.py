@@ -83,6 +83,29 @@ def summary_value(out, key):
     return int(m.group(1)) if m else None
 
 
+def pool_batches(out):
+    """The batch pools the summary's pools line lists: {"s1>s2": (free, count), ...}."""
+    m = re.search(r"^pools at exit\s+.*, batches (.*) free$", out, re.M)
+    res = {}
+    for b in m.group(1).split(", ") if m else []:
+        bm = re.match(r"(\S+>\S+) (\d+)/(\d+)$", b)
+        if bm:
+            res[bm.group(1)] = (int(bm.group(2)), int(bm.group(3)))
+    return res
+
+
+def pools_at_exit(out):
+    """The summary's pools line: (every pool full again, the line). The pools are mbufs,
+    requests and, between each two stages, batches ("batches s1>s2 32/32, s2>s3 32/32 free")."""
+    m = re.search(r"^pools at exit\s+(mbufs (\d+)/(\d+) free, requests (\d+)/(\d+) free.*)$",
+                  out, re.M)
+    if not m:
+        return False, "no pool line"
+    full = m.group(2) == m.group(3) and m.group(4) == m.group(5)
+    full = full and all(free == n > 0 for free, n in pool_batches(out).values())
+    return full, m.group(1)
+
+
 def tmpdir():
     return tempfile.mkdtemp(prefix="fz-test-")
 

@@ -23,6 +23,19 @@ def check(cond, what):
         FAILS.append(what)
 
 
+def check_pools(out, what, boundaries):
+    """Every mbuf, request and batch is back in its pool at exit; the batches are listed for
+    each of the `boundaries` (stage>stage) the run had."""
+    full, line = U.pools_at_exit(out)
+    listed = sorted(U.pool_batches(out))
+    where = "between " + ", ".join(boundaries) if boundaries else "none (one stage)"
+    check(full and listed == sorted(boundaries),
+          f"{what}: every pool is full at exit, batches {where} ({line})")
+
+
+S4 = ["s1>s2", "s2>s3", "s3>s4"]
+
+
 def stage_config(d, caches=True, online=False, extra=""):
     path = os.path.join(d, "stages.yaml")
     cache = os.path.join(U.MODEL_DIR, "cache.snap")
@@ -51,6 +64,7 @@ def test_pcap_roundtrip_matches_eval(d):
     check(all(len(got.get(i, [])) == 1 for i in ids), f"pcap: each of {n} requests answered exactly once")
     check(U.summary_value(out, "requests") == n and "accounting         ok" in out,
           "pcap: the summary counts every request and its accounting adds up")
+    check_pools(out, "pcap", S4)
     check_latency_buckets(out, [r["time_ns"] for rs in got.values() for r in rs])
     # the same images through freeze eval with the same snapshot: same labels and exits
     cache = os.path.join(U.MODEL_DIR, "cache.snap")
@@ -178,6 +192,7 @@ def test_sigterm_drains(d):
     n = U.summary_value(out, "requests") or 0
     check(n > 0 and "in flight at exit  0" in out and "accounting         ok" in out,
           f"sigterm: {n} requests, none in flight at exit, accounting adds up")
+    check_pools(out, "sigterm", S4)
 
 
 def test_fault_tiny_pools_and_rings(d):
@@ -197,6 +212,7 @@ def test_fault_tiny_pools_and_rings(d):
     dropped = U.summary_value(out, "dropped") or 0
     check("accounting         ok" in out and n == answered + dropped,
           f"fault: requests {n} = answered {answered} + dropped {dropped}")
+    check_pools(out, "fault", S4)
 
 
 def test_hot_reload_under_load(d):
@@ -234,6 +250,7 @@ def test_hot_reload_under_load(d):
     hits = U.summary_value(out, "cache hits") or 0
     check(hits > 0 and "in flight at exit  0" in out and "accounting         ok" in out,
           f"reload: caches kept answering ({hits} hits), nothing in flight, accounting adds up")
+    check_pools(out, "reload", ["s1>s2"])
 
 
 def test_run_as_drops_privileges(d):
@@ -258,6 +275,7 @@ def test_run_as_drops_privileges(d):
           f"run_as: serving as nobody (uid {status.get('Uid')})")
     check(status.get("NoNewPrivs") == ["1"], "run_as: no_new_privs is set")
     check(rc == 0 and "accounting         ok" in out, "run_as: stops cleanly")
+    check_pools(out, "run_as (one stage)", [])
 
 
 def test_fault_stalled_stage(d):
@@ -277,6 +295,7 @@ def test_fault_stalled_stage(d):
           f"stall: every request answered exactly once ({len(got)}/3000)")
     check(U.summary_value(out, "dropped") == 0 and "accounting         ok" in out,
           "stall: nothing dropped, accounting adds up")
+    check_pools(out, "stall", S4)
 
 
 def main():

@@ -86,6 +86,11 @@ def main():
             if not ok:
                 fails.append("appliance")
                 print(out[-3000:])
+            full, line = U.pools_at_exit(out)
+            ok = full and len(U.pool_batches(out)) == 3
+            print(("ok   " if ok else "FAIL ") + f"every mbuf, request and batch back in its pool ({line})")
+            if not ok:
+                fails.append("pools")
             # default veth offloads: the datagrams came with partial checksums, were counted
             # and warned about once, and none was refused for its checksum
             partial = U.summary_value(out, "udp_csum_partial") or 0

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Soak: sustained load from a pcap port with infinite_rx for SECONDS (argument, or
-FZ_SOAK_SECONDS, default 20: the quick variant; the 'soak' suite runs 600), online updates on. Afterwards every pool is full again,
+FZ_SOAK_SECONDS, default 20: the quick variant; the 'soak' suite runs 600), online updates on.
+Afterwards every pool (mbufs, requests, the batches between each two stages) is full again,
 resident memory has not grown, and the counters add up (received = answered + dropped)."""
 import os
 import re
@@ -31,9 +32,9 @@ def main():
         fails.append(f"exit {rc}, {n} requests")
     if "accounting         ok" not in out or "in flight at exit  0" not in out:
         fails.append("counters do not add up")
-    m = re.search(r"mbufs (\d+)/(\d+) free, requests (\d+)/(\d+) free", out)
-    if not m or m.group(1) != m.group(2) or m.group(3) != m.group(4):
-        fails.append("a pool is not full again: " + (m.group(0) if m else "no pool line"))
+    full, line = U.pools_at_exit(out)
+    if not full or len(U.pool_batches(out)) != 3:
+        fails.append("a pool (mbufs, requests, batches between the 4 stages) is not full again: " + line)
     m = re.search(r"rss (\d+) kB at exit, (\d+) kB when serving started", out)
     if not m or int(m.group(1)) > int(m.group(2)) + 16 * 1024:
         fails.append("resident memory grew by more than 16 MiB: " + (m.group(0) if m else "no memory line"))
