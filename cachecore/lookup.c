@@ -196,9 +196,11 @@ static void lookup_gemm(struct fz_cache *c, const struct fz_cache_kern *kn, cons
 		for (int j = 0; j < ns; j++)
 			snap[j] = atomic_load_explicit(&c->seq[s0 + j], memory_order_acquire);
 		/* The next GEMM's keys, in flight while this one computes: the layer group before
-		 * the lookup has evicted them, and a GEMM's worth takes ~3 us from DRAM. */
+		 * the lookup has evicted them, and a GEMM's worth takes ~3 us from DRAM. Only when
+		 * this GEMM is long enough to hide the prefetches (at 1 query they cost 1.8 us). */
 		const int nn = live - s0 - FZ_GS < FZ_GS ? live - s0 - FZ_GS : FZ_GS;
-		for (size_t o = 0; nn > 0 && o < (size_t)(nn + FZ_BLK - 1) / FZ_BLK * FZ_BLK * D;
+		for (size_t o = 0; nq >= 16 && nn > 0 &&
+				   o < (size_t)(nn + FZ_BLK - 1) / FZ_BLK * FZ_BLK * D;
 		     o += FZ_CACHE_LINE / sizeof(float))
 			__builtin_prefetch(c->keys + (size_t)(s0 + FZ_GS) * D + o);
 		/* Plain loads that may race with the online writer: a torn key gives a wrong
