@@ -1,4 +1,5 @@
 /* Benchmark of cachecore lookups: pooling, projection and search per sample on every SIMD level and batch size, against a brute-force baseline in the same run. */
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@
  * cold_lookup (batch 64 only) is the same after the tap was rewritten and 32 MiB of other data
  * read, as in the pipeline, where the layer group before the lookup evicts the entries and the
  * projection. naive = a scalar row-major nearest-entry scan of the same entries, in the same
- * run.
+ * run. Then the search against oneDNN's sgemm (bench_vs_sgemm), a second CSV block.
  */
 
 static double now(void)
@@ -190,6 +191,77 @@ static void bench(const char *what, enum fz_cache_kind kind, int c, int h, int g
 	fz_cache_free(ca);
 }
 
+/*
+ * The search against oneDNN's sgemm on the same entries (row-major, the layout sgemm takes):
+ * the whole lookup (GEMM on the 16-slot blocks, scans, exact checks) vs sgemm's dot products
+ * alone, per query, warm and after make_cold. libdnnl is opened at run time (the bench links
+ * only cachecore); skipped without it.
+ */
+typedef int (*sgemm_fn)(char, char, long, long, long, float, const float *, long, const float *,
+			long, float, float *, long);
+
+static void bench_vs_sgemm(int nq, int n_ent, int dim)
+{
+	void *h = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL);
+	sgemm_fn sgemm = h ? (sgemm_fn)dlsym(h, "dnnl_sgemm") : NULL;
+	if (!sgemm) {
+		printf("# vs sgemm: skipped, no libdnnl.so.2 (%s)\n", dlerror());
+		return;
+	}
+	struct fz_cache_params p;
+	fz_cache_params_default(&p);
+	p.kind = FZ_CACHE_KNN;
+	p.k = 1;
+	p.grid = 1;
+	p.dims = 0;
+	p.size = n_ent;
+	struct fz_cache *ca = fz_cache_create(&p, dim, 1, 1, 10);
+	float *pts = malloc((size_t)n_ent * dim * sizeof(float));
+	float *q = malloc((size_t)nq * dim * sizeof(float));
+	float *g = malloc((size_t)nq * n_ent * sizeof(float));
+	int *lab = malloc(n_ent * sizeof(int));
+	float *act = malloc((size_t)nq * 12544 * sizeof(float)); /* a block1-sized tap to rewrite */
+	static struct fz_cache_result res[FZ_CACHE_MAX_BURST];
+	for (size_t i = 0; i < (size_t)n_ent * dim; i++)
+		pts[i] = frand() - 0.5f;
+	for (size_t i = 0; i < (size_t)nq * dim; i++)
+		q[i] = frand() - 0.5f;
+	for (int i = 0; i < n_ent; i++)
+		lab[i] = i % 10;
+	fz_cache_project_burst(ca, pts, n_ent, pts); /* l2 in place */
+	fz_cache_project_burst(ca, q, nq, q);
+	fz_cache_build(ca, pts, lab, n_ent, 1);
+	printf("vs_sgemm,variant,queries,entries,dim,hot_ns_per_query,cold_ns_per_query\n");
+	static const char *const variants[] = { "fz_cache_lookup_keys (whole search)",
+						"dnnl_sgemm one call (dot products only)",
+						"dnnl_sgemm per 256 entries (dot products only)" };
+	for (int v = 0; v < 3; v++) {
+		double hot, tc[64];
+#define RUN_V                                                                                      \
+	do {                                                                                       \
+		if (v == 0)                                                                        \
+			fz_cache_lookup_keys(ca, q, nq, res);                                      \
+		else                                                                               \
+			for (int s0 = 0; s0 < n_ent; s0 += v == 1 ? n_ent : 256)                   \
+				sgemm('N', 'T', nq, v == 1 ? n_ent : 256, dim, -2.0f, q, dim,      \
+				      pts + (size_t)s0 * dim, dim, 0.0f, g, n_ent);                \
+	} while (0)
+		TIME_MEDIAN(hot, 8, nq, RUN_V);
+		for (int r = 0; r < reps; r++) {
+			make_cold(act, (size_t)nq * 12544);
+			double t0 = now();
+			RUN_V;
+			tc[r] = (now() - t0) / nq * 1e9;
+		}
+#undef RUN_V
+		qsort(tc, reps, sizeof(double), cmp_d);
+		printf("vs_sgemm,%s,%d,%d,%d,%.0f,%.0f\n", variants[v], nq, n_ent, dim, hot,
+		       tc[reps / 2]);
+	}
+	free(pts), free(q), free(g), free(lab), free(act);
+	fz_cache_free(ca);
+}
+
 int main(int argc, char **argv)
 {
 	static const char *const tap_layouts[] = { "nhwc", "nChw8c", "nChw16c", NULL };
@@ -199,6 +271,7 @@ int main(int argc, char **argv)
 
 	if (argc > 1)
 		reps = atoi(argv[1]) > 0 && atoi(argv[1]) <= 64 ? atoi(argv[1]) : 7;
+	setenv("OMP_NUM_THREADS", "1", 0); /* oneDNN's sgemm, if opened: one thread, as a stage */
 	printf("# cachecore lookup cost per sample; SIMD default here: %s\n", fz_cache_isa());
 	evict_buf = malloc(EVICT_BYTES);
 	if (!evict_buf)
@@ -213,5 +286,6 @@ int main(int argc, char **argv)
 	bench("knn-k8-block3", FZ_CACHE_KNN, 32, 14, 4, 32, 1024, 8, one_layout, b64);
 	bench("block8-g1", FZ_CACHE_KMEANS, 128, 4, 1, 0, 512, 1, one_layout, b64);
 	bench("block8-knn-k8", FZ_CACHE_KNN, 128, 4, 1, 0, 2048, 8, one_layout, b64);
+	bench_vs_sgemm(64, 1024, 64);
 	return 0;
 }
