@@ -17,6 +17,7 @@
 #define D 64
 #define CAP 64
 #define CLASSES 10
+#define NQ 64 /* largest lookup batch */
 
 static atomic_bool stop;
 
@@ -50,9 +51,9 @@ struct rstats {
 static void *reader(void *arg)
 {
 	struct rstats *st = arg;
-	float k[D], q[4 * D];
+	float k[D], q[NQ * D];
 	int lab;
-	unsigned r = 1;
+	unsigned r = 1, round = 0;
 
 	while (!atomic_load(&stop)) {
 		for (int i = 0; i < 64; i++) {
@@ -79,13 +80,15 @@ static void *reader(void *arg)
 		continue;
 #endif
 		/* lookups: a query equal to an entry g must answer g's label or another entry's;
-		 * the distance to the nearest whole entry is an exact multiple of sqrt(D) */
-		for (int j = 0; j < 4; j++)
-			make_key((uint32_t)(r >> (j + 3)) % 400u + 1, q + j * D);
-		struct fz_cache_result res[4];
-		if (fz_cache_lookup_keys(st->c, q, 4, res))
+		 * the distance to the nearest whole entry is an exact multiple of sqrt(D). Batches
+		 * of 1, 4 and NQ: every tile shape of the GEMM meets the writer. */
+		const int nq = (++round % 3) == 0 ? NQ : round % 3 == 1 ? 4 : 1;
+		for (int j = 0; j < nq; j++)
+			make_key((uint32_t)(r >> (j % 16 + 3)) % 400u + 1 + (uint32_t)j, q + j * D);
+		struct fz_cache_result res[NQ];
+		if (fz_cache_lookup_keys(st->c, q, nq, res))
 			abort();
-		for (int j = 0; j < 4; j++) {
+		for (int j = 0; j < nq; j++) {
 			st->lookups++;
 			if (res[j].label < 0 || res[j].label >= CLASSES)
 				st->bad_lookups++;
