@@ -421,10 +421,11 @@ int fz_appliance_main(int argc, char **argv)
 	uint32_t a = cfg->port.ipv4;
 	snprintf(ip, sizeof(ip), "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
 	printf("freeze: serving %s on port %u (" RTE_ETHER_ADDR_PRT_FMT ") %s:%u, %d stages, "
-	       "caches %s%s\n",
+	       "caches %s%s; oneDNN ISA %s, cache kernels %s\n",
 	       fz_app.model->name, fz_app.port, RTE_ETHER_ADDR_BYTES(&fz_app.mac), ip,
 	       cfg->port.udp_port, fz_app.n_stages, fz_app.caches ? "on" : "off",
-	       cfg->online && fz_app.caches ? " (online updates)" : "");
+	       cfg->online && fz_app.caches ? " (online updates)" : "", fz_stages_isa(),
+	       fz_cache_isa());
 	fflush(stdout);
 	FILE *sm = fopen("/proc/self/statm", "r");
 	long rss = 0;

@@ -413,6 +413,9 @@ int fz_cmd_eval(int argc, char **argv)
 					 "images_per_s_full", eval_json_real(N / t_full));
 			hist_o = lookup_o = layer_o = lol_o = los_o = NULL;
 		}
+		if (o)
+			bad |= json_object_set_new(o, "isa", json_string(fz_stages_isa())) < 0 ||
+			       json_object_set_new(o, "cache_isa", json_string(fz_cache_isa())) < 0;
 		if (o && !oracle)
 			bad |= json_object_set_new(o, "images_per_s_cascade",
 						   eval_json_real(NR / t_casc)) < 0 ||

@@ -12,6 +12,7 @@
 #include "cmd.h"
 #include "fz_idx.h"
 #include "fz_model.h"
+#include "fz_cache.h"
 #include "fz_stages.h"
 
 /* A JSON number, or null where there is none (jansson has no NaN or infinity). */
@@ -148,6 +149,11 @@ int fz_cmd_infer(int argc, char **argv)
 					 infer_json_real(secs), "batch", batch, "threads", threads,
 					 "macs_per_image",
 					 (json_int_t)fz_net_macs(net, 0, m->n_layers - 1));
+		if (o && (json_object_set_new(o, "isa", json_string(fz_stages_isa())) < 0 ||
+			  json_object_set_new(o, "cache_isa", json_string(fz_cache_isa())) < 0)) {
+			json_decref(o);
+			o = NULL;
+		}
 		if (o == NULL || json_dumpf(o, stdout, JSON_REAL_PRECISION(10)) < 0) {
 			fprintf(stderr, "freeze: --json: cannot write the report: %s\n",
 				o ? strerror(errno) : je.text);
