@@ -1,44 +1,19 @@
-/* freeze: entry point; dispatches offline subcommands, otherwise starts the DPDK appliance. */
+/* freeze: entry point; dispatches offline subcommands, otherwise starts the DPDK appliance
+ * (main depends on both; neither calls back into it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cmd.h"
+#ifdef FZ_HAVE_DPDK
+#include "fz_control.h"
+#endif
 
 static const struct fz_command commands[] = {
 	{"infer", fz_cmd_infer, "classify idx images with the whole model (no caches, no DPDK)"},
 	{"calibrate", fz_cmd_calibrate, "build per-layer caches on train data, set thresholds, write a snapshot"},
 	{"eval", fz_cmd_eval, "run requests with the caches (exit at the first hit); report exits, agreement"},
 };
-
-double fz_now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-int fz_opt_int(const char *opt, const char *val, int min, int max)
-{
-	char *end;
-	long v = strtol(val, &end, 10);
-	if (*val == '\0' || *end != '\0' || v < min || v > max) {
-		fprintf(stderr, "freeze: %s: expected an integer in %d..%d, got '%s'\n", opt, min,
-			max, val);
-		exit(2);
-	}
-	return (int)v;
-}
-
-int fz_argmax(const float *v, int n)
-{
-	int best = 0;
-	for (int i = 1; i < n; i++)
-		if (v[i] > v[best])
-			best = i;
-	return best;
-}
 
 static void usage(FILE *f)
 {

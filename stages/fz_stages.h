@@ -85,6 +85,9 @@ void fz_net_preprocess_f32(const struct fz_net *net, const float *v, size_t n, f
 /* 64-bit fingerprint of the graph and its weights' bytes: caches built for one net refuse another. */
 uint64_t fz_net_fingerprint(const struct fz_net *net);
 
+/* Index of the largest of n floats (the class a row of logits names). */
+int fz_argmax(const float *v, int n);
+
 /* Multiply-accumulate count of layers [first, last] for one sample (x2 for FLOPs). */
 uint64_t fz_net_macs(const struct fz_net *net, int first, int last);
 

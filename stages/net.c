@@ -429,3 +429,12 @@ uint64_t fz_net_macs(const struct fz_net *net, int first, int last)
 	}
 	return macs;
 }
+
+int fz_argmax(const float *v, int n)
+{
+	int best = 0;
+	for (int i = 1; i < n; i++)
+		if (v[i] > v[best])
+			best = i;
+	return best;
+}

@@ -3,9 +3,9 @@
 
   fzgen.py gen -o req.pcap [--count N] [--frag 300] [--inject all] ...   (writes req.pcap.json)
   fzgen.py summarize resp.pcap --requests req.pcap.json [--json] [--strict]
-  fzgen.py check-header pipeline/fz_proto.h
+  fzgen.py check-header pipeline/proto/fz_proto.h
 
-The wire format is docs/protocol.md; pipeline/fz_proto.h is the C side. fzclient.py imports the
+The wire format is docs/protocol.md; pipeline/proto/fz_proto.h is the C side. fzclient.py imports the
 encoders and decoders from here.
 """
 import argparse
@@ -37,7 +37,7 @@ REQ_HDR = struct.Struct(">IBBBBQHHHHII")  # 32 bytes, docs/protocol.md
 RESP = struct.Struct(">IBBBBQHHfQ")  # 32 bytes
 MTU_FRAG = 1440
 
-# Copy of FZ_PROTO_FOREACH_REASON (pipeline/fz_proto.h), in order: index = wire status.
+# Copy of FZ_PROTO_FOREACH_REASON (pipeline/proto/fz_proto.h), in order: index = wire status.
 # (name, answered with an error response when the request id is known)
 REASONS = [
     ("ok", True),

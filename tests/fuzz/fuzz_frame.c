@@ -8,8 +8,8 @@
  * trip ASan. Addresses are fzgen.py's defaults, so its frames make the seed corpus
  * (tests/fuzz/corpus/frame, `fzgen.py seeds`).
  *
- * clang -g -O1 -fsanitize=fuzzer,address,undefined -Ipipeline tests/fuzz/fuzz_frame.c \
- *	pipeline/proto.c pipeline/reasm.c -o fuzz_frame
+ * clang -g -O1 -fsanitize=fuzzer,address,undefined -Ipipeline/proto tests/fuzz/fuzz_frame.c \
+ *	pipeline/proto/proto.c pipeline/proto/reasm.c -o fuzz_frame
  * ./fuzz_frame -max_total_time=180 tests/fuzz/corpus/frame
  */
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* Tests of pipeline/stage_batch.h: closing a batch up around cache exits, merging batches. */
+/* Tests of pipeline/datapath/stage_batch.h: closing a batch up around cache exits, merging batches. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>

@@ -1,4 +1,4 @@
-/* Tests of pipeline/proto.c: frame classification by named reason, ARP/ICMP replies, responses. */
+/* Tests of pipeline/proto/proto.c: frame classification by named reason, ARP/ICMP replies, responses. */
 #include <errno.h>
 #include <stdbool.h>
 

@@ -1,4 +1,4 @@
-/* Tests of pipeline/reasm.c: out-of-order, duplicate, overlapping, missing fragments, table full. */
+/* Tests of pipeline/proto/reasm.c: out-of-order, duplicate, overlapping, missing fragments, table full. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>

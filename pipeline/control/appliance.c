@@ -21,7 +21,8 @@
 #include <rte_mbuf.h>
 
 #include "app_pvt.h"
-#include "cmd.h"
+#include "fz_cli.h"
+#include "fz_control.h"
 #include "stage_cache.h"
 
 RTE_LOG_REGISTER_DEFAULT(fz_logtype_pipeline, INFO);
@@ -393,7 +394,8 @@ int fz_appliance_main(int argc, char **argv)
 		fprintf(stderr, "freeze: port set-up failed: %s\n", rte_strerror(-rc));
 		return 1;
 	}
-	fz_telemetry_init();
+	if (fz_app_telemetry_init() != 0)
+		FZ_LOG(WARNING, "telemetry commands not registered: /freeze/... will not answer");
 	if (drop_privileges(err, sizeof(err)) < 0) {
 		fprintf(stderr, "freeze: %s\n", err);
 		return 1;
@@ -404,7 +406,13 @@ int fz_appliance_main(int argc, char **argv)
 
 	/* stages compile their primitives on their own lcores; wait until all are ready */
 	for (int i = 0; i < fz_app.n_stages; i++)
-		rte_eal_remote_launch(fz_lcore_stage, &fz_app.stages[i], cfg->stages[i].lcore);
+		if ((rc = rte_eal_remote_launch(fz_lcore_stage, &fz_app.stages[i],
+						cfg->stages[i].lcore)) != 0) {
+			/* never launched: nobody will say it is ready */
+			FZ_LOG(ERR, "stage '%s': cannot launch on lcore %u: %s", cfg->stages[i].name,
+			       cfg->stages[i].lcore, strerror(-rc));
+			atomic_store(&fz_app.stages[i].ready, -1);
+		}
 	for (int i = 0; i < fz_app.n_stages; i++) {
 		int r;
 		while ((r = atomic_load_explicit(&fz_app.stages[i].ready, memory_order_acquire)) == 0)
@@ -416,7 +424,14 @@ int fz_appliance_main(int argc, char **argv)
 			return 1;
 		}
 	}
-	rte_eal_remote_launch(fz_lcore_tx, NULL, cfg->tx_lcore);
+	const char *what = "TX lcore";
+	if ((rc = rte_eal_remote_launch(fz_lcore_tx, NULL, cfg->tx_lcore)) != 0 ||
+	    (what = "control thread", rc = fz_control_start()) != 0) {
+		fprintf(stderr, "freeze: cannot start the %s: %s\n", what, strerror(-rc));
+		atomic_store(&fz_app.stop_all, true);
+		rte_eal_mp_wait_lcore();
+		return 1;
+	}
 	char ip[32];
 	uint32_t a = cfg->port.ipv4;
 	snprintf(ip, sizeof(ip), "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
@@ -436,6 +451,7 @@ int fz_appliance_main(int argc, char **argv)
 	}
 	fz_lcore_rx(NULL); /* returns once the pipeline is drained */
 	rte_eal_mp_wait_lcore();
+	fz_control_stop();
 	rte_eth_dev_stop(fz_app.port);
 	rte_eth_stats_get(fz_app.port, &fz_app.eth_stats);
 	/* closing releases what the port holds (net_pcap's infinite_rx keeps its replay frames):

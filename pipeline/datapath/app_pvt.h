@@ -1,4 +1,5 @@
-/* Private to pipeline/: the running appliance's shared state, requests and counters. */
+/* The appliance's shared state, requests and counters: set up by control (pipeline/control/),
+ * run by the data-path lcores (pipeline/datapath/). Private to the appliance. */
 #ifndef FZ_APP_PVT_H
 #define FZ_APP_PVT_H
 
@@ -12,6 +13,7 @@
 #include <rte_ether.h>
 #include <rte_log.h>
 #include <rte_mempool.h>
+#include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
 
 #include "fz_appcfg.h"
@@ -144,7 +146,8 @@ struct fz_app {
 	/* lifecycle: RX stops taking frames, then every lcore drains and leaves */
 	alignas(64) atomic_bool stop_rx;
 	atomic_bool stop_all;
-	atomic_bool reload; /* SIGHUP or /freeze/reload: RX reloads the cache snapshot */
+	atomic_bool reload; /* SIGHUP or /freeze/reload: the control thread reloads the snapshot */
+	struct rte_rcu_qsbr *rcu; /* readers of fz_app.caches: the stage lcores, id = index */
 	uint64_t reloads, reload_failures;
 	struct rte_eth_stats eth_stats; /* the port's counters when it stopped */
 	long rss_start_kb; /* resident memory when serving started (soak: it must not grow) */
@@ -163,7 +166,5 @@ int fz_lcore_tx(void *arg);
 /* Idle back-off of a polling loop: spin, then pause/yield/sleep by policy. */
 void fz_idle(enum fz_idle policy, unsigned *empty_polls);
 
-int fz_telemetry_init(void);
-void fz_app_summary(FILE *f);
 
 #endif /* FZ_APP_PVT_H */

@@ -8,6 +8,7 @@
 #include <rte_telemetry.h>
 
 #include "app_pvt.h"
+#include "fz_control.h"
 #include "fz_proto.h"
 
 static uint64_t rd(const uint64_t *p)
@@ -131,7 +132,7 @@ static int tel_reload(const char *cmd, const char *params, struct rte_tel_data *
 	return 0;
 }
 
-int fz_telemetry_init(void)
+int fz_app_telemetry_init(void)
 {
 	int rc = rte_telemetry_register_cmd("/freeze/stats", tel_stats,
 					    "Requests, answers, drops, cache hits. No parameters");

@@ -12,17 +12,10 @@ struct fz_command {
 };
 
 int fz_cmd_infer(int argc, char **argv);
-/* The appliance: freeze [EAL options] -- [app options]. */
-int fz_appliance_main(int argc, char **argv);
 int fz_cmd_calibrate(int argc, char **argv);
 int fz_cmd_eval(int argc, char **argv);
 
-/* Shared by the offline commands. */
-double fz_now_s(void);
-/* Parse a positive int option value or exit(2) with a message naming the option. */
-int fz_opt_int(const char *opt, const char *val, int min, int max);
-/* Index of the largest of n floats. */
-int fz_argmax(const float *v, int n);
+#include "fz_cli.h" /* fz_now_s, fz_opt_int */
 
 /*
  * The model cut into layer groups after each cache layer (cmd_calibrate.c; calibrate, eval).

@@ -289,17 +289,6 @@ int fz_lcore_rx(void *arg)
 
 	for (;;) {
 		uint64_t tsc = rte_rdtsc();
-		if (atomic_exchange(&fz_app.reload, false)) {
-			char err[512];
-			if (fz_app_caches_reload(err, sizeof(err)) == 0) {
-				fz_app.reloads++;
-				FZ_LOG(INFO, "reloaded the cache snapshot %s", c->cache_path);
-			} else {
-				fz_app.reload_failures++;
-				FZ_LOG(ERR, "reload refused, the running caches stay: %s", err);
-			}
-		}
-		fz_app_caches_poll();
 		if (!draining && (atomic_load_explicit(&fz_app.stop_rx, memory_order_acquire) ||
 				  (idle_exit && port_empty && tsc - last_rx > idle_exit &&
 				   atomic_load(&fz_app.in_flight) == 0))) {

@@ -12,7 +12,6 @@
 #include <rte_lcore.h>
 
 #include "app_pvt.h"
-#include "cmd.h"
 #include "fz_proto.h"
 #include "stage_cache.h"
 

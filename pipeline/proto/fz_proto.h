@@ -286,7 +286,7 @@ int fz_proto_resp_decode(const uint8_t *buf, uint32_t len, struct fz_proto_resp 
 uint16_t fz_proto_cksum(const void *buf, uint32_t len);
 
 /*
- * ---- Reassembly (pipeline/reasm.c) ----------------------------------------------------------
+ * ---- Reassembly (pipeline/proto/reasm.c) ----------------------------------------------------------
  * A bounded table of requests whose tensor comes in several fragments, keyed by (source IP,
  * source port, request id). Fixed capacity, all memory allocated at creation, single-threaded
  * (owned by the RX lcore). Each entry tracks the byte ranges it got: a repeat of one is

@@ -1,5 +1,5 @@
-/* Private to pipeline/: the caches a stage consults between its layer groups, and the online
- * updates the last stage feeds (the bridge between stage lcores and cachecore). */
+/* The data path's caches: what a stage consults between its layer groups, and the online updates
+ * the last stage feeds (the bridge between stage lcores and cachecore). Private to the appliance. */
 #ifndef FZ_STAGE_CACHE_H
 #define FZ_STAGE_CACHE_H
 
@@ -24,24 +24,14 @@ struct fz_stage_cache {
 	struct fz_cache_result *res;
 };
 
-/* Load the snapshot for the running model (refused whole if it belongs to another model). */
-int fz_app_caches_load(const char *path, char *err, size_t errlen);
-void fz_app_caches_free(void);
-
 /* The snapshot stages use now (acquire load; readers hold it until their next quiescent point). */
 struct fz_cache_set *fz_app_caches_current(void);
 /* The cache after model layer `layer` in cs (or in the current set), or NULL. */
 struct fz_cache *fz_app_cache_in(const struct fz_cache_set *cs, int layer);
 struct fz_cache *fz_app_cache_at(int layer);
 
-/*
- * Hot reload (RX lcore, on SIGHUP or /freeze/reload): read cfg.cache_path again, refuse it whole
- * when it is bad or its cache layers / key sizes differ from the running ones (the old set stays),
- * else swap it in; the old set is freed once every stage has been quiescent (fz_app_caches_poll).
- * Returns 0 or -errno with a message in err.
- */
-int fz_app_caches_reload(char *err, size_t errlen);
-void fz_app_caches_poll(void);
+/* The model layer a cache sits after. */
+int fz_app_cache_layer(const struct fz_cache *c);
 /* Stage lcores: RCU reader registration and quiescent points (between batches). */
 void fz_app_rcu_online(unsigned id);
 void fz_app_rcu_quiescent(unsigned id);
