@@ -16,6 +16,7 @@
 #include "fz_io.h"
 
 #define IO_CHUNK (1u << 20) /* bytes per read request */
+#define IO_DEPTH 8          /* read requests in flight (a file of known size) */
 #define IO_USE_FALLBACK 1   /* read_uring(): io_uring is not available, use pread */
 
 /*
@@ -64,18 +65,100 @@ static int rbuf_room(struct rbuf *b, size_t *room)
 	return 0;
 }
 
+/* Queue a read of [off, off + len) of the file into b at the same offset, tagged with `off`. */
+static int queue_read(struct io_uring *ring, int fd, struct rbuf *b, size_t off, size_t len)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	if (sqe == NULL)
+		return -EBUSY;
+	io_uring_prep_read(sqe, fd, b->p + off, (unsigned)len, (uint64_t)off);
+	io_uring_sqe_set_data64(sqe, ((uint64_t)off << 24) | len); /* len <= IO_CHUNK < 2^24 */
+	return 0;
+}
+
 /*
- * Read through a private ring, one chunk in flight. Returns 0, a negative errno, or
- * IO_USE_FALLBACK when the ring cannot be set up or the kernel lacks IORING_OP_READ.
+ * A file of known size: IO_DEPTH chunk reads in flight at their own offsets (as liburing's
+ * io_uring-cp example does), a short read continued where it stopped. The whole file is in the
+ * page cache or on a disk that overlaps requests either way; several in flight never wait on
+ * each other. The file may shrink meanwhile: its data ends at the first end-of-file seen.
+ */
+static int read_uring_sized(struct io_uring *ring, int fd, struct rbuf *b)
+{
+	size_t next = 0, eof = b->target;
+	int inflight = 0, r = 0;
+	bool first = true;
+	while (r == 0 && (next < b->target || inflight > 0)) {
+		while (next < eof && inflight < IO_DEPTH && r == 0) {
+			size_t len = b->target - next < IO_CHUNK ? b->target - next : IO_CHUNK;
+			if ((r = queue_read(ring, fd, b, next, len)) == 0) {
+				next += len;
+				inflight++;
+			}
+		}
+		if (r)
+			break;
+		if (next >= eof && inflight == 0)
+			break;
+		do
+			r = io_uring_submit_and_wait(ring, 1);
+		while (r == -EINTR);
+		if (r < 0)
+			break;
+		r = 0;
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+		io_uring_for_each_cqe(ring, head, cqe) {
+			seen++;
+			inflight--;
+			uint64_t tag = io_uring_cqe_get_data64(cqe);
+			size_t off = (size_t)(tag >> 24), len = (size_t)(tag & 0xffffff);
+			int res = cqe->res;
+			if (first && (res == -EINVAL || res == -EOPNOTSUPP)) {
+				r = IO_USE_FALLBACK; /* kernel older than 5.6: no IORING_OP_READ */
+				break;
+			}
+			first = false;
+			if (res == -EINTR || res == -EAGAIN) {
+				res = 0; /* nothing read: ask again for the whole piece */
+			} else if (res < 0) {
+				r = res;
+				break;
+			} else if (res == 0) { /* end of file: the file shrank since fstat */
+				if (off < eof)
+					eof = off;
+				continue;
+			}
+			if ((size_t)res < len) { /* the rest of the piece, where it stopped */
+				if ((r = queue_read(ring, fd, b, off + (size_t)res, len - (size_t)res)))
+					break;
+				inflight++;
+			}
+		}
+		io_uring_cq_advance(ring, seen);
+	}
+	/* every byte below eof was read (chunks end only when full or at end of file) */
+	b->len = r == 0 ? eof : b->len;
+	return r;
+}
+
+/*
+ * Read through a private ring. Returns 0, a negative errno, or IO_USE_FALLBACK when the ring
+ * cannot be set up or the kernel lacks IORING_OP_READ. Size unknown (procfs, devices): one read
+ * at a time until end of file.
  */
 static int read_uring(int fd, struct rbuf *b)
 {
 	struct io_uring ring;
-	int r = io_uring_queue_init(2, &ring, 0);
+	int r = io_uring_queue_init(IO_DEPTH * 2, &ring, 0);
 	if (r == -EPERM || r == -ENOSYS || r == -ENOMEM)
 		return IO_USE_FALLBACK;
 	if (r < 0)
 		return r;
+	if (b->target) {
+		r = read_uring_sized(&ring, fd, b);
+		io_uring_queue_exit(&ring);
+		return r;
+	}
 	bool first = true;
 	for (;;) {
 		size_t room;

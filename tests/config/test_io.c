@@ -92,7 +92,8 @@ static void test_round_trip_uring(void **state)
 {
 	(void)state;
 	round_trip(1000, false);
-	round_trip(3u * 1024 * 1024 + 17, false); /* several 1 MiB chunks */
+	round_trip(3u * 1024 * 1024 + 17, false); /* several 1 MiB chunks in flight */
+	round_trip(19u * 1024 * 1024 + 5, false); /* more chunks than requests in flight */
 }
 
 static void test_round_trip_forced_pread(void **state)
