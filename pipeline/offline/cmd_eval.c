@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "cmd.h"
+#include "fz_cascade.h"
 #include "fz_cache.h"
 #include "fz_idx.h"
 #include "fz_model.h"
@@ -26,7 +27,8 @@ static void eval_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: freeze eval --model MODEL.yaml --cache SNAPSHOT --images IDX --labels IDX\n"
-		"                   [--json] [--oracle] [--online] [--passes N] [--batch N]\n"
+		"                   [--json] [--oracle] [--online [--online-min-confidence P]]\n"
+		"                   [--passes N] [--batch N]\n"
 		"                   [--threads N] [--offset N] [--limit N] [--dump CSV]\n"
 		"  Runs each request through the model with the caches, exiting at the first hit.\n"
 		"  Reports the exit histogram, exits at or before block4, effective layers,\n"
@@ -34,7 +36,9 @@ static void eval_usage(FILE *f)
 		"  and mean lookup ns next to mean layer-group ns. --oracle reports the paper's\n"
 		"  upper bound: exit at the first cache whose answer is the full model's.\n"
 		"  --passes N sends the images N times; --online inserts the full model's answers\n"
-		"  into the caches configured online, so repeated frames can exit early.\n"
+		"  into the caches configured online, so repeated frames can exit early; only\n"
+		"  answers of softmax confidence >= P (default 0: all), the appliance's\n"
+		"  online_min_confidence rule.\n"
 		"  --offset/--limit select images [offset, offset + limit) (e.g. a held-out part\n"
 		"  of the train set for tuning: never tune on the test set).\n"
 		"  --dump writes one line per request of the first pass: image index, answer,\n"
@@ -53,6 +57,20 @@ static int weight_layers(const struct fz_model *m, int last)
 	return n;
 }
 
+/* The per-group pass: every cache's result for every image (user = the image's index). */
+struct pass1 {
+	struct fz_cache_result *res; /* [cache][N] */
+	size_t N;
+};
+
+static void pass1_lookup(void *arg, int cache, const struct fz_cascade_row *rows,
+			 const struct fz_cache_result *r, unsigned n)
+{
+	struct pass1 *p = arg;
+	for (unsigned k = 0; k < n; k++)
+		p->res[(size_t)cache * p->N + (uintptr_t)rows[k].user] = r[k];
+}
+
 int fz_cmd_eval(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -63,11 +81,13 @@ int fz_cmd_eval(int argc, char **argv)
 		{"limit", required_argument, 0, 'n'}, {"online", no_argument, 0, 'o'},
 		{"passes", required_argument, 0, 'p'}, {"offset", required_argument, 0, 's'},
 		{"dump", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
+		{"online-min-confidence", required_argument, 0, 'M'},
 		{0, 0, 0, 0}};
 	const char *model_path = NULL, *snap_path = NULL, *images = NULL, *labels = NULL;
 	const char *dump = NULL;
 	int batch = 64, threads = 1, limit = 0, offset = 0, json = 0, oracle = 0, online = 0;
 	int passes = 1, c;
+	double min_conf = 0;
 	int rc = 1;
 	char err[1024];
 
@@ -87,6 +107,16 @@ int fz_cmd_eval(int argc, char **argv)
 		case 'p': passes = fz_opt_int("--passes", optarg, 1, 1000); break;
 		case 's': offset = fz_opt_int("--offset", optarg, 0, 1 << 30); break;
 		case 'd': dump = optarg; break;
+		case 'M': {
+			char *end;
+			min_conf = strtod(optarg, &end);
+			if (end == optarg || *end || !(min_conf >= 0 && min_conf <= 1)) {
+				fprintf(stderr, "freeze: --online-min-confidence %s: not a number in "
+						"[0, 1]\n", optarg);
+				return 2;
+			}
+			break;
+		}
 		case 'h': eval_usage(stdout); return 0;
 		default: eval_usage(stderr); return 2;
 		}
@@ -99,12 +129,14 @@ int fz_cmd_eval(int argc, char **argv)
 	struct fz_model *m = NULL;
 	struct fz_net *net = NULL;
 	struct fz_cache_set *set = NULL;
-	struct fz_chain ch = {0};
+	struct fz_cascade *cc = NULL;
+	struct fz_cascade_row *rows = NULL;
+	struct fz_cascade_answer *ans = NULL;
 	struct fz_idx img = {0}, lab = {0};
-	int *layer = NULL, *pred = NULL, *exit = NULL, *idx = NULL, *answer = NULL;
+	int *layer = NULL, *pred = NULL, *exit = NULL, *answer = NULL;
 	struct fz_cache_result *res = NULL;
 	double *layer_t = NULL, *lookup_t = NULL;
-	float **saved = NULL, *kbuf = NULL;
+	float *kbuf = NULL;
 
 	if (!(m = fz_model_load(model_path, err, sizeof(err))) ||
 	    fz_idx_load(images, &img, err, sizeof(err)) < 0 ||
@@ -158,75 +190,74 @@ int fz_cmd_eval(int argc, char **argv)
 			set->n_classes, classes);
 		goto out;
 	}
-	layer[L] = m->n_layers - 1;
 	omp_set_num_threads(threads);
-	if (fz_chain_create(&ch, net, layer, L, batch, err, sizeof(err)) < 0) {
+	if (!(cc = fz_cascade_create(net, 0, m->n_layers - 1, layer, L, batch, err,
+				     sizeof(err))) ||
+	    fz_cascade_use_caches(cc, set, err, sizeof(err)) < 0) {
 		fprintf(stderr, "freeze: %s\n", err);
 		goto out;
 	}
+	layer[L] = m->n_layers - 1;
+	const int ng = fz_cascade_groups(cc);
 	if (oracle && (online || passes > 1)) {
 		fprintf(stderr, "freeze: --oracle is a bound on one pass without online updates\n");
 		goto out;
 	}
+	const size_t KF = fz_cascade_key_floats(set);
 	res = malloc((size_t)L * N * sizeof(*res));
 	pred = malloc(N * sizeof(int));
 	answer = malloc(N * (size_t)passes * sizeof(int));
 	exit = malloc(N * (size_t)passes * sizeof(int));
-	saved = calloc((size_t)L, sizeof(*saved));
-	kbuf = malloc((size_t)FZ_CACHE_MAX_BURST * FZ_CACHE_MAX_DIM * sizeof(float));
-	if (!saved || !kbuf)
+	kbuf = malloc(((size_t)batch * KF + 1) * sizeof(float));
+	rows = malloc((size_t)batch * sizeof(*rows));
+	ans = malloc((size_t)batch * sizeof(*ans));
+	layer_t = calloc((size_t)ng, sizeof(double));
+	lookup_t = calloc((size_t)ng, sizeof(double));
+	if (!res || !pred || !answer || !exit || !kbuf || !rows || !ans || !layer_t || !lookup_t)
 		goto nomem;
-	for (int i = 0; online && i < L; i++)
-		if (fz_cache_params(set->caches[i])->online &&
-		    !(saved[i] = malloc((size_t)batch * fz_cache_key_dim(set->caches[i]) *
-					sizeof(float))))
-			goto nomem;
-	idx = malloc((size_t)batch * sizeof(int));
-	layer_t = calloc((size_t)ch.n, sizeof(double));
-	lookup_t = calloc((size_t)ch.n, sizeof(double));
-	if (!res || !pred || !answer || !exit || !idx || !layer_t || !lookup_t)
-		goto nomem;
-	const size_t out_ss = fz_group_out_layout(ch.g[ch.n - 1]).sample_stride;
 
-	/* warm-up: every stage's plans for a full batch, outside the timings */
-	fz_net_preprocess_u8(net, px, 1, fz_group_input(ch.g[0]));
-	for (int s = 0; s < ch.n; s++) {
-		int n = N < (size_t)batch ? (int)N : batch;
-		if (fz_group_run(ch.g[s], n) < 0)
+	/* warm-up: every group's plans for a full batch, outside the timings */
+	struct pass1 p1 = {.res = res, .N = N};
+	const struct fz_cascade_run all = {.no_exit = true, .lookup = pass1_lookup, .arg = &p1};
+	unsigned nr, na;
+	{
+		nr = N < (size_t)batch ? (unsigned)N : (unsigned)batch, na = 0;
+		fz_net_preprocess_u8(net, px, nr, fz_cascade_input(cc));
+		for (unsigned k = 0; k < nr; k++)
+			rows[k] = (struct fz_cascade_row){.user = (void *)(uintptr_t)k};
+		if (fz_cascade_run(cc, &all, rows, &nr, ans, &na) < 0)
 			goto fail_run;
-		if (s < ch.n - 1)
-			fz_chain_forward(&ch, s, NULL, n);
 	}
 
-	/* 1. every request through every stage: full-model answers, every cache's answer,
+	/* 1. every request through every group: full-model answers, every cache's answer,
 	 *    mean ns per sample of each layer group and of each lookup */
+	struct fz_cascade_stats st0 = *fz_cascade_stats(cc);
+	fz_cascade_timing(cc, true);
 	double t_full = fz_now_s();
 	for (size_t i = 0; i < N; i += (size_t)batch) {
-		int n = (int)(N - i < (size_t)batch ? N - i : (size_t)batch);
-		fz_net_preprocess_u8(net, px + i * img.item_size, (size_t)n,
-				     fz_group_input(ch.g[0]));
-		for (int s = 0; s < ch.n; s++) {
-			double t0 = fz_now_s();
-			if (fz_group_run(ch.g[s], n) < 0)
-				goto fail_run;
-			double t1 = fz_now_s();
-			layer_t[s] += t1 - t0;
-			if (s == ch.n - 1)
-				break;
-			struct fz_act_layout lay = fz_group_out_layout(ch.g[s]);
-			fz_cache_lookup_burst(set->caches[s], fz_group_output(ch.g[s]), &lay, n,
-					      res + (size_t)s * N + i);
-			lookup_t[s] += fz_now_s() - t1;
-			fz_chain_forward(&ch, s, NULL, n);
-		}
-		const float *o = fz_group_output(ch.g[ch.n - 1]);
-		for (int k = 0; k < n; k++)
-			pred[i + (size_t)k] = fz_argmax(o + (size_t)k * out_ss, classes);
+		nr = (unsigned)(N - i < (size_t)batch ? N - i : (size_t)batch), na = 0;
+		fz_net_preprocess_u8(net, px + i * img.item_size, nr, fz_cascade_input(cc));
+		for (unsigned k = 0; k < nr; k++)
+			rows[k] = (struct fz_cascade_row){.user = (void *)(uintptr_t)(i + k)};
+		if (fz_cascade_run(cc, &all, rows, &nr, ans, &na) < 0)
+			goto fail_run;
+		for (unsigned k = 0; k < na; k++)
+			pred[(uintptr_t)ans[k].user] = ans[k].label;
 	}
-
-	/* the full model's time: the pass without its lookups */
 	t_full = fz_now_s() - t_full;
-	for (int s = 0; s < ch.n; s++)
+	fz_cascade_timing(cc, false);
+	const struct fz_cascade_stats *st = fz_cascade_stats(cc);
+	if (st->lookup_errors != st0.lookup_errors) {
+		fprintf(stderr, "freeze: %llu cache lookups failed\n",
+			(unsigned long long)(st->lookup_errors - st0.lookup_errors));
+		goto out;
+	}
+	for (int s = 0; s < ng; s++) {
+		layer_t[s] = (double)(st->group_ns[s] - st0.group_ns[s]) * 1e-9;
+		lookup_t[s] = (double)(st->lookup_ns[s] - st0.lookup_ns[s]) * 1e-9;
+	}
+	/* the full model's time: the pass without its lookups */
+	for (int s = 0; s < ng; s++)
 		t_full -= lookup_t[s];
 
 	/* 2. exits: the first hit (or, --oracle, the first cache answering the full model) */
@@ -243,9 +274,10 @@ int fz_cmd_eval(int argc, char **argv)
 		}
 	}
 
-	/* 3. the requests (passes x the images) as a real cascade: the batch re-forms after each
-	 *    exit. With --online, requests the full model answered insert their keys into the
-	 *    online caches, and this pass's exits are the ones reported. */
+	/* 3. the requests (passes x the images) through the cascade, as the appliance runs them:
+	 *    the batch closes up after each exit. With --online, the full model's answers of at
+	 *    least --online-min-confidence are inserted into the online caches (the appliance's
+	 *    rule), and this run's exits are the ones reported. */
 	const size_t NR = N * (size_t)passes;
 	size_t mismatch = 0, inserts = 0;
 	double t_casc = 0;
@@ -254,70 +286,40 @@ int fz_cmd_eval(int argc, char **argv)
 			exit[j] = exit[j % N];
 			answer[j] = answer[j % N];
 		}
+		fz_cascade_online(cc, online, (float)min_conf);
+		const uint64_t ins0 = fz_cascade_stats(cc)->online_inserts;
+		const uint64_t err0 = fz_cascade_stats(cc)->lookup_errors;
 		for (size_t i = 0, n0; i < NR; i += n0) {
 			/* a batch never wraps around the image set: cut it at the end of a pass */
 			n0 = NR - i < (size_t)batch ? NR - i : (size_t)batch;
 			if (i % N + n0 > N)
 				n0 = N - i % N;
-			int n = (int)n0;
-			int orig[FZ_CACHE_MAX_BURST];
-			struct fz_cache_result r[FZ_CACHE_MAX_BURST];
-			for (int k = 0; k < n; k++)
-				orig[k] = k;
+			nr = (unsigned)n0, na = 0;
 			double t0 = fz_now_s();
-			fz_net_preprocess_u8(net, px + (i % N) * img.item_size, (size_t)n,
-					     fz_group_input(ch.g[0]));
-			for (int s = 0; s < ch.n && n; s++) {
-				if (fz_group_run(ch.g[s], n) < 0)
-					goto fail_run;
-				if (s == ch.n - 1) {
-					const float *o = fz_group_output(ch.g[s]);
-					for (int k = 0; k < n; k++) {
-						size_t rq = i + (size_t)orig[k];
-						int lbl = fz_argmax(o + (size_t)k * out_ss, classes);
-						if (online) {
-							exit[rq] = L;
-							answer[rq] = lbl;
-							for (int c2 = 0; c2 < L; c2++)
-								if (saved[c2] &&
-								    fz_cache_insert(set->caches[c2],
-										    saved[c2] + (size_t)orig[k] * fz_cache_key_dim(set->caches[c2]),
-										    lbl) == 0)
-									inserts++;
-						}
-						mismatch += exit[rq] != L || lbl != pred[rq % N];
-					}
-					break;
-				}
-				struct fz_cache *ca = set->caches[s];
-				const size_t D = (size_t)fz_cache_key_dim(ca);
-				struct fz_act_layout lay = fz_group_out_layout(ch.g[s]);
-				fz_cache_key_burst(ca, fz_group_output(ch.g[s]), &lay, n, kbuf);
-				fz_cache_lookup_keys(ca, kbuf, n, r);
-				int m2 = 0;
-				for (int k = 0; k < n; k++) {
-					size_t rq = i + (size_t)orig[k];
-					if (r[k].hit) {
-						if (online) {
-							exit[rq] = s;
-							answer[rq] = r[k].label;
-						}
-						mismatch += exit[rq] != s;
-						continue;
-					}
-					if (saved[s])
-						memcpy(saved[s] + (size_t)orig[k] * D, kbuf + (size_t)k * D,
-						       D * sizeof(float));
-					idx[m2] = k;
-					orig[m2++] = orig[k];
-				}
-				fz_chain_forward(&ch, s, idx, m2);
-				n = m2;
-			}
+			fz_net_preprocess_u8(net, px + (i % N) * img.item_size, nr,
+					     fz_cascade_input(cc));
+			for (unsigned k = 0; k < nr; k++)
+				rows[k] = (struct fz_cascade_row){.user = (void *)(uintptr_t)(i + k),
+					.keys = online ? kbuf + k * KF : NULL};
+			if (fz_cascade_run(cc, NULL, rows, &nr, ans, &na) < 0)
+				goto fail_run;
 			t_casc += fz_now_s() - t0;
+			for (unsigned k = 0; k < na; k++) {
+				size_t rq = (uintptr_t)ans[k].user;
+				int e = ans[k].cache < 0 ? L : ans[k].cache;
+				if (online) {
+					exit[rq] = e;
+					answer[rq] = ans[k].label;
+				}
+				mismatch += e != exit[rq] || (e == L && ans[k].label != pred[rq % N]);
+			}
+		}
+		inserts = fz_cascade_stats(cc)->online_inserts - ins0;
+		if (fz_cascade_stats(cc)->lookup_errors != err0) {
+			fprintf(stderr, "freeze: cache lookups failed\n");
+			goto out;
 		}
 	}
-
 	/* 4. report */
 	const int mid = fz_model_find_layer(m, "block4");
 	const int wl_all = weight_layers(m, m->n_layers - 1);
@@ -355,7 +357,7 @@ int fz_cmd_eval(int argc, char **argv)
 		}
 	}
 	double lookup_sum = 0, layer_sum = 0;
-	for (int s = 0; s < ch.n; s++) {
+	for (int s = 0; s < ng; s++) {
 		layer_sum += layer_t[s];
 		lookup_sum += lookup_t[s];
 	}
@@ -371,13 +373,13 @@ int fz_cmd_eval(int argc, char **argv)
 						   s < L ? fz_cache_params(set->caches[s])->layer
 							 : "full",
 						   json_integer((json_int_t)hist[s])) < 0;
-		for (int s = 0; !bad && s < ch.n; s++)
-			bad |= json_object_set_new(layer_o, m->layers[ch.last[s]].name,
+		for (int s = 0; !bad && s < ng; s++)
+			bad |= json_object_set_new(layer_o, m->layers[fz_cascade_group_last(cc, s)].name,
 						   eval_json_real(layer_t[s] * nsd)) < 0;
 		for (int s = 0; !bad && s < L; s++) {
 			const char *name = fz_cache_params(set->caches[s])->layer;
 			double rest = 0;
-			for (int s2 = s + 1; s2 < ch.n; s2++)
+			for (int s2 = s + 1; s2 < ng; s2++)
 				rest += layer_t[s2];
 			bad |= json_object_set_new(lookup_o, name,
 						   eval_json_real(lookup_t[s] * nsd)) < 0 ||
@@ -490,12 +492,10 @@ fail_run:
 nomem:
 	fprintf(stderr, "freeze: eval: out of memory\n");
 out:
-	free(res), free(pred), free(answer), free(exit), free(idx), free(layer_t), free(lookup_t);
-	for (int i = 0; saved && i < set->n_caches; i++)
-		free(saved[i]);
-	free(saved), free(kbuf);
+	free(res), free(pred), free(answer), free(exit), free(layer_t), free(lookup_t);
+	free(kbuf), free(rows), free(ans);
 	free(layer);
-	fz_chain_free(&ch);
+	fz_cascade_free(cc);
 	fz_cache_set_free(set);
 	fz_net_free(net);
 	fz_model_free(m);
