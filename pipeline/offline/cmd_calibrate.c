@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "fz_cascade.h"
 #include "fz_cache.h"
 #include "fz_idx.h"
 #include "fz_model.h"
@@ -15,65 +16,6 @@
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/"
 #define PCA_SAMPLE 20000 /* build vectors a PCA is fitted on (spread evenly) */
-
-int fz_chain_create(struct fz_chain *ch, struct fz_net *net, const int *cache_layer, int n_caches,
-		    int max_batch, char *err, size_t errlen)
-{
-	const struct fz_model *m = fz_net_model(net);
-
-	memset(ch, 0, sizeof(*ch));
-	for (int i = 0; i < n_caches; i++)
-		if (cache_layer[i] < 0 || cache_layer[i] >= m->output ||
-		    (i && cache_layer[i] <= cache_layer[i - 1])) {
-			snprintf(err, errlen, "cache layers must be distinct, in model order, and "
-					      "before the output layer");
-			return -EINVAL;
-		}
-	ch->n = n_caches + 1;
-	ch->g = calloc((size_t)ch->n, sizeof(*ch->g));
-	ch->first = calloc((size_t)ch->n, sizeof(int));
-	ch->last = calloc((size_t)ch->n, sizeof(int));
-	if (!ch->g || !ch->first || !ch->last) {
-		fz_chain_free(ch);
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	for (int s = 0; s < ch->n; s++) {
-		ch->first[s] = s ? cache_layer[s - 1] + 1 : 0;
-		ch->last[s] = s < n_caches ? cache_layer[s] : m->n_layers - 1;
-		ch->g[s] = fz_group_create(net, ch->first[s], ch->last[s], max_batch, err, errlen);
-		if (!ch->g[s]) {
-			int rc = -errno;
-			fz_chain_free(ch);
-			return rc ? rc : -EINVAL;
-		}
-	}
-	return 0;
-}
-
-void fz_chain_free(struct fz_chain *ch)
-{
-	for (int s = 0; ch->g && s < ch->n; s++)
-		fz_group_free(ch->g[s]);
-	free(ch->g);
-	free(ch->first);
-	free(ch->last);
-	memset(ch, 0, sizeof(*ch));
-}
-
-void fz_chain_forward(struct fz_chain *ch, int s, const int *idx, int n)
-{
-	const size_t ss = fz_group_out_layout(ch->g[s]).sample_stride;
-	const float *out = fz_group_output(ch->g[s]);
-	float *in = fz_group_input(ch->g[s + 1]);
-
-	if (!idx) {
-		memcpy(in, out, (size_t)n * ss * sizeof(float));
-		return;
-	}
-	for (int k = 0; k < n; k++)
-		memcpy(in + (size_t)k * ss, out + (size_t)idx[k] * ss, ss * sizeof(float));
-}
 
 static void calibrate_usage(FILE *f)
 {
@@ -142,7 +84,23 @@ struct cal {
 	const int *pred;      /* full-model answers */
 	struct feat *f;
 	int nf;
+	const int *cut; /* the layer each group but the last ends at */
+	int ncut;
+	bool tap_failed;
 };
+
+/* The cascade's tap hook: pool group g's output for every feature keyed on its layer. */
+static void cal_tap(void *arg, int g, const float *tap, const struct fz_act_layout *lay,
+		    const struct fz_cascade_row *rows, unsigned n)
+{
+	struct cal *k = arg;
+	const size_t i = (uintptr_t)rows[0].user; /* rows in image order: no exits */
+	for (int q = 0; q < k->nf; q++)
+		if (g < k->ncut && k->f[q].layer == k->cut[g] &&
+		    fz_cache_pool_burst(k->f[q].pool, tap, lay, (int)n,
+					k->f[q].data + i * k->f[q].P) < 0)
+			k->tap_failed = true;
+}
 
 static struct feat *feat_find(struct cal *k, int layer, int grid)
 {
@@ -343,7 +301,9 @@ int fz_cmd_calibrate(int argc, char **argv)
 	struct fz_net *net = NULL;
 	struct fz_cache_config *cfg[MAX_CFG] = {0};
 	int *layer[MAX_CFG] = {0};
-	struct fz_chain ch = {0};
+	struct fz_cascade *cc = NULL;
+	struct fz_cascade_row *rows = NULL;
+	struct fz_cascade_answer *ans = NULL;
 	struct fz_idx img = {0}, lab = {0};
 	struct cal k = {0};
 	int *pred = NULL, cut[FZ_CACHE_MAX_BURST], ncut = 0;
@@ -444,41 +404,36 @@ int fz_cmd_calibrate(int argc, char **argv)
 			cut[j - 1] = t;
 		}
 	omp_set_num_threads(threads);
-	if (fz_chain_create(&ch, net, cut, ncut, batch, err, sizeof(err)) < 0) {
+	if (!(cc = fz_cascade_create(net, 0, m->n_layers - 1, cut, ncut, batch, err,
+				     sizeof(err)))) {
 		fprintf(stderr, "freeze: %s\n", err);
 		goto out;
 	}
 
-	/* 1. one forward pass: full-model answers and every needed pooled tap */
-	if (!(pred = malloc(N * sizeof(int))))
+	/* 1. one forward pass through the cascade without caches: full-model answers and every
+	 *    needed pooled tap (each group's output, rows in image order: nothing exits) */
+	if (!(pred = malloc(N * sizeof(int))) || !(rows = malloc((size_t)batch * sizeof(*rows))) ||
+	    !(ans = malloc((size_t)batch * sizeof(*ans))))
 		goto nomem;
 	k.pred = pred;
+	k.cut = cut;
+	k.ncut = ncut;
+	const struct fz_cascade_run taps = {.no_exit = true, .tap = cal_tap, .arg = &k};
 	double t0 = fz_now_s();
-	const size_t out_ss = fz_group_out_layout(ch.g[ch.n - 1]).sample_stride;
 	for (size_t i = 0; i < N; i += (size_t)batch) {
-		int n = (int)(N - i < (size_t)batch ? N - i : (size_t)batch);
-		fz_net_preprocess_u8(net, img.data + i * img.item_size, (size_t)n,
-				     fz_group_input(ch.g[0]));
-		for (int s = 0; s < ch.n; s++) {
-			if (fz_group_run(ch.g[s], n) < 0) {
-				fprintf(stderr, "freeze: inference failed at image %zu\n", i);
-				goto out;
-			}
-			if (s == ch.n - 1)
-				break;
-			struct fz_act_layout lay = fz_group_out_layout(ch.g[s]);
-			for (int q = 0; q < k.nf; q++)
-				if (k.f[q].layer == cut[s])
-					fz_cache_pool_burst(k.f[q].pool, fz_group_output(ch.g[s]), &lay,
-							    n, k.f[q].data + i * k.f[q].P);
-			fz_chain_forward(&ch, s, NULL, n);
+		unsigned n = (unsigned)(N - i < (size_t)batch ? N - i : (size_t)batch), na = 0;
+		fz_net_preprocess_u8(net, img.data + i * img.item_size, n, fz_cascade_input(cc));
+		for (unsigned q = 0; q < n; q++)
+			rows[q] = (struct fz_cascade_row){.user = (void *)(uintptr_t)(i + q)};
+		if (fz_cascade_run(cc, &taps, rows, &n, ans, &na) < 0 || k.tap_failed) {
+			fprintf(stderr, "freeze: inference failed at image %zu\n", i);
+			goto out;
 		}
-		const float *o = fz_group_output(ch.g[ch.n - 1]);
-		for (int q = 0; q < n; q++)
-			pred[i + (size_t)q] = fz_argmax(o + (size_t)q * out_ss, k.classes);
-		if ((i / batch) % 50 == 0 || i + n == N)
-			fprintf(stderr, "\rcalibrate: forward %zu/%zu images (%.0f/s)   ", i + n, N,
-				(i + n) / (fz_now_s() - t0));
+		for (unsigned q = 0; q < na; q++)
+			pred[(uintptr_t)ans[q].user] = ans[q].label;
+		if ((i / batch) % 50 == 0 || i + na == N)
+			fprintf(stderr, "\rcalibrate: forward %zu/%zu images (%.0f/s)   ", i + na, N,
+				(i + na) / (fz_now_s() - t0));
 	}
 	size_t correct = 0, vcorrect = 0;
 	for (size_t j = 0; j < N; j++) {
@@ -510,7 +465,8 @@ out:
 		free(layer[i]);
 	}
 	free(pred);
-	fz_chain_free(&ch);
+	fz_cascade_free(cc);
+	free(rows), free(ans);
 	fz_net_free(net);
 	fz_model_free(m);
 	fz_idx_free(&img);
