@@ -221,10 +221,11 @@ void fz_app_summary(FILE *f)
 		fprintf(f, "port drops         imissed %" PRIu64 ", rx_nombuf %" PRIu64
 			   " (frames the port dropped before RX saw them)\n",
 			es.imissed, es.rx_nombuf);
-	if (fz_app.mbufs && fz_app.free_reqs) {
-		fprintf(f, "pools at exit      mbufs %u/%u free, requests %u/%d free",
+	if (fz_app.mbufs && fz_app.reqs) {
+		/* avail_count adds what the per-lcore caches hold: free, only not shared yet */
+		fprintf(f, "pools at exit      mbufs %u/%u free, requests %u/%u free",
 			rte_mempool_avail_count(fz_app.mbufs), fz_app.mbufs->size,
-			rte_ring_count(fz_app.free_reqs), fz_app.cfg.requests);
+			rte_mempool_avail_count(fz_app.reqs), fz_app.reqs->size);
 		/* the batches between stages, by boundary */
 		for (int s = 0; s + 1 < fz_app.n_stages && fz_app.bpools[s].mp; s++) {
 			const struct rte_mempool *mp = fz_app.bpools[s].mp;

@@ -45,8 +45,9 @@ extern const char *const fz_app_drop_names[];
 /* Answer status codes carried to the TX lcore (the wire values come from the protocol). */
 #define FZ_EXIT_FULL_MODEL 0xffff
 
-/* One inference request, from reassembly to its response. Owned by one lcore at a time: the
- * rings hand it over (the ring's store-release/load-acquire orders its contents). */
+/* One inference request, from reassembly to its response; an object of fz_app.reqs. Owned by
+ * one lcore at a time: the rings hand it over (the ring's store-release/load-acquire orders its
+ * contents), and the pool's stack orders it the same way between TX's put and RX's get. */
 struct fz_req {
 	uint64_t id;          /* the client's request id */
 	uint64_t t_rx;        /* TSC when its last fragment arrived */
@@ -133,9 +134,9 @@ struct fz_app {
 	uint16_t port;
 	struct rte_ether_addr mac;
 	struct rte_mempool *mbufs;
-	struct rte_ring *free_reqs; /* MP/MC free list of struct fz_req * */
-	struct fz_req *reqs;
-	float *arena;
+	/* struct fz_req: RX gets, RX and TX put, each through its per-lcore cache */
+	struct rte_mempool *reqs;
+	float *arena;      /* the requests' input and key rows (appliance.c: reqs_init) */
 	size_t act_floats; /* per request: the model input, then the cache keys */
 	struct fz_bpool bpools[FZ_MAX_STAGES - 1]; /* bpools[i]: between stages i and i + 1 */
 	struct rte_ring *tx_ring;   /* answered requests, MP/SC: every stage answers */

@@ -26,14 +26,51 @@ struct rx_ctx {
 	size_t key_floats;
 };
 
+/*
+ * Free requests RX holds, taken from the pool before a burst: a frame makes at most one
+ * request, so RX takes no more frames than it holds requests, and a request the frames then
+ * ask for is always there (what is left over waits for the next burst). TX's per-lcore cache
+ * may keep some requests out of RX's reach for a while; the stash counts only what RX has.
+ */
+static struct {
+	struct fz_req *r[RX_BURST];
+	unsigned n;
+} stash;
+
+/* Fill the stash from the pool (through RX's per-lcore cache); returns how many it holds. */
+static unsigned stash_fill(void)
+{
+	unsigned want = RX_BURST - stash.n;
+	if (want && rte_mempool_get_bulk(fz_app.reqs, (void **)stash.r + stash.n, want) == 0)
+		return stash.n = RX_BURST;
+	/* all or nothing above: a nearly empty pool gives what it has one by one */
+	while (stash.n < RX_BURST && rte_mempool_get(fz_app.reqs, (void **)&stash.r[stash.n]) == 0)
+		stash.n++;
+	return stash.n;
+}
+
+/* A free request from the stash, else from the pool (error answers of expired reassemblies
+ * are not bounded by the burst), or NULL: the caller counts req_pool_empty. */
 static struct fz_req *req_take(void)
 {
 	struct fz_req *rq;
-	if (rte_ring_sc_dequeue(fz_app.free_reqs, (void **)&rq) < 0)
+	if (stash.n)
+		rq = stash.r[--stash.n];
+	else if (rte_mempool_get(fz_app.reqs, (void **)&rq) < 0)
 		return NULL;
 	/* paired with TX's decrement when it returns the request */
 	atomic_fetch_add_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
 	return rq;
+}
+
+/* A request RX took but could not hand on goes back to the stash. */
+static void req_untake(struct fz_req *rq)
+{
+	if (stash.n < RX_BURST)
+		stash.r[stash.n++] = rq;
+	else
+		rte_mempool_put(fz_app.reqs, rq);
+	atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
 }
 
 /* Send an error answer for a request whose id is known, or count why it could not be sent. */
@@ -55,8 +92,7 @@ static void answer_error(const struct fz_proto_addr *to, uint64_t id, enum fz_pr
 	rq->confidence = 0;
 	if (rte_ring_mp_enqueue(fz_app.tx_ring, rq) < 0) {
 		fz_app.rx.drop[FZ_APP_DROP_TX_RING_FULL]++;
-		rte_ring_sp_enqueue(fz_app.free_reqs, rq); /* never fails: the ring holds all */
-		atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+		req_untake(rq);
 		return;
 	}
 	fz_app.rx.errors_answered++;
@@ -124,8 +160,7 @@ static void flush_out(struct rx_ctx *x)
 		rq->status = FZ_PROTO_R_OVERLOADED;
 		if (rte_ring_mp_enqueue(fz_app.tx_ring, rq) < 0) {
 			fz_app.rx.drop[FZ_APP_DROP_STAGE_RING_FULL]++;
-			rte_ring_sp_enqueue(fz_app.free_reqs, rq);
-			atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+			req_untake(rq);
 		} else {
 			fz_app.rx.errors_answered++;
 		}
@@ -312,8 +347,7 @@ int fz_lcore_rx(void *arg)
 		 * counts what overflows there as imissed, reported with the drops) */
 		/* a frame makes at most one request (or one error answer): take no more frames
 		 * than there are free requests and room in the first stage's ring */
-		unsigned room = RTE_MIN(rte_ring_free_count(fz_app.stages[0].in),
-					rte_ring_count(fz_app.free_reqs));
+		unsigned room = RTE_MIN(rte_ring_free_count(fz_app.stages[0].in), stash_fill());
 		uint16_t n = 0;
 		if (room)
 			n = rte_eth_rx_burst(fz_app.port, 0, pkts, (uint16_t)RTE_MIN(room, (unsigned)RX_BURST));
@@ -342,6 +376,9 @@ int fz_lcore_rx(void *arg)
 			fz_idle(c->idle, &empty);
 		}
 	}
+	/* what RX still holds goes back, before the summary counts the pool */
+	rte_mempool_put_bulk(fz_app.reqs, (void **)stash.r, stash.n);
+	stash.n = 0;
 	fz_reasm_free(x.reasm);
 	return 0;
 }

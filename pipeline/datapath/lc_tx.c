@@ -28,8 +28,8 @@ static uint16_t send_all(struct rte_mbuf **m, uint16_t n)
 static void release(struct fz_req *rq)
 {
 	rq->keys = NULL;
-	/* the free list is SP (TX) / SC (RX): this never fails, it holds every request */
-	rte_ring_sp_enqueue(fz_app.free_reqs, rq);
+	/* into TX's per-lcore cache; past its flush threshold the cache goes back to the pool */
+	rte_mempool_put(fz_app.reqs, rq);
 	/* paired with RX's increment in req_take() */
 	atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
 }
