@@ -215,8 +215,12 @@ static void lookup(struct fz_cascade *cc, int k, const struct fz_cascade_run *ru
 		    fz_cache_lookup_keys(cg->cache, cc->keys, (int)m, res) < 0) {
 			/* a failed lookup is a miss: the full model answers, no keys are kept */
 			cc->st.lookup_errors++;
-			for (unsigned i = 0; i < m; i++)
+			for (unsigned i = 0; i < m; i++) {
 				res[i] = (struct fz_cache_result){FZ_CACHE_LABEL_NONE, 0, false};
+				hit[base + i] = false;
+				if (rows[base + i].keys_set) /* a key missing: never inserted */
+					*rows[base + i].keys_set = FZ_CASCADE_KEYS_MIXED;
+			}
 			if (run->lookup)
 				run->lookup(run->arg, cg->cache_idx, rows + base, res, m);
 			continue;
@@ -231,12 +235,12 @@ static void lookup(struct fz_cascade *cc, int k, const struct fz_cascade_run *ru
 			memcpy(r->keys + cg->key_off, cc->keys + (size_t)i * dim,
 			       dim * sizeof(float));
 			/* keys from two snapshots (a reload in between) are never inserted */
-			if (r->keys_set) {
-				if (!*r->keys_set)
-					*r->keys_set = cc->cs;
-				else if (*r->keys_set != cc->cs)
-					*r->keys_set = FZ_CASCADE_KEYS_MIXED;
-			}
+			if (!r->keys_set)
+				continue;
+			if (!*r->keys_set)
+				*r->keys_set = cc->cs;
+			else if (*r->keys_set != cc->cs)
+				*r->keys_set = FZ_CASCADE_KEYS_MIXED;
 		}
 	}
 }
@@ -293,7 +297,7 @@ static void answer_full(struct fz_cascade *cc, const float *out, size_t stride,
 		if (!fz_cache_params(ca)->online)
 			continue;
 		for (unsigned i = 0; i < n; i++)
-			if (rows[i].keys && (!rows[i].keys_set || *rows[i].keys_set == cs) &&
+			if (rows[i].keys && rows[i].keys_set && *rows[i].keys_set == cs &&
 			    a[i].confidence >= cc->min_conf &&
 			    fz_cache_insert(ca, rows[i].keys + off, a[i].label) == 0)
 				cc->st.online_inserts++;

@@ -20,9 +20,9 @@
 struct fz_cascade_row {
 	void *user;   /* the caller's (a request, an image index) */
 	float *keys;  /* key area (fz_cascade_key_floats) for online inserts, or NULL: none kept */
-	const struct fz_cache_set **keys_set; /* where the set the keys came from is recorded
-					       * (NULL: a set the row never saw; FZ_CASCADE_KEYS_MIXED
-					       * once two sets filled it); may be NULL with keys */
+	/* with keys: where the set the keys came from is recorded (start it at NULL; it becomes
+	 * FZ_CASCADE_KEYS_MIXED once two sets, or a failed lookup, left the keys unusable) */
+	const struct fz_cache_set **keys_set;
 };
 #define FZ_CASCADE_KEYS_MIXED ((const struct fz_cache_set *)1)
 
@@ -92,7 +92,7 @@ struct fz_cache *fz_cascade_cache(const struct fz_cascade *cc, int k);
 /*
  * The online policy: when on, misses keep their keys (rows with a key area) and the full
  * model's answers with confidence >= min_confidence are inserted into every cache configured
- * online, when all of the row's keys came from the set in use. Off by default.
+ * online, when all of the row's keys came from the set in use (*keys_set). Off by default.
  */
 void fz_cascade_online(struct fz_cascade *cc, bool on, float min_confidence);
 

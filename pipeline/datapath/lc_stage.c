@@ -1,8 +1,9 @@
-/* Stage lcore: its layers as layer groups split at cache points; after each group the cache
- * answers what it can, the batch closes up around the exits in place, and the rest runs on.
- * Groups are bound buffer to buffer, and a stage's last group writes straight into the batch
- * the next stage's first group reads: an activation is written once per group, never copied
- * between requests and batches (stage 1 gathers the requests' model inputs). */
+/* Stage lcore: its layers run as a cascade (pipeline/cascade/: layer groups split at cache
+ * points, lookups, close-up around the exits, the full model's answer and online inserts, the
+ * code `freeze eval` runs too). This file keeps the DPDK side: rings, batches between stages,
+ * RCU quiescent points, requests. A stage's last group writes straight into the batch the next
+ * stage's first group reads: an activation is written once per group, never copied between
+ * requests and batches (stage 1 gathers the requests' model inputs). */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -12,16 +13,12 @@
 #include <rte_lcore.h>
 
 #include "app_pvt.h"
+#include "fz_cascade.h"
 #include "fz_proto.h"
 #include "stage_cache.h"
 
-#define MAX_SEGS 64
 #define STASH 16 /* batches taken off the ring at a time: small ones waiting are merged */
-
-struct seg {
-	struct fz_group *g;
-	struct fz_stage_cache sc; /* the cache after the group's last layer */
-};
+#define MAX_BATCH FZ_CASCADE_MAX_BATCH
 
 /* The batches a stage has taken off its ring and not yet run (merging needs to look ahead). */
 struct stash {
@@ -81,18 +78,6 @@ static struct fz_batch *batch_take(struct stash *st, struct fz_bpool *p, unsigne
 	return b;
 }
 
-static void answer_full_model(struct fz_req *rq, const float *logits, int classes)
-{
-	int best = fz_argmax(logits, classes);
-	double sum = 0;
-	for (int c = 0; c < classes; c++)
-		sum += exp((double)logits[c] - logits[best]);
-	rq->label = (int16_t)best;
-	rq->confidence = (float)(1.0 / sum); /* softmax probability of the answer */
-	rq->exit_layer = FZ_EXIT_FULL_MODEL;
-	rq->status = 0;
-}
-
 /* Two layouts that must be one (a buffer written by one side is read by the other). */
 static int same_layout(const struct fz_stage_rt *s, const char *what, struct fz_act_layout a,
 		       struct fz_act_layout b)
@@ -105,22 +90,21 @@ static int same_layout(const struct fz_stage_rt *s, const char *what, struct fz_
 }
 
 /*
- * Bind each group's input to the previous group's output, once: a batch passes from group to
- * group in place. The first group's input (stages after the first) and the last group's output
- * (stages before the last) are the batches', bound per batch. Checks every buffer shared
- * between two sides against both sides' layouts.
+ * Check the buffers the stage shares with others against both sides' layouts: the first
+ * group's input (the requests' model input, or the batches in) and the last group's output
+ * (the batches out), both bound per batch; the cascade bound the groups inside to each other.
  */
-static int segs_bind(struct fz_stage_rt *s, struct seg *segs, int nseg)
+static int cascade_check(struct fz_stage_rt *s, const struct fz_cascade *cc)
 {
-	const struct fz_act_layout il = fz_group_in_layout(segs[0].g);
+	const struct fz_act_layout il = fz_cascade_in_layout(cc);
 	const struct fz_bpool *ip = s->in_pool, *op = s->out_pool;
 	if (!ip && same_layout(s, "the requests' model input against the first group",
 			       fz_net_layout(fz_app.net, FZ_INPUT_TENSOR), il) < 0)
 		return -1;
 	if (ip && same_layout(s, "batches in against the first group", ip->lay, il) < 0)
 		return -1;
-	if (op && same_layout(s, "the last group against batches out",
-			      fz_group_out_layout(segs[nseg - 1].g), op->lay) < 0)
+	if (op && same_layout(s, "the last group against batches out", fz_cascade_out_layout(cc),
+			      op->lay) < 0)
 		return -1;
 	if ((ip && ip->cap < (unsigned)s->cfg->max_batch) ||
 	    (op && op->cap < (unsigned)s->cfg->max_batch)) {
@@ -129,66 +113,93 @@ static int segs_bind(struct fz_stage_rt *s, struct seg *segs, int nseg)
 		       s->cfg->max_batch);
 		return -1;
 	}
-	for (int k = 1; k < nseg; k++) {
-		const struct fz_act_layout prev = fz_group_out_layout(segs[k - 1].g);
-		if (same_layout(s, "a group's output against the next group's input", prev,
-				fz_group_in_layout(segs[k].g)) < 0)
-			return -1;
-		int rc = fz_group_bind(segs[k].g, (float *)fz_group_output(segs[k - 1].g), NULL);
-		if (rc < 0) {
-			FZ_LOG(ERR, "stage '%s': cannot bind group %d to group %d's output: %s",
-			       s->cfg->name, k, k - 1, strerror(-rc));
-			return -1;
-		}
-	}
 	return 0;
 }
 
-/* Run group g on n rows of `in` into `out`, binding it first where they are not its buffers. */
-static int seg_run(struct fz_group *g, float *in, float *out, unsigned n)
+/* The caches the cascade looks up in (none when the config turns them off). */
+static int cascade_caches(struct fz_stage_rt *s, struct fz_cascade *cc,
+			  const struct fz_cache_set *cs)
 {
-	int rc = 0;
-	if (in != fz_group_input(g) || out != fz_group_output(g))
-		rc = fz_group_bind(g, in, out); /* a few pointer updates per batch size */
-	return rc < 0 ? rc : fz_group_run(g, (int)n);
+	char err[640];
+	if (fz_cascade_use_caches(cc, fz_app.cfg.caches ? cs : NULL, err, sizeof(err)) == 0)
+		return 0;
+	FZ_LOG(ERR, "stage '%s': %s", s->cfg->name, err);
+	fz_cascade_use_caches(cc, NULL, err, sizeof(err)); /* no exits rather than a bad read */
+	return -1;
 }
 
-/* Split the stage's layers at cache points and compile each piece on this lcore. */
-static int segs_create(struct fz_stage_rt *s, struct seg *segs, int *nseg)
+/* Split the stage's layers at cache points and compile each group on this lcore. */
+static struct fz_cascade *cascade_create(struct fz_stage_rt *s)
 {
 	const struct fz_stage_cfg *c = s->cfg;
-	const bool last_stage = s->next == NULL;
+	const struct fz_cache_set *cs = fz_app_caches_current();
+	int cut[FZ_CASCADE_MAX_GROUPS], ncut = 0;
 	char err[512];
-	int first = c->first_layer;
-	*nseg = 0;
-	for (int l = c->first_layer; l <= c->last_layer; l++) {
-		bool cut = l == c->last_layer ||
-			   (fz_app.cfg.caches && fz_app_cache_at(l) != NULL);
-		if (!cut)
-			continue;
-		if (*nseg == MAX_SEGS)
-			return -1;
-		struct seg *sg = &segs[(*nseg)++];
-		sg->g = fz_group_create(fz_app.net, first, l, c->max_batch, err, sizeof(err));
-		if (!sg->g || fz_group_prepare_all(sg->g) < 0) {
-			FZ_LOG(ERR, "stage '%s': %s", c->name,
-			       sg->g ? "cannot compile every batch size" : err);
-			return -1;
-		}
-		struct fz_act_layout il = fz_group_in_layout(sg->g), ol = fz_group_out_layout(sg->g);
-		char impl[2048];
-		fz_group_describe(sg->g, impl, sizeof(impl));
-		FZ_LOG(INFO, "stage '%s': layers %s..%s: in %s, out %s, oneDNN ISA %s", c->name,
-		       fz_app.model->layers[first].name, fz_app.model->layers[l].name, il.tag,
-		       ol.tag, fz_stages_isa());
-		FZ_LOG(DEBUG, "stage '%s': %s", c->name, impl);
-		/* no cache answers after the model's last layer */
-		bool cached = fz_app.cfg.caches && !(last_stage && l == c->last_layer);
-		if (fz_stage_cache_init(&sg->sc, s, cached ? l : -1) < 0)
-			return -1;
-		first = l + 1;
+	for (int l = c->first_layer; l < c->last_layer && ncut < FZ_CASCADE_MAX_GROUPS; l++)
+		if (fz_app.cfg.caches && fz_app_cache_in(cs, l))
+			cut[ncut++] = l;
+	struct fz_cascade *cc = fz_cascade_create(fz_app.net, c->first_layer, c->last_layer, cut,
+						  ncut, c->max_batch, err, sizeof(err));
+	if (!cc) {
+		FZ_LOG(ERR, "stage '%s': %s", c->name, err);
+		return NULL;
 	}
-	return segs_bind(s, segs, *nseg);
+	for (int k = 0; k < fz_cascade_groups(cc); k++) {
+		struct fz_group *g = fz_cascade_group(cc, k);
+		if (fz_group_prepare_all(g) < 0) {
+			FZ_LOG(ERR, "stage '%s': cannot compile every batch size", c->name);
+			goto fail;
+		}
+		struct fz_act_layout il = fz_group_in_layout(g), ol = fz_group_out_layout(g);
+		char impl[2048];
+		fz_group_describe(g, impl, sizeof(impl));
+		FZ_LOG(INFO, "stage '%s': layers %s..%s: in %s, out %s, oneDNN ISA %s", c->name,
+		       fz_app.model->layers[fz_cascade_group_first(cc, k)].name,
+		       fz_app.model->layers[fz_cascade_group_last(cc, k)].name, il.tag, ol.tag,
+		       fz_stages_isa());
+		FZ_LOG(DEBUG, "stage '%s': %s", c->name, impl);
+	}
+	if (cascade_check(s, cc) < 0 || cascade_caches(s, cc, cs) < 0)
+		goto fail;
+	/* the one online rule, shared with `freeze eval --online-min-confidence` */
+	fz_cascade_online(cc, fz_app.cfg.online, (float)fz_app.cfg.online_min_confidence);
+	fz_cascade_timing(cc, true); /* lookup time for the stage's counters */
+	return cc;
+fail:
+	fz_cascade_free(cc);
+	return NULL;
+}
+
+/* The batches one run takes in and hands on (the cascade's in_done and out_get hooks). */
+struct run_io {
+	struct fz_stage_rt *s;
+	struct fz_batch *ib, *ob;
+};
+
+static void io_in_done(void *arg)
+{
+	struct run_io *io = arg;
+	if (io->ib) {
+		/* read: the previous stage may fill it again */
+		batch_put(io->s->in_pool, &io->ib, 1);
+		io->ib = NULL;
+	}
+}
+
+static float *io_out_get(void *arg)
+{
+	struct run_io *io = arg;
+	io->ob = batch_get(io->s->out_pool); /* the last group writes the next stage's batch */
+	return io->ob->act;
+}
+
+static uint64_t lookup_ns(const struct fz_cascade *cc)
+{
+	const struct fz_cascade_stats *st = fz_cascade_stats(cc);
+	uint64_t ns = 0;
+	for (int k = 0; k < fz_cascade_groups(cc); k++)
+		ns += st->lookup_ns[k];
+	return ns;
 }
 
 int fz_lcore_stage(void *arg)
@@ -196,15 +207,15 @@ int fz_lcore_stage(void *arg)
 	struct fz_stage_rt *s = arg;
 	const struct fz_stage_cfg *c = s->cfg;
 	const bool last = s->next == NULL;
-	static __thread struct fz_req *batch[FZ_STAGE_MAX_BATCH], *done[FZ_STAGE_MAX_BATCH];
-	static __thread bool hit[FZ_STAGE_MAX_BATCH];
+	static __thread struct fz_req *batch[MAX_BATCH], *done[MAX_BATCH];
+	static __thread struct fz_cascade_row rows[MAX_BATCH];
+	static __thread struct fz_cascade_answer ans[MAX_BATCH];
 	static __thread struct stash stash;
-	struct seg segs[MAX_SEGS] = {0};
-	int nseg = 0;
+	struct fz_cascade *cc;
 
 	/* oneDNN 2.6: set this thread's OpenMP thread count, then create primitives here */
 	omp_set_num_threads(1);
-	if (segs_create(s, segs, &nseg) < 0) {
+	if (!(cc = cascade_create(s))) {
 		/* pairs with the main lcore's acquire load while it waits for stages */
 		atomic_store_explicit(&s->ready, -1, memory_order_release);
 		goto out;
@@ -221,6 +232,7 @@ int fz_lcore_stage(void *arg)
 	size_t nl = strlen(c->name);
 	if (fault && !strncmp(fault, c->name, nl) && fault[nl] == ':')
 		stall_ms = strtol(fault + nl + 1, NULL, 10);
+	const uint64_t tsc_per_s = fz_app.tsc_hz;
 	for (;;) {
 		/* a quiescent point: nothing of a replaced snapshot is held across it */
 		fz_app_rcu_quiescent((unsigned)s->index);
@@ -236,9 +248,7 @@ int fz_lcore_stage(void *arg)
 		const struct fz_cache_set *cs = fz_app_caches_current();
 		if (cs != seen) {
 			/* a reload swapped the snapshot: same layers and key sizes, new entries */
-			for (int k = 0; k < nseg; k++)
-				if (segs[k].sc.cache)
-					segs[k].sc.cache = fz_app_cache_in(cs, segs[k].sc.layer);
+			cascade_caches(s, cc, cs);
 			seen = cs;
 		}
 		if (n == 0) {
@@ -251,87 +261,74 @@ int fz_lcore_stage(void *arg)
 			continue;
 		}
 		empty = 0;
-		uint64_t t0 = rte_rdtsc(), lookup = 0;
-		unsigned nd = 0;
+		uint64_t t0 = rte_rdtsc();
+		const uint64_t lookup0 = lookup_ns(cc);
+		const uint64_t inserts0 = fz_cascade_stats(cc)->online_inserts;
 		/* the first group's input: the batch from the previous stage, or the requests'
 		 * model inputs gathered into the group's own buffer (stage 1) */
-		struct fz_batch *ib = NULL, *ob = NULL;
-		float *in = fz_group_input(segs[0].g);
+		struct run_io io = {.s = s};
+		struct fz_cascade_run run = {.arg = &io};
 		if (s->in_pool) {
-			ib = batch_take(&stash, s->in_pool, (unsigned)c->max_batch);
-			n = ib->n;
-			memcpy(batch, ib->reqs, n * sizeof(*batch));
-			in = ib->act;
+			io.ib = batch_take(&stash, s->in_pool, (unsigned)c->max_batch);
+			n = io.ib->n;
+			memcpy(batch, io.ib->reqs, n * sizeof(*batch));
+			run.in = io.ib->act;
+			run.in_done = io_in_done;
 		} else {
-			const size_t stride = fz_group_in_layout(segs[0].g).sample_stride;
+			float *in = fz_cascade_input(cc);
+			const size_t stride = fz_cascade_in_layout(cc).sample_stride;
 			for (unsigned i = 0; i < n; i++)
 				memcpy(in + i * stride, batch[i]->act, stride * sizeof(float));
 		}
+		if (!last)
+			run.out_get = io_out_get;
 		s->st.in += n;
 		s->st.batches++;
 		s->st.batch_sum += n;
+		for (unsigned i = 0; i < n; i++)
+			rows[i] = (struct fz_cascade_row){.user = batch[i], .keys = batch[i]->keys,
+							  .keys_set = &batch[i]->keys_set};
 
-		float *out = NULL;
-		struct fz_act_layout ol = {0};
-		for (int k = 0; k < nseg && n; k++) {
-			struct fz_group *g = segs[k].g;
-			out = (float *)fz_group_output(g); /* own, or the next group's input */
-			if (k == nseg - 1 && !last) {
-				/* the last group writes the next stage's batch */
-				ob = batch_get(s->out_pool);
-				out = ob->act;
+		unsigned na = 0, nd = 0;
+		int rc = fz_cascade_run(cc, &run, rows, &n, ans, &na);
+		io_in_done(&io); /* a failed first group */
+		for (unsigned i = 0; i < na; i++) {
+			struct fz_req *rq = ans[i].user;
+			rq->label = (int16_t)ans[i].label;
+			rq->confidence = ans[i].confidence;
+			rq->status = 0;
+			rq->stage = (uint16_t)s->index;
+			if (ans[i].exit_layer < 0) {
+				rq->exit_layer = FZ_EXIT_FULL_MODEL;
+			} else {
+				rq->exit_layer = (uint16_t)ans[i].exit_layer;
+				s->st.exits_by_layer[ans[i].exit_layer & 63]++;
+				s->st.hits++;
 			}
-			int rc = seg_run(g, k ? fz_group_input(g) : in, out, n);
-			if (ib) {
-				/* read: the previous stage may fill it again */
-				batch_put(s->in_pool, &ib, 1);
-				ib = NULL;
-			}
-			if (rc < 0) {
-				for (unsigned i = 0; i < n; i++) {
-					batch[i]->status = FZ_PROTO_R_INTERNAL;
-					done[nd++] = batch[i];
-				}
-				s->st.errors += n;
-				n = 0;
-				break;
-			}
-			ol = fz_group_out_layout(g);
-			if (!segs[k].sc.cache)
-				continue;
-			uint64_t tl = rte_rdtsc();
-			fz_stage_cache_lookup(&segs[k].sc, cs, out, ol, batch, n, hit);
-			/* close the batch up around the exits, in place: it runs on from here */
-			const unsigned nd0 = nd;
-			const unsigned nk =
-				fz_batch_close_up(out, ol.sample_stride, batch, hit, n, done, &nd);
-			for (unsigned i = nd0; i < nd; i++)
-				done[i]->stage = (uint16_t)s->index;
-			s->st.exits_by_layer[segs[k].sc.layer & 63] += n - nk;
-			s->st.hits += n - nk;
-			n = nk;
-			lookup += rte_rdtsc() - tl;
+			done[nd++] = rq;
 		}
-		if (n && last) {
+		if (rc < 0) {
 			for (unsigned i = 0; i < n; i++) {
-				answer_full_model(batch[i], out + i * ol.sample_stride, ol.c);
-				batch[i]->stage = (uint16_t)s->index;
-				done[nd++] = batch[i];
+				struct fz_req *rq = rows[i].user;
+				rq->status = FZ_PROTO_R_INTERNAL;
+				done[nd++] = rq;
 			}
-			s->st.online_inserts += fz_app_caches_online(cs, batch, n);
+			s->st.errors += n;
 			n = 0;
 		}
+		s->st.online_inserts += fz_cascade_stats(cc)->online_inserts - inserts0;
 		if (nd) {
 			enqueue_all(fz_app.tx_ring, (void **)done, nd, true);
 			s->st.answered += nd;
 		}
 		if (n) {
-			ob->n = n;
-			memcpy(ob->reqs, batch, n * sizeof(*batch));
-			enqueue_all(s->next, (void **)&ob, 1, false); /* room for every batch */
+			io.ob->n = n;
+			for (unsigned i = 0; i < n; i++)
+				io.ob->reqs[i] = rows[i].user;
+			enqueue_all(s->next, (void **)&io.ob, 1, false); /* room for every batch */
 			s->st.out_next += n;
-		} else if (ob) {
-			batch_put(s->out_pool, &ob, 1); /* all exited at the last cache point */
+		} else if (io.ob) {
+			batch_put(s->out_pool, &io.ob, 1); /* all exited at the last cache point */
 		}
 		if (stall_ms > 0) {
 			FZ_LOG(WARNING, "stage '%s': stalling %ld ms (FZ_FAULT_STALL)", c->name, stall_ms);
@@ -339,15 +336,15 @@ int fz_lcore_stage(void *arg)
 			stall_ms = 0;
 		}
 		uint64_t busy = rte_rdtsc() - t0;
+		uint64_t lookup = (lookup_ns(cc) - lookup0) * tsc_per_s / 1000000000u;
+		if (lookup > busy)
+			lookup = busy;
 		s->st.busy_tsc += busy;
 		s->st.lookup_tsc += lookup;
 		s->st.compute_tsc += busy - lookup;
 	}
 	fz_app_rcu_offline((unsigned)s->index);
 out:
-	for (int k = 0; k < nseg; k++) {
-		fz_stage_cache_fini(&segs[k].sc);
-		fz_group_free(segs[k].g);
-	}
+	fz_cascade_free(cc);
 	return 0;
 }

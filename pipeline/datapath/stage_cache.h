@@ -1,5 +1,6 @@
-/* The data path's caches: what a stage consults between its layer groups, and the online updates
- * the last stage feeds (the bridge between stage lcores and cachecore). Private to the appliance. */
+/* The data path's caches: the snapshot stages look up in (swapped by reloads, read under RCU)
+ * and the key area a request carries for online inserts; the lookups and inserts themselves
+ * are the cascade's (pipeline/cascade/). Private to the appliance. */
 #ifndef FZ_STAGE_CACHE_H
 #define FZ_STAGE_CACHE_H
 
@@ -7,22 +8,6 @@
 
 #include "fz_cache.h"
 #include "fz_model.h"
-
-#define FZ_STAGE_MAX_BATCH 1024
-
-struct fz_req;
-struct fz_stage_rt;
-
-/* One cache point: the cache after model layer `layer`. */
-struct fz_stage_cache {
-	struct fz_stage_rt *stage;
-	struct fz_cache *cache; /* NULL: no cache here (caches off, or none at this layer) */
-	int layer;
-	int key_off;            /* this cache's key within a request's key area */
-	bool keep_keys;         /* online updates: keep the keys of misses */
-	float *keys;            /* FZ_CACHE_MAX_BURST keys */
-	struct fz_cache_result *res;
-};
 
 /* The snapshot stages use now (acquire load; readers hold it until their next quiescent point). */
 struct fz_cache_set *fz_app_caches_current(void);
@@ -37,19 +22,7 @@ void fz_app_rcu_online(unsigned id);
 void fz_app_rcu_quiescent(unsigned id);
 void fz_app_rcu_offline(unsigned id);
 
-/* Floats of cache keys a request carries (0 without online updates). */
+/* Floats of cache keys a request carries (0 without online updates): fz_cascade_key_floats. */
 size_t fz_app_key_floats(void);
-
-int fz_stage_cache_init(struct fz_stage_cache *sc, struct fz_stage_rt *s, int layer);
-void fz_stage_cache_fini(struct fz_stage_cache *sc);
-
-/* Look up n requests' taps; hit[i] set and the request answered (label, confidence, exit). */
-void fz_stage_cache_lookup(struct fz_stage_cache *sc, const struct fz_cache_set *cs,
-			   const float *tap, struct fz_act_layout lay, struct fz_req **reqs,
-			   unsigned n, bool *hit);
-
-/* Last stage: insert the full model's answers into every online cache (the lcore running this
- * is the caches' only writer). Returns the number of inserts. */
-unsigned fz_app_caches_online(const struct fz_cache_set *cs, struct fz_req **reqs, unsigned n);
 
 #endif /* FZ_STAGE_CACHE_H */

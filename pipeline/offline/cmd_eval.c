@@ -137,6 +137,7 @@ int fz_cmd_eval(int argc, char **argv)
 	struct fz_cache_result *res = NULL;
 	double *layer_t = NULL, *lookup_t = NULL;
 	float *kbuf = NULL;
+	const struct fz_cache_set **kset = NULL;
 
 	if (!(m = fz_model_load(model_path, err, sizeof(err))) ||
 	    fz_idx_load(images, &img, err, sizeof(err)) < 0 ||
@@ -209,11 +210,13 @@ int fz_cmd_eval(int argc, char **argv)
 	answer = malloc(N * (size_t)passes * sizeof(int));
 	exit = malloc(N * (size_t)passes * sizeof(int));
 	kbuf = malloc(((size_t)batch * KF + 1) * sizeof(float));
+	kset = malloc((size_t)batch * sizeof(*kset));
 	rows = malloc((size_t)batch * sizeof(*rows));
 	ans = malloc((size_t)batch * sizeof(*ans));
 	layer_t = calloc((size_t)ng, sizeof(double));
 	lookup_t = calloc((size_t)ng, sizeof(double));
-	if (!res || !pred || !answer || !exit || !kbuf || !rows || !ans || !layer_t || !lookup_t)
+	if (!res || !pred || !answer || !exit || !kbuf || !kset || !rows || !ans || !layer_t ||
+	    !lookup_t)
 		goto nomem;
 
 	/* warm-up: every group's plans for a full batch, outside the timings */
@@ -298,9 +301,11 @@ int fz_cmd_eval(int argc, char **argv)
 			double t0 = fz_now_s();
 			fz_net_preprocess_u8(net, px + (i % N) * img.item_size, nr,
 					     fz_cascade_input(cc));
-			for (unsigned k = 0; k < nr; k++)
+			for (unsigned k = 0; k < nr; k++) {
+				kset[k] = NULL;
 				rows[k] = (struct fz_cascade_row){.user = (void *)(uintptr_t)(i + k),
-					.keys = online ? kbuf + k * KF : NULL};
+					.keys = online ? kbuf + k * KF : NULL, .keys_set = &kset[k]};
+			}
 			if (fz_cascade_run(cc, NULL, rows, &nr, ans, &na) < 0)
 				goto fail_run;
 			t_casc += fz_now_s() - t0;
@@ -425,7 +430,9 @@ int fz_cmd_eval(int argc, char **argv)
 						   json_integer((json_int_t)mismatch)) < 0 ||
 			       json_object_set_new(o, "passes", json_integer(passes)) < 0 ||
 			       json_object_set_new(o, "online_inserts",
-						   json_integer((json_int_t)inserts)) < 0;
+						   json_integer((json_int_t)inserts)) < 0 ||
+			       json_object_set_new(o, "online_min_confidence",
+						   json_real(online ? min_conf : 0)) < 0;
 		json_decref(hist_o), json_decref(lookup_o), json_decref(layer_o);
 		json_decref(lol_o), json_decref(los_o);
 		if (o == NULL || bad || json_dumpf(o, stdout, JSON_REAL_PRECISION(10)) < 0) {
@@ -481,7 +488,8 @@ int fz_cmd_eval(int argc, char **argv)
 			       NR / t_casc, (NR / t_casc) / (N / t_full),
 			       mismatch ? " -- cascade differed from the per-stage pass" : "");
 		if (online)
-			printf("online       %zu inserts\n", inserts);
+			printf("online       %zu inserts (full-model answers of confidence >= %g)\n",
+			       inserts, min_conf);
 	}
 	free(hist);
 	rc = 0;
@@ -493,7 +501,7 @@ nomem:
 	fprintf(stderr, "freeze: eval: out of memory\n");
 out:
 	free(res), free(pred), free(answer), free(exit), free(layer_t), free(lookup_t);
-	free(kbuf), free(rows), free(ans);
+	free(kbuf), free(kset), free(rows), free(ans);
 	free(layer);
 	fz_cascade_free(cc);
 	fz_cache_set_free(set);
