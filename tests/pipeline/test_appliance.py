@@ -93,6 +93,75 @@ def test_pcap_roundtrip_matches_eval(d):
     check(same_exit == n, f"pcap: exit layers equal freeze eval's ({same_exit}/{n})")
 
 
+def write_idx(path, magic, dims, raw):
+    """An unsigned-byte idx file (big-endian magic and dims, then the bytes)."""
+    import struct
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", x) for x in dims) + raw)
+
+
+def test_pcap_online_matches_eval(d):
+    """With online updates the appliance and `freeze eval --online` take the same answers
+    from the same inserts: one stage of max_batch 1 (each request is looked up after every
+    earlier one was inserted, whatever the arrival timing; with four stages or larger batches
+    which requests share a batch, and so see each other's inserts, depends on timing), and
+    eval --batch 1 over the same images in the same order, with the same min confidence."""
+    n_img, conf = 300, 0.9
+    data = os.environ.get("FZ_FMNIST_DIR", "/usr/share/datasets/fashion-mnist")
+    dims, raw = U.fzgen.read_idx(os.path.join(data, "t10k-images-idx3-ubyte.gz"))
+    ldims, lraw = U.fzgen.read_idx(os.path.join(data, "t10k-labels-idx1-ubyte.gz"))
+    sz = dims[1] * dims[2]
+    # images 3000.. twice: the second time round the online entries of the first can answer
+    img = raw[3000 * sz:(3000 + n_img) * sz] * 2
+    lab = lraw[3000:3000 + n_img] * 2
+    images, labels = os.path.join(d, "rep-images.idx"), os.path.join(d, "rep-labels.idx")
+    write_idx(images, 0x803, [2 * n_img, dims[1], dims[2]], img)
+    write_idx(labels, 0x801, [2 * n_img], lab)
+    # a snapshot with online slots, calibrated small (few calibrated hits: many inserts)
+    snap = os.path.join(d, "online.snap")
+    subprocess.run([U.FREEZE, "calibrate", "--model", os.path.join(U.MODEL_DIR, "model.yaml"),
+                    "--cache-config", os.path.join(U.SRC, "config", "examples", "cache-online.yaml"),
+                    "--build", "3000", "--validation", "1000", "--out", snap],
+                   check=True, capture_output=True)
+    req, meta = U.gen(d, "online-req", "-n", str(2 * n_img), "--first", "0",
+                      "--images", images, "--labels", labels)
+    resp = os.path.join(d, "online-resp.pcap")
+    cfg = os.path.join(d, "online.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"model: {U.MODEL_DIR}/model.yaml\ncache: {snap}\nstate_dir: {d}\n"
+                f"caches: true\nonline: true\nonline_min_confidence: {conf}\nstages:\n"
+                "  - {name: s1, lcore: 2, layers: stem..fc, max_batch: 1}\n")
+    _, out = U.run(f"net_pcap0,rx_pcap={req},tx_pcap={resp}", ["--config", cfg, "--exit-idle", "300"])
+    got = U.answers(resp, meta)
+    check(all(len(got.get(q["id"], [])) == 1 for q in meta["requests"]),
+          f"online: each of {2 * n_img} requests answered exactly once")
+    dump = os.path.join(d, "online-eval.csv")
+    p = subprocess.run([U.FREEZE, "eval", "--model", os.path.join(U.MODEL_DIR, "model.yaml"),
+                        "--images", images, "--labels", labels, "--cache", snap, "--batch", "1",
+                        "--online", "--online-min-confidence", str(conf), "--dump", dump],
+                       check=True, capture_output=True, text=True)
+    m = re.search(r"^online\s+(\d+) inserts", p.stdout, re.M)
+    inserts = int(m.group(1)) if m else 0
+    with open(dump) as f:
+        ev = {int(r["index"]): r for r in csv.DictReader(f)}
+    same_label = same_exit = 0
+    exits = [0, 0]  # cache exits in the first and the second round
+    for q in meta["requests"]:
+        r = got.get(q["id"], [None])[0]
+        e = ev.get(q["index"])
+        if r is None or e is None:
+            continue
+        same_label += r["label"] == int(e["label"])
+        ex = -1 if r["exit"] == 0xFFFE else r["exit"]
+        same_exit += ex == int(e["exit_layer"])
+        exits[q["index"] >= n_img] += int(e["exit_layer"]) >= 0
+    check(inserts > 0 and exits[1] > exits[0],
+          f"online: eval inserted {inserts} sure answers and the second round exits more "
+          f"({exits[1]} against {exits[0]})")
+    check(same_label == 2 * n_img, f"online: labels equal freeze eval's ({same_label}/{2 * n_img})")
+    check(same_exit == 2 * n_img, f"online: exit layers equal freeze eval's ({same_exit}/{2 * n_img})")
+
+
 def check_latency_buckets(out, times):
     """The summary's "p50 < X us, p99 < Y us" name the log2 buckets [Y/2, Y) ns holding the
     percentiles of the in-appliance times the responses carry (the same values, so exact)."""
@@ -301,7 +370,7 @@ def test_fault_stalled_stage(d):
 def main():
     U.need_model()
     d = U.tmpdir()
-    for t in (test_pcap_roundtrip_matches_eval, test_malformed_frames, test_config_lcore_not_enabled,
+    for t in (test_pcap_roundtrip_matches_eval, test_pcap_online_matches_eval, test_malformed_frames, test_config_lcore_not_enabled,
               test_config_bad_snapshot, test_config_path_outside_allowed_dirs, test_sigterm_drains,
               test_fault_tiny_pools_and_rings,
               test_hot_reload_under_load, test_run_as_drops_privileges,
