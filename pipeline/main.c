@@ -23,6 +23,10 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\n'freeze COMMAND --help' describes a command's options.\n");
+#ifdef FZ_FAULT_INJECTION
+	fprintf(f, "\nbuilt with fault injection (-Dfault_injection=true, for tests):\n"
+		   "  FZ_FAULT_STALL=STAGE:MS  the appliance's stage STAGE stalls MS ms once\n");
+#endif
 }
 
 int main(int argc, char **argv)

@@ -403,6 +403,11 @@ int fz_appliance_main(int argc, char **argv)
 		fprintf(stderr, "freeze: %s\n", err);
 		return 1;
 	}
+#ifndef FZ_FAULT_INJECTION
+	if (getenv("FZ_FAULT_STALL"))
+		FZ_LOG(WARNING, "FZ_FAULT_STALL ignored: this build has no fault injection (meson "
+				"-Dfault_injection=true)");
+#endif
 	if (cfg->caches && cfg->cache_path[0] &&
 	    fz_app_caches_load(cfg->cache_path, err, sizeof(err)) < 0) {
 		fprintf(stderr, "freeze: %s\n", err);

@@ -228,10 +228,12 @@ int fz_lcore_stage(void *arg)
 	/* fault injection for tests: FZ_FAULT_STALL=STAGE:MS stalls that stage once, after its
 	 * first batch, as a stage stuck in a long computation would */
 	long stall_ms = 0;
+#ifdef FZ_FAULT_INJECTION
 	const char *fault = getenv("FZ_FAULT_STALL");
 	size_t nl = strlen(c->name);
 	if (fault && !strncmp(fault, c->name, nl) && fault[nl] == ':')
 		stall_ms = strtol(fault + nl + 1, NULL, 10);
+#endif
 	const uint64_t tsc_per_s = fz_app.tsc_hz;
 	for (;;) {
 		/* a quiescent point: nothing of a replaced snapshot is held across it */

@@ -106,6 +106,13 @@ def pools_at_exit(out):
     return full, m.group(1)
 
 
+def fault_injection():
+    """Does this freeze obey the test-only fault hooks (meson -Dfault_injection=true)? Its
+    --help names them only then."""
+    p = subprocess.run([FREEZE, "--help"], capture_output=True, text=True)
+    return "FZ_FAULT_STALL" in p.stdout
+
+
 def tmpdir():
     return tempfile.mkdtemp(prefix="fz-test-")
 
