@@ -2,7 +2,11 @@
 """Soak: sustained load from a pcap port with infinite_rx for SECONDS (argument, or
 FZ_SOAK_SECONDS, default 20: the quick variant; the 'soak' suite runs 600), online updates on.
 Afterwards every pool (mbufs, requests, the batches between each two stages) is full again,
-resident memory has not grown, and the counters add up (received = answered + dropped)."""
+resident memory has not grown, and the counters add up (received = answered + dropped). The
+response pcap is read back: the pcap replays the same requests round after round, so every
+answerable request has one response per round (as many as the others, or one more in the round
+SIGTERM cut short) with the status the request pcap's sidecar expects, the others none, and the
+responses are as many as the appliance says it answered."""
 import os
 import re
 import signal
@@ -13,14 +17,52 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import appliance_util as U  # noqa: E402
 
 
+def check_responses(resp, meta, answered):
+    """Read the response pcap back against the sidecar; returns what failed."""
+    port = meta["appliance"]["port"]
+    reqs = {q["id"]: q for q in meta["requests"]}
+    seq = {}  # id -> statuses in sending order
+    unknown = total = 0
+    for _ts, fr in U.read_pcap(resp):
+        u = U.fzgen.parse_udp(fr)
+        r = U.fzgen.decode_resp(u[4]) if u and u[1] == port else None
+        if r is None:
+            continue  # ARP and ICMP replies
+        total += 1
+        if r["id"] not in reqs:
+            unknown += 1
+        else:
+            seq.setdefault(r["id"], []).append(r["status_name"])
+    answerable = [q for q in reqs.values() if q["answered"]]
+    counts = [len(seq.get(q["id"], [])) for q in answerable]
+    rounds = min(counts) if counts else 0
+    # a request SIGTERM finds half-reassembled is answered shutting_down: only its last answer
+    wrong = [(q["id"], st) for q in answerable for i, st in enumerate(seq.get(q["id"], []))
+             if st != q["expect"] and not (st == "shutting_down" and i == len(seq[q["id"]]) - 1)]
+    silent = [q["id"] for q in reqs.values() if not q["answered"] and q["id"] in seq]
+    print(f"soak: {total} responses read back, {rounds} full rounds of {len(answerable)} "
+          f"answerable requests", flush=True)
+    fails = []
+    if rounds < 1 or max(counts) > rounds + 1:
+        fails.append(f"responses per request range {min(counts)}..{max(counts)}: not one per round")
+    if wrong:
+        fails.append(f"{len(wrong)} responses with another status than the sidecar expects, "
+                     f"e.g. {wrong[:3]}")
+    if silent or unknown:
+        fails.append(f"answers to {len(silent)} requests that expect none, {unknown} to unknown ids")
+    if total != answered:
+        fails.append(f"{total} responses in the pcap, the appliance says it answered {answered}")
+    return fails
+
+
 def main():
     U.need_model()
     secs = float(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("FZ_SOAK_SECONDS", "20"))
     d = U.tmpdir()
     # fragmented requests in shuffled order plus every malformed kind, over and over
-    req, _ = U.gen(d, "soak", "-n", "2000", "--frag", "300", "--frag-order", "shuffle",
+    req, meta = U.gen(d, "soak", "-n", "2000", "--frag", "300", "--frag-order", "shuffle",
                    "--inject", "all", "--order", "shuffle")
-    resp = "/dev/null"
+    resp = os.path.join(d, "soak-resp.pcap")
     a = U.Appliance(f"net_pcap0,rx_pcap={req},tx_pcap={resp},infinite_rx=1", ["--online"])
     print(f"soak: {secs:.0f} s of load", flush=True)
     time.sleep(secs)
@@ -38,6 +80,8 @@ def main():
     m = re.search(r"rss (\d+) kB at exit, (\d+) kB when serving started", out)
     if not m or int(m.group(1)) > int(m.group(2)) + 16 * 1024:
         fails.append("resident memory grew by more than 16 MiB: " + (m.group(0) if m else "no memory line"))
+    fails += check_responses(resp, meta, U.summary_value(out, "answered"))
+    os.unlink(resp)  # ~80 bytes a response: 250 MB after the 10-minute soak
     for f in fails:
         print("FAIL " + f)
     print(f"soak: {n} requests in {secs:.0f} s; {len(fails)} failed")
