@@ -39,6 +39,22 @@ def teardown():
     sh("ip", "netns", "del", NS, check=False)
 
 
+def eval_accuracy(n):
+    """freeze eval's accuracy on t10k images 0..n-1 with the shipped caches (the appliance's
+    default), or None."""
+    data = os.environ.get("FZ_FMNIST_DIR", "/usr/share/datasets/fashion-mnist")
+    p = subprocess.run([U.FREEZE, "eval", "--model", os.path.join(U.MODEL_DIR, "model.yaml"),
+                        "--cache", os.path.join(U.MODEL_DIR, "cache.snap"),
+                        "--images", os.path.join(data, "t10k-images-idx3-ubyte.gz"),
+                        "--labels", os.path.join(data, "t10k-labels-idx1-ubyte.gz"),
+                        "--limit", str(n), "--json"], capture_output=True, text=True)
+    try:
+        return json.loads(p.stdout)["accuracy"]
+    except (ValueError, KeyError):
+        print(p.stdout, p.stderr)
+        return None
+
+
 def main():
     U.need_model()
     setup()
@@ -73,9 +89,16 @@ def main():
               "sockets (fragmented requests)")
         if not ok:
             fails.append("client")
+        # fzclient sends t10k images 0..n-1 in order. The shipped model with its caches scores
+        # 94.1 % on all 10 000 (README) and 94.7 % on these 2000 (freeze eval): the floor of
+        # 93 % leaves 34 answers for numerics on other CPUs, far less than a wrong input
+        # normalisation, layout or cache would cost. And over UDP sockets the answers are
+        # the ones freeze eval gives for the same images: the same accuracy within 5 answers.
         acc = r.get("accuracy") or 0
-        ok = acc > 0.85
-        print(("ok   " if ok else "FAIL ") + f"client: accuracy {acc:.4f}")
+        ev = eval_accuracy(n)
+        ok = acc >= 0.93 and ev is not None and abs(acc - ev) <= 5 / n
+        print(("ok   " if ok else "FAIL ") + f"client: accuracy {acc:.4f} (floor 0.93; freeze eval "
+              f"on the same images {ev})")
         if not ok:
             fails.append("accuracy")
     finally:
