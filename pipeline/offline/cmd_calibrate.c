@@ -110,21 +110,24 @@ static struct feat *feat_find(struct cal *k, int layer, int grid)
 	return NULL;
 }
 
-/* Validation (or held-out) answers of cache i for samples [from, from + n). */
-static void answers(struct fz_cache *ca, const float *keys, const int *pred, size_t from,
-		    size_t n, float *conf, bool *agree)
+/* Validation (or held-out) answers of cache i for samples [from, from + n). 0 or -errno. */
+static int answers(struct fz_cache *ca, const float *keys, const int *pred, size_t from,
+		   size_t n, float *conf, bool *agree)
 {
 	const size_t D = (size_t)fz_cache_key_dim(ca);
 
 	for (size_t j = 0; j < n; j += FZ_CACHE_MAX_BURST) {
 		int c = (int)(n - j < FZ_CACHE_MAX_BURST ? n - j : FZ_CACHE_MAX_BURST);
 		struct fz_cache_result res[FZ_CACHE_MAX_BURST];
-		fz_cache_lookup_keys(ca, keys + (from + j) * D, c, res);
+		int rc = fz_cache_lookup_keys(ca, keys + (from + j) * D, c, res);
+		if (rc < 0)
+			return rc;
 		for (int q = 0; q < c; q++) {
 			conf[j + (size_t)q] = res[q].conf;
 			agree[j + (size_t)q] = res[q].label == pred[from + j + (size_t)q];
 		}
 	}
+	return 0;
 }
 
 /* Build one config's caches from the pooled taps, set thresholds, report, save. */
@@ -171,13 +174,22 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 		}
 		for (size_t j = 0; j < k->N; j += 256) {
 			int n = (int)(k->N - j < 256 ? k->N - j : 256);
-			fz_cache_project_burst(ca, f->data + j * f->P, n, keys + j * D);
+			if (fz_cache_project_burst(ca, f->data + j * f->P, n, keys + j * D) < 0) {
+				fprintf(stderr, "\nfreeze: %s: cache on '%s': key projection failed\n",
+					cfg->path, p->layer);
+				goto out;
+			}
 		}
 		fprintf(stderr, "%s of %zu points, ", fz_cache_kind_name(p->kind), nb);
 		if (fz_cache_build(ca, keys, k->pred, nb, cfg->seed + (uint64_t)i) < 0)
 			goto out;
-		answers(ca, keys, k->pred, nb, nv, conf + (size_t)i * nv, agree + (size_t)i * nv);
-		answers(ca, keys, k->pred, nb + nv, nh, hconf + (size_t)i * nh, hagree + (size_t)i * nh);
+		if (answers(ca, keys, k->pred, nb, nv, conf + (size_t)i * nv, agree + (size_t)i * nv) < 0 ||
+		    answers(ca, keys, k->pred, nb + nv, nh, hconf + (size_t)i * nh,
+			    hagree + (size_t)i * nh) < 0) {
+			fprintf(stderr, "\nfreeze: %s: cache on '%s': lookups failed\n", cfg->path,
+				p->layer);
+			goto out;
+		}
 		fprintf(stderr, "%d entries (%.1f s)\n", fz_cache_entries(ca), fz_now_s() - tc);
 		mode[i] = p->thr_mode;
 		enabled[i] = p->enabled;
