@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "fz_cache.h"
+#include "layout_util.h"
 
 static uint64_t rs = 42;
 
@@ -46,21 +47,6 @@ static struct fz_cache *mk(enum fz_cache_kind kind, int c, int grid, int dims, b
 	return ca;
 }
 
-/* A layout of C x H x W samples: channel blocks of cb (1: none), channels last when nhwc. */
-static struct fz_act_layout mk_layout(int C, int H, int W, int cb, bool nhwc, size_t extra)
-{
-	struct fz_act_layout l = { .c = C, .h = H, .w = W, .cblock = cb };
-	int cp = (C + cb - 1) / cb * cb;
-	if (nhwc) {
-		l.c_stride = 1, l.w_stride = (size_t)C, l.h_stride = (size_t)W * C;
-		snprintf(l.tag, sizeof(l.tag), "nhwc");
-	} else {
-		l.w_stride = (size_t)cb, l.h_stride = (size_t)W * cb, l.c_stride = (size_t)H * W * cb;
-		snprintf(l.tag, sizeof(l.tag), "nChw%dc", cb);
-	}
-	l.sample_stride = (size_t)cp * H * W + extra;
-	return l;
-}
 
 /* Pooling reads every layout oneDNN may choose (nchw, nhwc, channel blocks of 4, 8, 16 and an
  * odd 5, with padded channels and padded sample strides) exactly like plain NCHW. */

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "fz_cache.h"
+#include "layout_util.h"
 
 /*
  * Why bit-identical, not "close": the kernels are one source (cachecore/kern.h) whose every
@@ -51,20 +52,6 @@ static int available(const char **out)
 	return n;
 }
 
-static struct fz_act_layout mk_layout(int C, int H, int W, int cb, bool nhwc, size_t pad)
-{
-	struct fz_act_layout l = { .c = C, .h = H, .w = W, .cblock = cb };
-	int cp = (C + cb - 1) / cb * cb;
-	if (nhwc) {
-		l.c_stride = 1, l.w_stride = (size_t)C, l.h_stride = (size_t)W * C;
-		snprintf(l.tag, sizeof(l.tag), "nhwc");
-	} else {
-		l.w_stride = (size_t)cb, l.h_stride = (size_t)W * cb, l.c_stride = (size_t)H * W * cb;
-		snprintf(l.tag, sizeof(l.tag), "nChw%dc", cb);
-	}
-	l.sample_stride = (size_t)cp * H * W + pad;
-	return l;
-}
 
 static void test_isa_select(void **state)
 {
