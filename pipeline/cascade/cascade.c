@@ -245,15 +245,10 @@ static void lookup(struct fz_cascade *cc, int k, const struct fz_cascade_run *ru
 	}
 }
 
-/*
- * Close the batch up around its exits, in place: survivors fill rows [0, returned count), the
- * hits are answered at ans[*nans]. A hole is filled with the last survivor, so one row moves
- * per exit at most and none when the exits sit at the end; the survivors' order changes.
- */
-static unsigned close_up(const struct cgroup *cg, float *act, size_t stride,
-			 struct fz_cascade_row *rows, const bool *hit,
-			 const struct fz_cache_result *res, unsigned n,
-			 struct fz_cascade_answer *ans, unsigned *nans)
+unsigned fz_cascade_close_up(float *act, size_t stride, struct fz_cascade_row *rows,
+			     const bool *hit, unsigned n,
+			     void (*on_exit)(void *arg, unsigned idx, const struct fz_cascade_row *row),
+			     void *arg)
 {
 	unsigned lo = 0, hi = n; /* [0, lo) survivors, [hi, n) decided */
 	for (;;) {
@@ -261,18 +256,32 @@ static unsigned close_up(const struct cgroup *cg, float *act, size_t stride,
 			lo++;
 		while (hi > lo && hit[hi - 1]) {
 			hi--;
-			ans[(*nans)++] = (struct fz_cascade_answer){rows[hi].user, res[hi].label,
-				res[hi].conf, cg->last, cg->cache_idx};
+			on_exit(arg, hi, &rows[hi]);
 		}
 		if (lo == hi)
 			return lo;
-		/* hit[lo] and !hit[hi - 1], lo < hi - 1: the last survivor fills the hole */
-		ans[(*nans)++] = (struct fz_cascade_answer){rows[lo].user, res[lo].label,
-			res[lo].conf, cg->last, cg->cache_idx};
+		/* hit[lo] and !hit[hi - 1], lo < hi - 1: the last survivor fills the hole (an exit
+		 * is decided where it was: a row only moves once it is known to survive) */
+		on_exit(arg, lo, &rows[lo]);
 		hi--;
 		memcpy(act + lo * stride, act + hi * stride, stride * sizeof(float));
 		rows[lo++] = rows[hi];
 	}
+}
+
+/* fz_cascade_close_up's exits of one cache point become answers. */
+struct exits_to_answers {
+	const struct cgroup *cg;
+	const struct fz_cache_result *res;
+	struct fz_cascade_answer *ans;
+	unsigned *nans;
+};
+
+static void answer_exit(void *arg, unsigned idx, const struct fz_cascade_row *row)
+{
+	struct exits_to_answers *x = arg;
+	x->ans[(*x->nans)++] = (struct fz_cascade_answer){row->user, x->res[idx].label,
+		x->res[idx].conf, x->cg->last, x->cg->cache_idx};
 }
 
 /* The full model answers n rows of logits; online caches take the sure ones. */
@@ -343,7 +352,8 @@ int fz_cascade_run(struct fz_cascade *cc, const struct fz_cascade_run *run,
 		if (!cg->cache)
 			continue;
 		lookup(cc, k, run, out, &lay, rows, n, hit, res);
-		n = close_up(cg, out, lay.sample_stride, rows, hit, res, n, ans, nans);
+		struct exits_to_answers x = {cg, res, ans, nans};
+		n = fz_cascade_close_up(out, lay.sample_stride, rows, hit, n, answer_exit, &x);
 		cc->st.lookup_ns[k] += now_ns(cc) - t1;
 	}
 	*np = n;

@@ -113,6 +113,18 @@ int fz_cascade_run(struct fz_cascade *cc, const struct fz_cascade_run *run,
 		   struct fz_cascade_row *rows, unsigned *n, struct fz_cascade_answer *ans,
 		   unsigned *nans);
 
+/*
+ * Close rows [0, n) (row i: `stride` floats at act + i * stride, and rows[i]) up around the
+ * exits hit[i], in place: afterwards the survivors fill [0, returned count). on_exit(arg, i,
+ * row) is told each exit with its index in the original order, before its row is reused. A
+ * hole is filled with the last survivor, so one row moves per exit at most and none when the
+ * exits sit at the end; the survivors' order changes.
+ */
+unsigned fz_cascade_close_up(float *act, size_t stride, struct fz_cascade_row *rows,
+			     const bool *hit, unsigned n,
+			     void (*on_exit)(void *arg, unsigned idx, const struct fz_cascade_row *row),
+			     void *arg);
+
 /* The full model's answer for one row of logits: argmax, and its softmax probability. */
 int fz_cascade_argmax_conf(const float *logits, int classes, float *conf);
 

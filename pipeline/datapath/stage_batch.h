@@ -1,6 +1,7 @@
-/* Private to pipeline/: a batch of requests with one activation row each, closed up in place
- * around cache exits and merged when small ones queue up. Plain C, no DPDK (tests/pipeline
- * drive it directly); the pools that carry batches between stages are in app_pvt.h. */
+/* Private to the appliance's data path: a batch of requests with one activation row each, handed
+ * between stages and merged when small ones queue up (the close-up around cache exits is the
+ * cascade's, fz_cascade_close_up). Plain C, no DPDK (tests/pipeline drive it directly); the
+ * pools that carry batches between stages are in app_pvt.h. */
 #ifndef FZ_STAGE_BATCH_H
 #define FZ_STAGE_BATCH_H
 
@@ -21,33 +22,6 @@ struct fz_batch {
 	float *act;           /* cap rows */
 	struct fz_req **reqs; /* cap */
 };
-
-/*
- * Close a batch up around its exits, in place. Rows [0, n) of `rows` (each `stride` floats)
- * belong to reqs[0..n); hit[i] marks the ones a cache answered. Afterwards the survivors and
- * their requests fill rows [0, returned count), and the hits' requests are appended at
- * exits[*nexit] (*nexit advanced). A hole is filled with the last survivor, so one row moves
- * per exit at most and none when the exits sit at the end; the survivors' order changes.
- */
-static inline unsigned fz_batch_close_up(float *rows, size_t stride, struct fz_req **reqs,
-					 const bool *hit, unsigned n, struct fz_req **exits,
-					 unsigned *nexit)
-{
-	unsigned lo = 0, hi = n; /* [0, lo) survivors, [hi, n) decided */
-	for (;;) {
-		while (lo < hi && !hit[lo])
-			lo++;
-		while (hi > lo && hit[hi - 1])
-			exits[(*nexit)++] = reqs[--hi];
-		if (lo == hi)
-			return lo;
-		/* hit[lo] and !hit[hi - 1], lo < hi - 1: the last survivor fills the hole */
-		exits[(*nexit)++] = reqs[lo];
-		hi--;
-		memcpy(rows + lo * stride, rows + hi * stride, stride * sizeof(float));
-		reqs[lo++] = reqs[hi];
-	}
-}
 
 /* Append src's requests and rows to dst, which must have room for them (one copy per row). */
 static inline void fz_batch_append(struct fz_batch *dst, const struct fz_batch *src,

@@ -1,4 +1,5 @@
-/* Tests of pipeline/datapath/stage_batch.h: closing a batch up around cache exits, merging batches. */
+/* Tests of closing a batch up around cache exits (pipeline/cascade: fz_cascade_close_up) and of
+ * merging batches between stages (pipeline/datapath/stage_batch.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -8,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "fz_cascade.h"
 #include "stage_batch.h"
 
 #define STRIDE 7
@@ -19,15 +21,37 @@ struct fz_req {
 
 static struct fz_req reqs[MAXN];
 static float rows[MAXN * STRIDE];
-static struct fz_req *order[MAXN], *exits[MAXN];
+static struct fz_cascade_row order[MAXN];
+static struct fz_req *exits[MAXN];
 static bool hit[MAXN];
+
+/* fz_cascade_close_up's exit callback: the exit sits at its original index, not yet reused. */
+struct exit_log {
+	unsigned n;
+};
+
+static void on_exit_row(void *arg, unsigned idx, const struct fz_cascade_row *row)
+{
+	struct exit_log *x = arg;
+	struct fz_req *rq = row->user;
+	assert_int_equal(rq->id, (int)idx);
+	exits[x->n++] = rq;
+}
+
+static unsigned close_up(unsigned n, unsigned *nexit)
+{
+	struct exit_log x = {0};
+	unsigned nk = fz_cascade_close_up(rows, STRIDE, order, hit, n, on_exit_row, &x);
+	*nexit = x.n;
+	return nk;
+}
 
 /* Row i carries its request's id in every float. */
 static void fill(unsigned n)
 {
 	for (unsigned i = 0; i < n; i++) {
 		reqs[i].id = (int)i;
-		order[i] = &reqs[i];
+		order[i] = (struct fz_cascade_row){.user = &reqs[i]};
 		for (unsigned j = 0; j < STRIDE; j++)
 			rows[i * STRIDE + j] = (float)i + (float)j / 100.f;
 	}
@@ -41,13 +65,13 @@ static void check_close_up(unsigned n)
 	unsigned nexit = 0, misses = 0;
 	for (unsigned i = 0; i < n; i++)
 		misses += !hit[i];
-	unsigned nk = fz_batch_close_up(rows, STRIDE, order, hit, n, exits, &nexit);
+	unsigned nk = close_up(n, &nexit);
 	assert_int_equal(nk, misses);
 	assert_int_equal(nexit, n - misses);
 	int seen[MAXN] = {0};
 	unsigned moved = 0;
 	for (unsigned i = 0; i < nk; i++) {
-		int id = order[i]->id;
+		int id = ((struct fz_req *)order[i].user)->id;
 		assert_false(hit[id]);
 		seen[id]++;
 		for (unsigned j = 0; j < STRIDE; j++)
@@ -102,9 +126,9 @@ static void test_close_up_exits_at_end_move_nothing(void **state)
 		hit[i] = i >= 6;
 	fill(10);
 	unsigned nexit = 0;
-	assert_int_equal(fz_batch_close_up(rows, STRIDE, order, hit, 10, exits, &nexit), 6);
+	assert_int_equal(close_up(10, &nexit), 6);
 	for (unsigned i = 0; i < 6; i++)
-		assert_ptr_equal(order[i], &reqs[i]);
+		assert_ptr_equal(order[i].user, &reqs[i]);
 	assert_int_equal(nexit, 4);
 }
 
