@@ -120,8 +120,6 @@ struct fz_stage_rt {
 	struct rte_ring *next; /* SP/SC to the next stage (batches), NULL for the last */
 	struct fz_bpool *in_pool;  /* where `in`'s batches come from, NULL for stage 1 */
 	struct fz_bpool *out_pool; /* where `next`'s batches come from, NULL for the last */
-	struct fz_group *group;
-	int cache_layer;       /* model layer whose cache follows this stage, -1 for none */
 	atomic_int ready;      /* 1 once primitives exist, -1 on failure (main waits) */
 	struct fz_stage_stats st;
 };
