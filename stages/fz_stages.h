@@ -104,7 +104,7 @@ struct fz_group;
  * be copied sample by sample into the next group's input. Inside, every primitive gets the
  * layout it asks for, with a reorder only where two disagree. A reference (`ref`) convolution,
  * pooling or inner product is refused (EOPNOTSUPP, naming the layer and the ISA) unless
- * fz_stages_allow_ref(true) or FZ_ALLOW_REF_KERNELS=1.
+ * FZ_ALLOW_REF_KERNELS=1.
  */
 struct fz_group *fz_group_create(struct fz_net *net, int first, int last, int max_batch,
 				 char *err, size_t errlen);
@@ -135,9 +135,6 @@ const float *fz_group_output(const struct fz_group *g);
  * oneDNN fails (logged with the call and status).
  */
 int fz_group_run(struct fz_group *g, int n);
-
-/* Allow reference kernels (tests of exotic ISAs); off by default. */
-void fz_stages_allow_ref(int allow);
 
 /* The ISA oneDNN dispatches to in this process ("avx512_core", "avx2", ...). */
 const char *fz_stages_isa(void);

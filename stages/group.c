@@ -82,23 +82,14 @@ struct fz_group {
 	/* per group position: the implementation oneDNN picked (largest plan), for logs */
 	char (*impl)[64];
 	char refused[384]; /* why the last plan build was refused (a reference kernel) */
-	int sub;           /* batches above this run as sub-batches of it (0: whole) */
 };
 
-static int allow_ref = -1; /* -1: not yet read from FZ_ALLOW_REF_KERNELS */
-
-void fz_stages_allow_ref(int allow)
-{
-	allow_ref = allow ? 1 : 0;
-}
-
+/* FZ_ALLOW_REF_KERNELS, read at each check (plan builds only, on several stage threads at
+ * once: nothing is cached between them) */
 static bool ref_allowed(void)
 {
-	if (allow_ref < 0) {
-		const char *e = getenv("FZ_ALLOW_REF_KERNELS");
-		allow_ref = e && *e && strcmp(e, "0") != 0;
-	}
-	return allow_ref > 0;
+	const char *e = getenv("FZ_ALLOW_REF_KERNELS");
+	return e && *e && strcmp(e, "0") != 0;
 }
 
 const char *fz_stages_isa(void)
@@ -449,12 +440,11 @@ static bool live_after(const struct fz_group *g, int value, int pos)
 /*
  * The primitive `pd` was created with its source as format_tag_any: if the layout it asked for
  * differs from where the source value lives, reorder the value into a fresh buffer first and
- * point *src at a state describing that copy (*tmp: the buffer, released after the node).
+ * point *src at `copy`, which describes it (*tmp: the buffer, released after the node).
  */
 static int src_as_asked(struct fz_group *g, struct fz_plan *pl, const_dnnl_primitive_desc_t pd,
-			int pos, struct vstate **src, void **tmp)
+			int pos, struct vstate **src, struct vstate *copy, void **tmp)
 {
-	static __thread struct vstate copy;
 	const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
 	if (dnnl_memory_desc_equal(want, &(*src)->md))
 		return 0;
@@ -466,9 +456,9 @@ static int src_as_asked(struct fz_group *g, struct fz_plan *pl, const_dnnl_primi
 		buf_release(g, b);
 		return rc;
 	}
-	copy.md = *want;
-	copy.buf = b;
-	*src = &copy;
+	copy->md = *want;
+	copy->buf = b;
+	*src = copy;
 	*tmp = b;
 	return 0;
 }
@@ -489,6 +479,7 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 	dnnl_dims_t odims = {n, os.c, os.h, os.w};
 
 	void *tmp_src = NULL; /* the input reordered into the layout the primitive asked for */
+	struct vstate src_copy; /* describes tmp_src */
 	md_boundary(g, &out_md, g->nodes[g->n_nodes - 1], n);
 
 	switch (nd->op) {
@@ -509,7 +500,7 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		FZ_DNNL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
 		FZ_DNNL(fz_conv_pd_create(&pd, nd, n, &src->md, attr, g->eng));
 		if ((rc = check_impl(g, pos, "convolution", pd, true, n)) < 0 ||
-		    (rc = src_as_asked(g, pl, pd, pos, &src, &tmp_src)) < 0)
+		    (rc = src_as_asked(g, pl, pd, pos, &src, &src_copy, &tmp_src)) < 0)
 			goto out;
 		dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
 		wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -563,7 +554,7 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 							     &wmd, &bmd, &d2));
 		FZ_DNNL(dnnl_primitive_desc_create(&pd, &ipd, g->attr, g->eng, NULL));
 		if ((rc = check_impl(g, pos, "inner_product", pd, true, n)) < 0 ||
-		    (rc = src_as_asked(g, pl, pd, pos, &src, &tmp_src)) < 0)
+		    (rc = src_as_asked(g, pl, pd, pos, &src, &src_copy, &tmp_src)) < 0)
 			goto out;
 		wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
 		void *wbuf = weights_in(g, pos, &wmd, &wplain, nd->w);
@@ -855,10 +846,6 @@ struct fz_group *fz_group_create(struct fz_net *net, int first, int last, int ma
 	g->in_l = net->vlay[g->in_value + 1];
 	g->out_l = net->vlay[g->nodes[g->n_nodes - 1] + 1];
 	g->impl = calloc(g->n_nodes, sizeof(*g->impl));
-	const char *sb = getenv("FZ_SUBBATCH");
-	g->sub = sb ? atoi(sb) : 0;
-	if (g->sub < 0 || g->sub >= max_batch)
-		g->sub = 0;
 	g->in_buf = g->own_in = aligned(g->in_l.sample_stride * max_batch * sizeof(float));
 	g->out_buf = g->own_out = aligned(g->out_l.sample_stride * max_batch * sizeof(float));
 	g->plans = calloc(max_batch + 1, sizeof(*g->plans));
@@ -915,14 +902,13 @@ int fz_group_bind(struct fz_group *g, float *in, float *out)
 	return 0;
 }
 
-/* Point plan pl's input and output memories at samples [off, off + pl->n) of the buffers. */
-static int plan_point(struct fz_group *g, const struct fz_plan *pl, size_t off)
+/* Point plan pl's input and output memories at the buffers bound now. */
+static int plan_point(struct fz_group *g, const struct fz_plan *pl)
 {
 	int rc = 0;
-	float *in = g->in_buf + off * g->in_l.sample_stride;
-	float *out = g->out_buf + off * g->out_l.sample_stride;
 	for (int i = 0; i < pl->n_io; i++)
-		FZ_DNNL(dnnl_memory_set_data_handle(pl->io_mems[i], pl->io_is_out[i] ? out : in));
+		FZ_DNNL(dnnl_memory_set_data_handle(pl->io_mems[i],
+						    pl->io_is_out[i] ? g->out_buf : g->in_buf));
 out:
 	return rc;
 }
@@ -932,20 +918,14 @@ int fz_group_run(struct fz_group *g, int n)
 	int rc = 0;
 	if (n < 1 || n > g->max_batch)
 		return -EINVAL;
-	/* a large batch runs as sub-batches through the whole group, depth first, so each
-	 * one's activations stay in cache from layer to layer */
-	const int sub = g->sub && n > g->sub ? g->sub : n;
-	for (int off = 0; off < n; off += sub) {
-		const int m = n - off < sub ? n - off : sub;
-		if (!g->plans[m] && (rc = build_plan(g, m)) < 0)
-			return rc;
-		const struct fz_plan *pl = g->plans[m];
-		if ((rc = plan_point(g, pl, (size_t)off)) < 0)
-			return rc;
-		for (int i = 0; i < pl->nprims; i++)
-			FZ_DNNL(dnnl_primitive_execute(pl->prims[i].p, g->stream,
-						       pl->prims[i].nargs, pl->prims[i].args));
-	}
+	if (!g->plans[n] && (rc = build_plan(g, n)) < 0)
+		return rc;
+	const struct fz_plan *pl = g->plans[n];
+	if ((rc = plan_point(g, pl)) < 0)
+		return rc;
+	for (int i = 0; i < pl->nprims; i++)
+		FZ_DNNL(dnnl_primitive_execute(pl->prims[i].p, g->stream, pl->prims[i].nargs,
+					       pl->prims[i].args));
 	FZ_DNNL(dnnl_stream_wait(g->stream));
 out:
 	return rc;

@@ -68,14 +68,12 @@ int fz_layout_from_md(const dnnl_memory_desc_t *md, struct fz_act_layout *l, cha
 	return 0;
 }
 
+/* Read at each primitive creation (start-up, plan builds), so no state is shared between the
+ * stage threads that compile their groups at once. */
 static bool winograd_on(void)
 {
-	static int on = -1;
-	if (on < 0) {
-		const char *e = getenv("FZ_CONV_WINOGRAD");
-		on = !(e && !strcmp(e, "0"));
-	}
-	return on;
+	const char *e = getenv("FZ_CONV_WINOGRAD");
+	return !(e && !strcmp(e, "0"));
 }
 
 /* Kernel classes: reference < gemm-based < a direct jit kernel (jit, brgemm, Winograd). */

@@ -109,6 +109,7 @@ static int tel_stages(const char *cmd, const char *params, struct rte_tel_data *
 		rte_tel_data_add_dict_u64(x, "compute_cycles", rd(&rt->st.compute_tsc));
 		rte_tel_data_add_dict_u64(x, "lookup_cycles", rd(&rt->st.lookup_tsc));
 		rte_tel_data_add_dict_u64(x, "online_inserts", rd(&rt->st.online_inserts));
+		rte_tel_data_add_dict_u64(x, "lookup_errors", rd(&rt->st.lookup_errors));
 		if (rt->out_pool && rt->out_pool->mp) {
 			/* few free: the next stage is behind and this one waits for batches */
 			rte_tel_data_add_dict_u64(x, "batches_out", rt->out_pool->mp->size);
@@ -188,6 +189,12 @@ void fz_app_summary(FILE *f)
 	}
 	fprintf(f, "cache hits         %" PRIu64 " (%.1f%% of requests)\n", t.hits,
 		t.received ? 100.0 * t.hits / t.received : 0);
+	uint64_t lookup_errors = 0;
+	for (int s = 0; s < fz_app.n_stages; s++)
+		lookup_errors += rd(&fz_app.stages[s].st.lookup_errors);
+	if (lookup_errors)
+		fprintf(f, "lookup errors      %" PRIu64 " (cache lookups that failed: those requests "
+			   "ran on as misses)\n", lookup_errors);
 	if (t.hits) {
 		fprintf(f, "exits by layer    ");
 		for (int l = 0; l < 64 && l < fz_app.model->n_layers; l++)

@@ -78,6 +78,7 @@ struct fz_rx_stats {
 struct fz_stage_stats {
 	alignas(64) uint64_t in, out_next, hits, answered, batches, batch_sum, busy_tsc;
 	uint64_t lookup_tsc, compute_tsc, errors, online_inserts;
+	uint64_t lookup_errors; /* cache lookups that failed: those rows ran on, as misses */
 	uint64_t drop[FZ_APP_DROP__COUNT];
 	uint64_t exits_by_layer[64];
 };

@@ -24,6 +24,7 @@ struct rx_ctx {
 	struct fz_req *out[RX_BURST * 2]; /* requests for stage 1, flushed per burst */
 	unsigned n_out;
 	size_t key_floats;
+	float *f32; /* one f32 sample in host byte order (load_tensor), allocated at start */
 };
 
 /*
@@ -99,21 +100,16 @@ static void answer_error(const struct fz_proto_addr *to, uint64_t id, enum fz_pr
 }
 
 /* Tensor bytes -> normalised model input in the request's activation buffer. */
-static void load_tensor(struct fz_req *rq, const struct fz_reasm_req *r)
+static void load_tensor(struct rx_ctx *x, struct fz_req *rq, const struct fz_reasm_req *r)
 {
-	const struct fz_model_input *in = &fz_app.model->input;
 	if (r->dtype == FZ_PROTO_DT_U8) {
 		fz_net_preprocess_u8(fz_app.net, r->data, 1, rq->act);
 		return;
 	}
 	/* f32: big-endian binary32 values on the u8 scale (docs/protocol.md), normalised the
 	 * same way */
-	static __thread float *v; /* one sample, allocated on the first f32 request */
-	size_t count = fz_shape_size(in->shape);
-	if (!v && !(v = malloc(count * sizeof(float)))) {
-		rq->status = FZ_PROTO_R_INTERNAL;
-		return;
-	}
+	float *v = x->f32;
+	const size_t count = fz_shape_size(fz_app.model->input.shape);
 	for (size_t j = 0; j < count; j++) {
 		uint32_t bits;
 		memcpy(&bits, r->data + 4 * j, 4);
@@ -144,7 +140,7 @@ static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx
 	rq->confidence = 0;
 	rq->keys = x->key_floats ? rq->act + fz_app.act_floats - x->key_floats : NULL;
 	rq->keys_set = NULL;
-	load_tensor(rq, r);
+	load_tensor(x, rq, r);
 	x->out[x->n_out++] = rq;
 }
 
@@ -307,8 +303,12 @@ int fz_lcore_rx(void *arg)
 				     .max_frags = 64,
 				     .timeout_ns = (uint64_t)c->reasm_timeout_ms * 1000000ull};
 	x.reasm = fz_reasm_create(&rp);
-	if (!x.reasm) {
-		FZ_LOG(ERR, "cannot create the reassembly table (%d entries)", c->reasm_entries);
+	x.f32 = malloc(fz_shape_size(in->shape) * sizeof(float));
+	if (!x.reasm || !x.f32) {
+		FZ_LOG(ERR, "cannot create the reassembly table (%d entries) or the f32 input buffer",
+		       c->reasm_entries);
+		fz_reasm_free(x.reasm);
+		free(x.f32);
 		atomic_store(&fz_app.stop_all, true);
 		return -1;
 	}
@@ -380,5 +380,6 @@ int fz_lcore_rx(void *arg)
 	rte_mempool_put_bulk(fz_app.reqs, (void **)stash.r, stash.n);
 	stash.n = 0;
 	fz_reasm_free(x.reasm);
+	free(x.f32);
 	return 0;
 }

@@ -266,6 +266,7 @@ int fz_lcore_stage(void *arg)
 		uint64_t t0 = rte_rdtsc();
 		const uint64_t lookup0 = lookup_ns(cc);
 		const uint64_t inserts0 = fz_cascade_stats(cc)->online_inserts;
+		const uint64_t lookup_err0 = fz_cascade_stats(cc)->lookup_errors;
 		/* the first group's input: the batch from the previous stage, or the requests'
 		 * model inputs gathered into the group's own buffer (stage 1) */
 		struct run_io io = {.s = s};
@@ -319,6 +320,7 @@ int fz_lcore_stage(void *arg)
 			n = 0;
 		}
 		s->st.online_inserts += fz_cascade_stats(cc)->online_inserts - inserts0;
+		s->st.lookup_errors += fz_cascade_stats(cc)->lookup_errors - lookup_err0;
 		if (nd) {
 			enqueue_all(fz_app.tx_ring, (void **)done, nd, true);
 			s->st.answered += nd;
