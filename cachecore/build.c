@@ -282,6 +282,8 @@ int fz_cache_build(struct fz_cache *c, const float *keys, const int *labels, siz
 	for (size_t i = 0; i < n; i++)
 		if (labels[i] < 0 || labels[i] >= c->n_classes)
 			return -EINVAL;
+	if (c->p.kind == FZ_CACHE_LEARNED) /* a predictor, installed with fz_cache_set_head */
+		return 0;
 	clear_base(c);
 	if (c->p.kind == FZ_CACHE_KNN)
 		return build_knn(c, keys, labels, n);

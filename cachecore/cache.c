@@ -74,13 +74,18 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 	    p->dims < 0 || (unsigned)p->kind >= FZ_CACHE_KIND__COUNT ||
 	    (unsigned)p->evict >= FZ_CACHE_EVICT__COUNT ||
 	    (unsigned)p->thr_mode >= FZ_CACHE_THR__COUNT ||
-	    (p->kind == FZ_CACHE_KNN && (p->k < 1 || p->k > FZ_CACHE_MAX_K))) {
+	    (p->kind == FZ_CACHE_KNN && (p->k < 1 || p->k > FZ_CACHE_MAX_K)) ||
+	    (p->kind == FZ_CACHE_LEARNED &&
+	     (p->hidden < 0 || p->hidden > 1024 || p->capacity || p->online ||
+	      n_classes + 1 > FZ_CACHE_MAX_DIM))) {
 		errno = EINVAL;
 		return NULL;
 	}
+	const bool learned = p->kind == FZ_CACHE_LEARNED;
 	int pooled = c * p->grid * p->grid;
-	int dims = p->dims < pooled ? p->dims : 0; /* PCA to >= pooled dims: no projection */
-	int dim = dims ? dims : pooled;
+	/* PCA to >= pooled dims: no projection; a learned cache's key is its logits and guard */
+	int dims = !learned && p->dims < pooled ? p->dims : 0;
+	int dim = learned ? n_classes + 1 : dims ? dims : pooled;
 	if (pooled > FZ_CACHE_MAX_POOLED || dim > FZ_CACHE_MAX_DIM ||
 	    (long)p->size + p->capacity > (1L << 24)) {
 		errno = EINVAL;
@@ -91,14 +96,33 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 		return NULL;
 	ca->p = *p;
 	ca->p.dims = dims;
+	if (learned) {
+		ca->p.l2 = false;
+		ca->p.size = 1; /* no entries */
+		ca->h_n1 = p->hidden ? p->hidden : n_classes;
+		ca->h_n1p = (ca->h_n1 + FZ_BLK - 1) / FZ_BLK * FZ_BLK;
+		ca->h_cp = (n_classes + FZ_BLK - 1) / FZ_BLK * FZ_BLK;
+		ca->h_w1t = fz_cache_zalloc((size_t)pooled * ca->h_n1p * sizeof(float));
+		ca->h_b1 = fz_cache_zalloc((size_t)ca->h_n1p * sizeof(float));
+		ca->h_w2t = fz_cache_zalloc((size_t)ca->h_n1p * ca->h_cp * sizeof(float));
+		ca->h_b2 = fz_cache_zalloc((size_t)ca->h_cp * sizeof(float));
+		ca->h_mean = fz_cache_zalloc((size_t)pooled * sizeof(float));
+		ca->h_isd = fz_cache_zalloc((size_t)pooled * sizeof(float));
+		if (!ca->h_w1t || !ca->h_b1 || !ca->h_w2t || !ca->h_b2 || !ca->h_mean ||
+		    !ca->h_isd) {
+			fz_cache_free(ca);
+			errno = ENOMEM;
+			return NULL;
+		}
+	}
 	ca->c = c;
 	ca->h = h;
 	ca->w = w;
 	ca->n_classes = n_classes;
 	ca->pooled_dim = pooled;
 	ca->dim = dim;
-	ca->base_slots = p->size;
-	ca->slots = p->size + p->capacity;
+	ca->base_slots = ca->p.size;
+	ca->slots = ca->p.size + p->capacity;
 	ca->n_blocks = (ca->slots + FZ_BLK - 1) / FZ_BLK;
 	ca->thr = p->thr_mode == FZ_CACHE_THR_FIXED ? p->threshold : 0.0f;
 	ca->enabled = p->enabled;
@@ -144,6 +168,12 @@ void fz_cache_free(struct fz_cache *c)
 	free((void *)c->used);
 	free(c->pca_mean);
 	free(c->pca_proj);
+	free(c->h_w1t);
+	free(c->h_b1);
+	free(c->h_w2t);
+	free(c->h_b2);
+	free(c->h_mean);
+	free(c->h_isd);
 	free(c);
 }
 
@@ -188,6 +218,9 @@ size_t fz_cache_bytes(const struct fz_cache *c)
 
 	if (c->p.dims)
 		b += (size_t)c->pooled_dim * (1 + (size_t)c->p.dims) * sizeof(float);
+	if (c->p.kind == FZ_CACHE_LEARNED)
+		b += ((size_t)c->pooled_dim * (c->h_n1p + 2) + c->h_n1p * (1 + (size_t)c->h_cp) +
+		      c->h_cp) * sizeof(float);
 	return b;
 }
 

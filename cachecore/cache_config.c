@@ -8,7 +8,7 @@
 #include "fz_yaml.h"
 
 static const char *const top_keys[] = { "build", "validation", "budget", "seed", "objective",
-					"defaults", "caches", NULL };
+					"heads", "defaults", "caches", NULL };
 static const char *const set_keys[] = { "layer", "kind", "key", "k", "size", "capacity",
 					"eviction", "threshold", "enabled", "online", NULL };
 static const char *const key_keys[] = { "grid", "dims", "l2", NULL };
@@ -138,6 +138,18 @@ static int parse(struct fz_ydoc *doc, struct fz_cache_config *cfg)
 				       o);
 		cfg->objective_compute = !strcmp(o, "compute");
 	}
+	struct fz_ynode *hn = fz_ymap_get(root, "heads");
+	if (hn) {
+		char h[FZ_PATH_MAX];
+		if (fz_ynode_str(doc, hn, h, sizeof(h)))
+			return -EINVAL;
+		const char *slash = h[0] == '/' ? NULL : strrchr(cfg->path, '/');
+		int dirlen = slash ? (int)(slash - cfg->path) + 1 : 0;
+		int w = snprintf(cfg->heads, sizeof(cfg->heads), "%.*s%s", dirlen, cfg->path, h);
+		if (w < 0 || (size_t)w >= sizeof(cfg->heads))
+			return fz_yerr(doc, hn, "heads: path is too long (at most %d bytes)",
+				       FZ_PATH_MAX - 1);
+	}
 	fz_cache_params_default(&def);
 	if ((defs = fz_ymap_get(root, "defaults")) && parse_settings(doc, defs, &def, false))
 		return -EINVAL;
@@ -162,6 +174,12 @@ static int parse(struct fz_ydoc *doc, struct fz_cache_config *cfg)
 				return fz_yerr(doc, fz_ymap_get(it, "layer"),
 					       "layer '%s' already has a cache (item %zu)", p->layer,
 					       j + 1);
+		if (p->kind == FZ_CACHE_LEARNED && !cfg->heads[0])
+			return fz_yerr(doc, it, "a learned cache needs 'heads:' (the predictors' "
+					"file, written by tools/train_caches.py) at the top level");
+		if (p->kind == FZ_CACHE_LEARNED && (p->online || p->capacity))
+			return fz_yerr(doc, it, "a learned cache holds no entries: online and "
+					"capacity do not apply");
 		if (p->online && p->capacity < 1)
 			return fz_yerr(doc, it,
 				       "online: true needs capacity > 0 (slots for online entries)");

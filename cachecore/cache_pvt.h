@@ -38,6 +38,16 @@ struct fz_cache {
 	float *pca_proj;
 	bool pca_fitted;
 
+	/* learned (p.kind == FZ_CACHE_LEARNED): the predictor, rows padded to 16 floats */
+	int h_n1, h_n1p, h_cp; /* first layer's outputs (hidden or classes), padded; classes padded */
+	float *h_w1t;          /* [pooled][n1p] */
+	float *h_b1;           /* [n1p] */
+	float *h_w2t;          /* [n1p][cp] (hidden only) */
+	float *h_b2;           /* [cp] */
+	float *h_mean, *h_isd; /* [pooled] */
+	float h_temp, h_r2;    /* temperature, guard radius^2 */
+	bool head_set;
+
 	float *keys;            /* n_blocks * dim * 16, 64-byte aligned */
 	float *norm2;           /* per slot |key|^2; +inf when empty */
 	int32_t *labels;        /* per slot; FZ_CACHE_LABEL_NONE = empty */
@@ -135,6 +145,10 @@ static inline float fz_cache_window(float qn, float cmax, int dim)
 
 	return (float)(8.0 * (dim + 3) * 0x1p-24 * m * m * (1.0 + 1e-3)) + 1e-30f;
 }
+
+/* A learned cache's answer from its key (logits, guard): learned.c. */
+void fz_cache_learned_answer(const struct fz_cache *c, const float *key,
+			     struct fz_cache_result *r);
 
 /* Write slot s whole under its seqlock (writer only). */
 void fz_cache_write_slot(struct fz_cache *c, int s, const float *key, int label, float frac);

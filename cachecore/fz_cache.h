@@ -18,7 +18,8 @@
 
 #define FZ_FOREACH_CACHE_KIND(_)                                                                  \
 	_(KNN, "knn")                                                                              \
-	_(KMEANS, "kmeans")
+	_(KMEANS, "kmeans")                                                                        \
+	_(LEARNED, "learned")
 
 enum fz_cache_kind {
 #define FZ_CK_ENUM(e, s) FZ_CACHE_##e,
@@ -59,6 +60,7 @@ struct fz_cache_params {
 		    * pooled c*grid*grid floats) = none */
 	bool l2;   /* L2-normalise the key */
 	int k;     /* knn: neighbours voting */
+	int hidden; /* learned: hidden units of the predictor (0 = linear; set from its file) */
 	int size;  /* calibrated entries: knn points kept / k-means centroids */
 	int capacity; /* online entries on top of the calibrated ones (0 = none) */
 	enum fz_cache_evict evict;
@@ -181,6 +183,36 @@ int fz_cache_insert(struct fz_cache *c, const float *key, int label);
 int fz_cache_read_entry(const struct fz_cache *c, int slot, float *key, int *label);
 int fz_cache_slots(const struct fz_cache *c); /* calibrated + online slots */
 
+/* ---- learned caches ---- */
+
+/*
+ * A `learned` cache holds no entries: a small predictor (after GATI) maps the pooled tap x
+ * (c * grid * grid floats) to the full model's answer. Its "key" is what the predictor says:
+ * key[0..classes) the logits z = W2 relu(W1 x + b1) + b2 (or W1 x + b1 without a hidden layer)
+ * and key[classes] the guard |(x - mean) * inv_std|^2. The lookup answers argmax z with
+ * confidence log(p / (1 - p)) of the tempered softmax p = softmax(z / T) (so 0 = even odds;
+ * never saturates), and abstains (confidence 0) when the guard is above radius^2: inputs
+ * unlike every training input are never answered early. key dims / l2 do not apply.
+ * Trained by tools/train_caches.py, installed by `freeze calibrate`, kept in snapshots.
+ */
+struct fz_cache_head {
+	int hidden;          /* H, 0 = linear */
+	const float *w1;     /* [H or classes][pooled], row-major (torch's Linear.weight) */
+	const float *b1;     /* [H or classes] */
+	const float *w2;     /* [classes][H] (hidden only) */
+	const float *b2;     /* [classes] (hidden only) */
+	const float *mean;   /* [pooled] */
+	const float *inv_std; /* [pooled] */
+	float temperature;   /* > 0 */
+	float radius;        /* >= 0 */
+};
+
+/* Install a learned cache's predictor (copied). The cache's params.hidden must equal it. 0, or -EINVAL
+ * (not a learned cache, hidden mismatch, a non-finite weight, temperature <= 0). */
+int fz_cache_set_head(struct fz_cache *c, const struct fz_cache_head *h);
+/* Has a learned cache got its predictor? (others: true) */
+bool fz_cache_ready(const struct fz_cache *c);
+
 /* ---- thresholds ---- */
 
 /*
@@ -248,6 +280,8 @@ struct fz_cache_config {
 	int validation; /* the next `validation` samples set thresholds */
 	double budget;  /* cumulative disagreement budget of `budget` caches */
 	bool objective_compute; /* budget buys saved compute (MACs) rather than exit count */
+	char heads[FZ_PATH_MAX]; /* learned caches' predictors (safetensors), resolved against
+				  * the config's directory; "" = none */
 	uint64_t seed;
 	struct fz_cache_params *caches;
 	int n_caches;
@@ -255,7 +289,8 @@ struct fz_cache_config {
 
 /*
  * Load a cache config:
- *   build: 50000, validation: 10000, budget: 0.004, seed: 1, objective: compute|exits
+ *   build: 50000, validation: 10000, budget: 0.004, seed: 1, objective: compute|exits,
+ *   heads: FILE.safetensors (needed by kind: learned)
  *   defaults: {kind, key: {grid, dims, l2}, k, size, capacity, eviction, threshold, enabled, online}
  *   caches: [ {layer: block1, <any default overridden>}, ... ]
  * threshold is zero-error, budget, or a number (fixed). NULL with errno and a

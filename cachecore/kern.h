@@ -504,10 +504,111 @@ KINLINE void proj_q(const float *proj, int P, int D, const float *xc, float *k, 
 	}
 }
 
+/* ---- learned predictor ---- */
+
+/* Q samples' out_q[0..np16 * 16) = b + sum_i x_q[i] * wt[i][..] over i ascending (one rounding
+ * per multiply and per add, on every level; the same for any Q), rows of np16 * 16 floats.
+ * Each weight vector loaded serves the Q samples: the weights stream from L2 once per Q. */
+KINLINE void head_slice(const float *const *x, int P, const float *wt, const float *b,
+			size_t ld, int v0, float *const *out, const int Q, const int NV)
+{
+	kv16 acc[4][4];
+
+	for (int q = 0; q < Q; q++)
+		for (int v = 0; v < NV; v++)
+			acc[q][v] = v_ld(b + (size_t)(v0 + v) * FZ_BLK);
+	for (int i = 0; i < P; i++) {
+		const float *row = wt + (size_t)i * ld + (size_t)v0 * FZ_BLK;
+		kv16 w[4];
+		for (int v = 0; v < NV; v++)
+			w[v] = v_ld(row + (size_t)v * FZ_BLK);
+		for (int q = 0; q < Q; q++) {
+			const kv16 xi = v_bc(x[q][i]);
+			for (int v = 0; v < NV; v++)
+				acc[q][v] = v_add(acc[q][v], v_mul(xi, w[v]));
+		}
+	}
+	for (int q = 0; q < Q; q++)
+		for (int v = 0; v < NV; v++)
+			v_st(out[q] + (size_t)(v0 + v) * FZ_BLK, acc[q][v]);
+}
+
+KINLINE void head_layer_q(const float *const *x, int P, const float *wt, const float *b,
+			  int np16, float *const *out, const int Q)
+{
+	const size_t ld = (size_t)np16 * FZ_BLK;
+	int v0 = 0;
+
+	for (; v0 + 4 <= np16; v0 += 4) /* four vectors of outputs at a time, in registers */
+		head_slice(x, P, wt, b, ld, v0, out, Q, 4);
+	for (; v0 < np16; v0++)
+		head_slice(x, P, wt, b, ld, v0, out, Q, 1);
+}
+
+static void head_layer(const float *const *x, int P, const float *wt, const float *b, int np16,
+		       float *const *out, int Q)
+{
+	switch (Q) { /* constant counts: registers */
+	case 4: head_layer_q(x, P, wt, b, np16, out, 4); break;
+	case 3: head_layer_q(x, P, wt, b, np16, out, 3); break;
+	case 2: head_layer_q(x, P, wt, b, np16, out, 2); break;
+	default: head_layer_q(x, P, wt, b, np16, out, 1); break;
+	}
+}
+
+/* pooled[n][P] -> keys[n][classes + 1]: the predictor's logits, then the guard. */
+static void k_head(const struct fz_cache *c, const float *pooled, int n, float *keys)
+{
+	const int P = c->pooled_dim, C = c->n_classes, D = c->dim;
+	_Alignas(64) float h1[4][1024 + FZ_BLK], z[4][FZ_CACHE_MAX_CLASSES + FZ_BLK];
+
+	for (int s = 0; s < n; s += 4) {
+		const int Q = n - s < 4 ? n - s : 4;
+		const float *x[4];
+		float *ho[4], *zo[4];
+		for (int q = 0; q < Q; q++) {
+			x[q] = pooled + (size_t)(s + q) * P;
+			ho[q] = h1[q];
+			zo[q] = z[q];
+		}
+		head_layer(x, P, c->h_w1t, c->h_b1, c->h_n1p / FZ_BLK, c->p.hidden ? ho : zo, Q);
+		if (c->p.hidden) {
+			for (int q = 0; q < Q; q++)
+				for (int j = 0; j < c->h_n1p; j++)
+					h1[q][j] = h1[q][j] > 0.0f ? h1[q][j] : 0.0f;
+			head_layer((const float *const *)ho, c->h_n1p, c->h_w2t, c->h_b2,
+				   c->h_cp / FZ_BLK, zo, Q);
+		}
+		for (int q = 0; q < Q; q++) {
+			/* guard: |(x - mean) * inv_std|^2, sixteen lanes summed in a fixed order */
+			kv16 g = v_bc(0.0f);
+			int i = 0;
+			for (; i + FZ_BLK <= P; i += FZ_BLK) {
+				kv16 d = v_mul(v_sub(v_ld(x[q] + i), v_ld(c->h_mean + i)),
+					       v_ld(c->h_isd + i));
+				g = v_add(g, v_mul(d, d));
+			}
+			float gs = hsum16(g);
+			for (; i < P; i++) {
+				float d = (x[q][i] - c->h_mean[i]) * c->h_isd[i];
+				gs += d * d;
+			}
+			float *k = keys + (size_t)(s + q) * D;
+			memcpy(k, z[q], (size_t)C * sizeof(float));
+			k[C] = gs;
+		}
+	}
+}
+
 static void k_project(const struct fz_cache *c, const float *pooled, int n, float *keys)
 {
 	const int P = c->pooled_dim, D = c->dim;
 	int s = 0;
+
+	if (c->p.kind == FZ_CACHE_LEARNED) {
+		k_head(c, pooled, n, keys);
+		return;
+	}
 
 	if (c->p.dims && D % FZ_BLK == 0 && keys != pooled) {
 		float xc[4 * FZ_CACHE_MAX_POOLED];

@@ -19,11 +19,15 @@
  *             u32 reserved, u64 file length
  *   caches  : per cache a fixed record (name, params, shape, dims, counts, threshold), then
  *             PCA mean[pooled] + proj[pooled][dims] when dims > 0, then n_entries x
- *             (u32 slot, i32 label, f32 frac, f32 key[key_dim])
+ *             (u32 slot, i32 label, f32 frac, f32 key[key_dim]); a learned cache (version 2)
+ *             holds instead its predictor: f32 mean[pooled], inv_std[pooled],
+ *             w1t[pooled][n1p], b1[n1p], with a hidden layer w2t[n1p][cp], b2[cp], then
+ *             temperature, radius^2 (n1p, cp: hidden units or classes, classes, rounded up
+ *             to 16; the record's k is the hidden units)
  *   trailer : u32 CRC32C of every byte before it, u32 reserved
  */
 #define SNAP_MAGIC "FZCACHE"
-#define SNAP_VERSION 1u
+#define SNAP_VERSION 2u /* 2: learned caches; version 1 files are read too */
 #define SNAP_HDR 40
 #define SNAP_TRAILER 8
 /* Most memory the caches of one snapshot may take: a record's size and capacity are believed
@@ -84,6 +88,31 @@ static int put_u64(struct wbuf *b, uint64_t v)
 	return put(b, &v, 8);
 }
 
+/* The predictor's arrays in file order: (pointer, floats); n of them. */
+static int head_arrays(const struct fz_cache *c, float **a, size_t *len)
+{
+	const size_t P = (size_t)c->pooled_dim;
+	int n = 0;
+	a[n] = c->h_mean, len[n++] = P;
+	a[n] = c->h_isd, len[n++] = P;
+	a[n] = c->h_w1t, len[n++] = P * c->h_n1p;
+	a[n] = c->h_b1, len[n++] = c->h_n1p;
+	if (c->p.hidden) {
+		a[n] = c->h_w2t, len[n++] = (size_t)c->h_n1p * c->h_cp;
+		a[n] = c->h_b2, len[n++] = c->h_cp;
+	}
+	return n;
+}
+
+static size_t head_bytes(const struct fz_cache *c)
+{
+	float *a[6];
+	size_t len[6], b = 2 * sizeof(float);
+	for (int i = 0, n = head_arrays(c, a, len); i < n; i++)
+		b += len[i] * sizeof(float);
+	return b;
+}
+
 static int put_cache(struct wbuf *b, const struct fz_cache *c)
 {
 	struct snap_rec r;
@@ -98,7 +127,7 @@ static int put_cache(struct wbuf *b, const struct fz_cache *c)
 	r.grid = (uint32_t)c->p.grid;
 	r.dims = (uint32_t)c->p.dims;
 	r.l2 = c->p.l2;
-	r.k = (uint32_t)c->p.k;
+	r.k = (uint32_t)(c->p.kind == FZ_CACHE_LEARNED ? c->p.hidden : c->p.k);
 	r.size = (uint32_t)c->p.size;
 	r.capacity = (uint32_t)c->p.capacity;
 	r.evict = c->p.evict;
@@ -113,9 +142,20 @@ static int put_cache(struct wbuf *b, const struct fz_cache *c)
 	r.n_entries = n;
 	r.bytes = (uint32_t)((size_t)n * (12 + (size_t)c->dim * 4) +
 			     (c->p.dims ? (size_t)c->pooled_dim * (1 + (size_t)c->p.dims) * 4 : 0));
+	if (c->p.kind == FZ_CACHE_LEARNED)
+		r.bytes = (uint32_t)head_bytes(c);
 	r.threshold = c->thr;
 	r.fixed = c->p.threshold;
 	rc |= put(b, &r, sizeof(r));
+	if (c->p.kind == FZ_CACHE_LEARNED) {
+		float *a[6];
+		size_t len[6];
+		for (int i = 0, n = head_arrays(c, a, len); i < n; i++)
+			rc |= put(b, a[i], len[i] * sizeof(float));
+		rc |= put(b, &c->h_temp, 4);
+		rc |= put(b, &c->h_r2, 4);
+		return rc ? -ENOMEM : 0;
+	}
 	if (c->p.dims) {
 		rc |= put(b, c->pca_mean, (size_t)c->pooled_dim * sizeof(float));
 		rc |= put(b, c->pca_proj, (size_t)c->pooled_dim * c->p.dims * sizeof(float));
@@ -200,6 +240,9 @@ static size_t rec_mem(const struct snap_rec *rec)
 	size_t pooled = (size_t)rec->c * rec->grid * rec->grid;
 	size_t dim = rec->dims ? rec->dims : pooled;
 
+	/* a learned cache: its predictor (classes bounded by the header's check) */
+	if (rec->kind == FZ_CACHE_LEARNED)
+		return pooled * ((rec->k ? rec->k : 256) + 16 + 2) * 4 + 1056 * 272 * 4;
 	/* per slot: key, norm, label, fraction, seqlock, CLOCK bit, LRU stamp; then PCA */
 	return slots * (dim * 4 + 4 + 4 + 4 + 4 + 1 + 4) + (rec->dims ? pooled * (1 + dim) * 4 : 0);
 }
@@ -224,7 +267,7 @@ static struct fz_cache *get_cache(struct rbuf *r, int i, int n_classes, size_t *
 	snprintf(p.layer, sizeof(p.layer), "%s", rec.name);
 	if (rec.kind >= FZ_CACHE_KIND__COUNT || rec.evict >= FZ_CACHE_EVICT__COUNT ||
 	    rec.thr_mode >= FZ_CACHE_THR__COUNT || rec.grid < 1 || rec.grid > 64 ||
-	    rec.k > FZ_CACHE_MAX_K || rec.size > (1u << 24) || rec.capacity > (1u << 24) ||
+	    rec.k > (rec.kind == FZ_CACHE_LEARNED ? 1024u : FZ_CACHE_MAX_K) || rec.size > (1u << 24) || rec.capacity > (1u << 24) ||
 	    rec.c > 65536 || rec.h > 65536 || rec.w > 65536 || rec.dims > FZ_CACHE_MAX_DIM) {
 		msg(err, errlen, "cache %d (%s): a setting is out of range", i, p.layer);
 		return NULL;
@@ -241,6 +284,10 @@ static struct fz_cache *get_cache(struct rbuf *r, int i, int n_classes, size_t *
 	p.dims = (int)rec.dims;
 	p.l2 = rec.l2 != 0;
 	p.k = (int)rec.k;
+	if (rec.kind == FZ_CACHE_LEARNED) {
+		p.k = 1;
+		p.hidden = (int)rec.k;
+	}
 	p.size = (int)rec.size;
 	p.capacity = (int)rec.capacity;
 	p.evict = rec.evict;
@@ -261,6 +308,32 @@ static struct fz_cache *get_cache(struct rbuf *r, int i, int n_classes, size_t *
 		goto fail;
 	}
 	c->thr = rec.threshold;
+	if (p.kind == FZ_CACHE_LEARNED) {
+		float *a[6];
+		size_t len[6], need = head_bytes(c);
+		if (rec.n_entries || need != rec.bytes || r->len - r->off < need) {
+			msg(err, errlen, "cache %d (%s): a learned cache's predictor needs %zu bytes "
+				"and no entries; the record says %u bytes, %u entries (%zu left)", i,
+			    p.layer, need, rec.bytes, rec.n_entries, r->len - r->off);
+			goto fail;
+		}
+		for (int q = 0, n = head_arrays(c, a, len); q < n; q++) {
+			take(r, a[q], len[q] * 4);
+			if (!finite_all(a[q], len[q]))
+				goto bad_head;
+		}
+		take(r, &c->h_temp, 4);
+		take(r, &c->h_r2, 4);
+		if (!(c->h_temp > 0.0f) || !isfinite(c->h_temp) || !(c->h_r2 >= 0.0f) ||
+		    !isfinite(c->h_r2))
+			goto bad_head;
+		c->head_set = true;
+		return c;
+	bad_head:
+		msg(err, errlen, "cache %d (%s): the predictor holds a non-finite or out-of-range "
+			"value", i, p.layer);
+		goto fail;
+	}
 	size_t need = (size_t)rec.n_entries * (12 + (size_t)c->dim * 4);
 	if (p.dims)
 		need += (size_t)c->pooled_dim * (1 + (size_t)p.dims) * 4;
@@ -334,9 +407,9 @@ struct fz_cache_set *fz_cache_set_parse(const char *path, const void *buf, size_
 	memcpy(&fp, p + 16, 8);
 	memcpy(&n_classes, p + 24, 4);
 	memcpy(&total, p + 32, 8);
-	if (version != SNAP_VERSION) {
-		msg(err, errlen, "%s: snapshot version %u, this build reads version %u", path, version,
-		    SNAP_VERSION);
+	if (version != SNAP_VERSION && version != 1) {
+		msg(err, errlen, "%s: snapshot version %u, this build reads versions 1 and %u", path,
+		    version, SNAP_VERSION);
 		goto bad;
 	}
 	if (total != len) {
@@ -366,6 +439,15 @@ struct fz_cache_set *fz_cache_set_parse(const char *path, const void *buf, size_
 	struct rbuf r = { .p = p, .len = len - SNAP_TRAILER, .off = SNAP_HDR };
 	size_t mem_left = SNAP_MAX_BYTES;
 	for (uint32_t i = 0; i < n_caches; i++) {
+		if (version == 1 && r.len - r.off >= 4) { /* version 1 knew two kinds */
+			uint32_t kind;
+			memcpy(&kind, r.p + r.off + FZ_NAME_MAX, 4);
+			if (kind == FZ_CACHE_LEARNED) {
+				msg(err, errlen, "%s: cache %u: kind %u in a version 1 snapshot", path,
+				    i, kind);
+				goto bad;
+			}
+		}
 		s->caches[i] = get_cache(&r, (int)i, (int)n_classes, &mem_left, why, sizeof(why));
 		if (!s->caches[i]) {
 			msg(err, errlen, "%s: %s", path, why);

@@ -73,6 +73,7 @@ struct feat {
 	struct fz_cache *pool; /* a cache used only for its pooling */
 	float *data;           /* N x P */
 	size_t P;
+	double pool_s;         /* time spent pooling these taps */
 };
 
 struct cal {
@@ -87,6 +88,8 @@ struct cal {
 	const int *cut; /* the layer each group but the last ends at */
 	int ncut;
 	bool tap_failed;
+	const double *rest_ns; /* per layer: full-model time per request after it */
+	int batch;
 };
 
 /* The cascade's tap hook: pool group g's output for every feature keyed on its layer. */
@@ -95,11 +98,15 @@ static void cal_tap(void *arg, int g, const float *tap, const struct fz_act_layo
 {
 	struct cal *k = arg;
 	const size_t i = (uintptr_t)rows[0].user; /* rows in image order: no exits */
-	for (int q = 0; q < k->nf; q++)
-		if (g < k->ncut && k->f[q].layer == k->cut[g] &&
-		    fz_cache_pool_burst(k->f[q].pool, tap, lay, (int)n,
+	for (int q = 0; q < k->nf; q++) {
+		if (g >= k->ncut || k->f[q].layer != k->cut[g])
+			continue;
+		double t0 = fz_now_s();
+		if (fz_cache_pool_burst(k->f[q].pool, tap, lay, (int)n,
 					k->f[q].data + i * k->f[q].P) < 0)
 			k->tap_failed = true;
+		k->f[q].pool_s += fz_now_s() - t0;
+	}
 }
 
 static struct feat *feat_find(struct cal *k, int layer, int grid)
@@ -130,6 +137,77 @@ static int answers(struct fz_cache *ca, const float *keys, const int *pred, size
 	return 0;
 }
 
+/* Tensor `layer`.`what` of a heads file: f32 with the given dims (-1: any), or NULL with a
+ * message. *got receives the dims. */
+static const float *head_tensor(const struct fz_weights *hw, const char *file, const char *layer,
+				const char *what, int ndim, const int64_t *want, int64_t *got,
+				bool optional)
+{
+	char name[FZ_NAME_MAX + 16];
+	const char *dt;
+	const int64_t *dims;
+	int nd;
+	snprintf(name, sizeof(name), "%s.%s", layer, what);
+	const float *d = fz_weights_find(hw, name, &dt, &nd, &dims);
+	if (!d) {
+		if (!optional)
+			fprintf(stderr, "freeze: %s: no tensor '%s' (train the predictors with "
+					"tools/train_caches.py for this model and points)\n", file, name);
+		return NULL;
+	}
+	bool ok = !strcmp(dt, "F32") && nd == ndim;
+	for (int i = 0; ok && i < nd; i++) {
+		ok = want[i] < 0 || dims[i] == want[i];
+		got[i] = dims[i];
+	}
+	if (!ok) {
+		fprintf(stderr, "freeze: %s: tensor '%s' is %s of %d dims, expected F32 [", file, name,
+			dt, nd);
+		for (int i = 0; i < ndim; i++)
+			fprintf(stderr, "%s%lld", i ? ", " : "", (long long)want[i]);
+		fprintf(stderr, "] (-1: any; pooled = channels x grid x grid of the config)\n");
+		return NULL;
+	}
+	return d;
+}
+
+/* A learned cache's predictor from the heads file: *p gets its hidden units. 0 or -EINVAL. */
+static int head_load(const struct fz_weights *hw, const char *file, struct fz_cache_params *p,
+		     int pooled, int classes, struct fz_cache_head *h)
+{
+	int64_t g1[2], g2[2], one = 1, P = pooled, C = classes, any = -1;
+	float *t;
+	memset(h, 0, sizeof(*h));
+	if (!hw) {
+		fprintf(stderr, "freeze: cache on '%s': kind learned needs 'heads:'\n", p->layer);
+		return -EINVAL;
+	}
+	int64_t w1d[2] = {any, P};
+	h->w1 = head_tensor(hw, file, p->layer, "w1", 2, w1d, g1, false);
+	h->w2 = head_tensor(hw, file, p->layer, "w2", 2, (int64_t[]){C, any}, g2, true);
+	if (!h->w1)
+		return -EINVAL;
+	h->hidden = h->w2 ? (int)g2[1] : 0;
+	if ((h->w2 && g1[0] != g2[1]) || (!h->w2 && g1[0] != C)) {
+		fprintf(stderr, "freeze: %s: '%s': w1 has %lld rows; expected %s\n", file, p->layer,
+			(long long)g1[0], h->w2 ? "w2's columns" : "one per class (no w2)");
+		return -EINVAL;
+	}
+	int64_t n1 = g1[0];
+	if (!(h->b1 = head_tensor(hw, file, p->layer, "b1", 1, &n1, g1, false)) ||
+	    !(h->mean = head_tensor(hw, file, p->layer, "mean", 1, &P, g1, false)) ||
+	    !(h->inv_std = head_tensor(hw, file, p->layer, "inv_std", 1, &P, g1, false)) ||
+	    (h->w2 && !(h->b2 = head_tensor(hw, file, p->layer, "b2", 1, &C, g1, false))) ||
+	    !(t = (float *)head_tensor(hw, file, p->layer, "temperature", 1, &one, g1, false)))
+		return -EINVAL;
+	h->temperature = t[0];
+	if (!(t = (float *)head_tensor(hw, file, p->layer, "radius", 1, &one, g1, false)))
+		return -EINVAL;
+	h->radius = t[0];
+	p->hidden = h->hidden;
+	return 0;
+}
+
 /* Build one config's caches from the pooled taps, set thresholds, report, save. */
 static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *layer,
 			 const char *out_path)
@@ -144,8 +222,17 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 	bool *enabled = malloc((size_t)L * sizeof(bool));
 	enum fz_cache_thr_mode *mode = malloc((size_t)L * sizeof(*mode));
 	int *exit = malloc((nv + nh + 1) * sizeof(int));
-	double gain[FZ_CACHE_MAX_BURST];
+	double gain[FZ_CACHE_MAX_BURST], cost_ns[FZ_CACHE_MAX_BURST], payoff[FZ_CACHE_MAX_BURST];
+	bool off_by_payoff[FZ_CACHE_MAX_BURST] = {0};
+	char err[1024];
+	struct fz_weights *hw = NULL;
 	int rc = -ENOMEM;
+
+	if (cfg->heads[0] && !(hw = fz_weights_load(cfg->heads, err, sizeof(err)))) {
+		fprintf(stderr, "freeze: %s: %s\n", cfg->path, err);
+		rc = -EINVAL;
+		goto out;
+	}
 
 	if (!set || !keys || !conf || !agree || !thr || !fixed || !enabled || !mode || !exit)
 		goto out;
@@ -155,7 +242,14 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 		const struct fz_cache_params *p = &cfg->caches[i];
 		struct fz_shape sh = k->m->layers[layer[i]].out;
 		struct feat *f = feat_find(k, layer[i], p->grid);
-		struct fz_cache *ca = fz_cache_create(p, sh.c, sh.h, sh.w, k->classes);
+		struct fz_cache_params pc = *p;
+		struct fz_cache_head head;
+		if (p->kind == FZ_CACHE_LEARNED &&
+		    head_load(hw, cfg->heads, &pc, sh.c * p->grid * p->grid, k->classes, &head) < 0) {
+			rc = -EINVAL;
+			goto out;
+		}
+		struct fz_cache *ca = fz_cache_create(&pc, sh.c, sh.h, sh.w, k->classes);
 		double tc = fz_now_s();
 		if (!ca || !f) {
 			fprintf(stderr, "freeze: %s: cache on '%s' (%dx%dx%d): invalid settings (a key "
@@ -165,6 +259,13 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 			goto out;
 		}
 		set->caches[i] = ca;
+		if (p->kind == FZ_CACHE_LEARNED && fz_cache_set_head(ca, &head) < 0) {
+			fprintf(stderr, "freeze: %s: the predictor for '%s' is invalid (hidden units, "
+					"a non-finite weight, temperature <= 0 or radius < 0)\n",
+				cfg->heads, p->layer);
+			rc = -EINVAL;
+			goto out;
+		}
 		const size_t D = (size_t)fz_cache_key_dim(ca);
 		fprintf(stderr, "calibrate: %s: cache %d/%d on %s: ", cfg->path, i + 1, L, p->layer);
 		if (fz_cache_params(ca)->dims) { /* the cache's: dims >= pooled means none */
@@ -180,9 +281,24 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 				goto out;
 			}
 		}
-		fprintf(stderr, "%s of %zu points, ", fz_cache_kind_name(p->kind), nb);
+		if (p->kind == FZ_CACHE_LEARNED)
+			fprintf(stderr, "learned (hidden %d), ", pc.hidden);
+		else
+			fprintf(stderr, "%s of %zu points, ", fz_cache_kind_name(p->kind), nb);
 		if (fz_cache_build(ca, keys, k->pred, nb, cfg->seed + (uint64_t)i) < 0)
 			goto out;
+		/* a lookup's cost per request: pooling (timed in the forward pass), then key and
+		 * lookup of the validation requests timed here */
+		double tl = fz_now_s();
+		for (size_t j = 0; j < nv; j += 64) {
+			int n = (int)(nv - j < 64 ? nv - j : 64);
+			float kb[64 * FZ_CACHE_MAX_DIM];
+			struct fz_cache_result rb[64];
+			if (fz_cache_project_burst(ca, f->data + (nb + j) * f->P, n, kb) < 0 ||
+			    fz_cache_lookup_keys(ca, kb, n, rb) < 0)
+				goto out;
+		}
+		cost_ns[i] = 1e9 * (f->pool_s / (double)k->N + (fz_now_s() - tl) / (double)nv);
 		if (answers(ca, keys, k->pred, nb, nv, conf + (size_t)i * nv, agree + (size_t)i * nv) < 0 ||
 		    answers(ca, keys, k->pred, nb + nv, nh, hconf + (size_t)i * nh,
 			    hagree + (size_t)i * nh) < 0) {
@@ -198,19 +314,48 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 				       (double)fz_net_macs(k->net, 0, k->m->n_layers - 1);
 		fixed[i] = p->threshold;
 	}
-	if ((rc = fz_cache_calibrate_thresholds(mode, enabled, fixed, L, conf, agree, nv,
-						cfg->budget, cfg->objective_compute ? gain : NULL,
-						thr)) < 0)
-		goto out;
+	/* Thresholds, then payoff: a point whose exits save less full-model time than its lookups
+	 * cost the requests reaching it is switched off, and the thresholds set again without it
+	 * (its share of the budget goes to the others); until every point left pays. */
+	size_t wrong;
+	for (;;) {
+		if ((rc = fz_cache_calibrate_thresholds(mode, enabled, fixed, L, conf, agree, nv,
+							cfg->budget,
+							cfg->objective_compute ? gain : NULL,
+							thr)) < 0)
+			goto out;
+		wrong = fz_cache_cascade(enabled, thr, L, conf, agree, nv, exit);
+		int worst = -1;
+		for (int i = 0; i < L; i++) {
+			size_t reach = 0, ex = 0;
+			for (size_t j = 0; j < nv; j++) {
+				reach += exit[j] >= i;
+				ex += exit[j] == i;
+			}
+			payoff[i] = ((double)ex * k->rest_ns[layer[i]] - (double)reach * cost_ns[i]) /
+				    (double)nv;
+			if (enabled[i] && mode[i] == FZ_CACHE_THR_BUDGET && payoff[i] <= 0.0 &&
+			    (worst < 0 || payoff[i] < payoff[worst]))
+				worst = i;
+		}
+		if (worst < 0)
+			break;
+		enabled[worst] = false;
+		off_by_payoff[worst] = true;
+		fz_cache_set_enabled(set->caches[worst], false);
+		fprintf(stderr, "calibrate: %s: %s switched off: its exits save %.0f ns per request "
+				"less than its lookups cost\n",
+			cfg->path, cfg->caches[worst].layer, -payoff[worst]);
+	}
 	for (int i = 0; i < L; i++)
 		fz_cache_set_threshold(set->caches[i], thr[i]);
-	size_t wrong = fz_cache_cascade(enabled, thr, L, conf, agree, nv, exit);
 
 	const int mid = fz_model_find_layer(k->m, "block4");
 	printf("config       %s (budget %.4f for %s; build %zu, validation %zu, held-out %zu)\n",
 	       cfg->path, cfg->budget, cfg->objective_compute ? "compute" : "exits", nb, nv, nh);
-	printf("%-8s %-7s %-14s %7s %-10s %10s %8s %8s %8s %9s\n", "layer", "kind", "key",
-	       "entries", "mode", "threshold", "alone", "exits", "cumul", "disagree");
+	printf("%-9s %-7s %-14s %7s %-10s %10s %8s %8s %8s %9s %9s %10s\n", "layer", "kind",
+	       "key", "entries", "mode", "threshold", "alone", "exits", "cumul", "disagree",
+	       "lookup", "payoff");
 	size_t cum = 0, by_mid = 0;
 	for (int i = 0; i < L; i++) {
 		const struct fz_cache_params *p = fz_cache_params(set->caches[i]);
@@ -227,10 +372,15 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 			by_mid += ex;
 		char kd[32];
 		key_desc(p, kd, sizeof(kd));
-		printf("%-8s %-7s %-14s %7d %-10s %10.4g %7.2f%% %7.2f%% %7.2f%% %9zu\n", p->layer,
-		       fz_cache_kind_name(p->kind), kd, fz_cache_entries(set->caches[i]),
-		       enabled[i] ? fz_cache_thr_name(p->thr_mode) : "disabled", thr[i],
-		       100.0 * alone / nv, 100.0 * ex / nv, 100.0 * cum / nv, dis);
+		if (p->kind == FZ_CACHE_LEARNED)
+			snprintf(kd, sizeof(kd), "g%d/mlp%d", p->grid, p->hidden);
+		printf("%-9s %-7s %-14s %7d %-10s %10.4g %7.2f%% %7.2f%% %7.2f%% %9zu %7.0fns "
+		       "%8.0fns\n",
+		       p->layer, fz_cache_kind_name(p->kind), kd, fz_cache_entries(set->caches[i]),
+		       enabled[i] ? fz_cache_thr_name(p->thr_mode)
+				  : off_by_payoff[i] ? "no-payoff" : "disabled",
+		       thr[i], 100.0 * alone / nv, 100.0 * ex / nv, 100.0 * cum / nv, dis,
+		       cost_ns[i], payoff[i]);
 	}
 	printf("validation   exits %.2f%%, by block4 %.2f%%, agreement %.3f%% (%zu disagree)\n",
 	       100.0 * cum / nv, 100.0 * by_mid / nv, 100.0 - 100.0 * wrong / nv, wrong);
@@ -244,6 +394,8 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 		       100.0 * hx / nh, 100.0 * hm / nh, 100.0 - 100.0 * hw / nh, hw);
 	}
 	printf("cache bytes  %zu\n", fz_cache_set_bytes(set));
+	printf("payoff       per validation request: full-model time its exits skip minus its "
+	       "lookups' (pooling, key, lookup) at batch %d\n", k->batch);
 	if ((rc = fz_cache_set_save(set, out_path)) < 0) {
 		fprintf(stderr, "freeze: %s: cannot write the snapshot: %s\n", out_path, strerror(-rc));
 		goto out;
@@ -256,6 +408,7 @@ out:
 	free(keys), free(conf), free(agree), free(thr), free(fixed), free(enabled), free(mode);
 	free(exit);
 	fz_cache_set_free(set);
+	fz_weights_free(hw);
 	return rc;
 }
 
@@ -319,6 +472,7 @@ int fz_cmd_calibrate(int argc, char **argv)
 	struct fz_idx img = {0}, lab = {0};
 	struct cal k = {0};
 	int *pred = NULL, cut[FZ_CACHE_MAX_BURST], ncut = 0;
+	double *rest_ns = NULL;
 
 	if (!(m = fz_model_load(model_path, err, sizeof(err))) ||
 	    fz_idx_load(images, &img, err, sizeof(err)) < 0 ||
@@ -402,6 +556,8 @@ int fz_cmd_calibrate(int argc, char **argv)
 				f->P = (size_t)fz_cache_pooled_dim(f->pool);
 				if (!(f->data = malloc(N * f->P * sizeof(float))))
 					goto nomem;
+				/* touched now, so page faults are not timed as pooling */
+				memset(f->data, 0, N * f->P * sizeof(float));
 			}
 			int seen = 0;
 			for (int q = 0; q < ncut; q++)
@@ -431,6 +587,7 @@ int fz_cmd_calibrate(int argc, char **argv)
 	k.cut = cut;
 	k.ncut = ncut;
 	const struct fz_cascade_run taps = {.no_exit = true, .tap = cal_tap, .arg = &k};
+	fz_cascade_timing(cc, true); /* per group: what an exit before it saves */
 	double t0 = fz_now_s();
 	for (size_t i = 0; i < N; i += (size_t)batch) {
 		unsigned n = (unsigned)(N - i < (size_t)batch ? N - i : (size_t)batch), na = 0;
@@ -457,6 +614,14 @@ int fz_cmd_calibrate(int argc, char **argv)
 		100.0 * correct / N, N, k.nv ? 100.0 * vcorrect / k.nv : 0.0);
 	printf("model        %s (fingerprint %016llx), %s\n", m->name, (unsigned long long)k.fp,
 	       images);
+	if (!(rest_ns = calloc((size_t)m->n_layers, sizeof(double))))
+		goto nomem;
+	const struct fz_cascade_stats *cst = fz_cascade_stats(cc);
+	for (int g = 0; g < fz_cascade_groups(cc); g++)
+		for (int l = 0; l < fz_cascade_group_first(cc, g); l++)
+			rest_ns[l] += (double)cst->group_ns[g] / (double)N;
+	k.rest_ns = rest_ns;
+	k.batch = batch;
 
 	/* 2. each config: caches, thresholds, report, snapshot */
 	rc = 0;
@@ -477,6 +642,7 @@ out:
 		free(layer[i]);
 	}
 	free(pred);
+	free(rest_ns);
 	fz_cascade_free(cc);
 	free(rows), free(ans);
 	fz_net_free(net);
