@@ -282,8 +282,20 @@ int fz_cache_build(struct fz_cache *c, const float *keys, const int *labels, siz
 	for (size_t i = 0; i < n; i++)
 		if (labels[i] < 0 || labels[i] >= c->n_classes)
 			return -EINVAL;
-	if (c->p.kind == FZ_CACHE_LEARNED) /* a predictor, installed with fz_cache_set_head */
-		return 0;
+	if (c->p.kind == FZ_CACHE_LEARNED) { /* a predictor, installed with fz_cache_set_head */
+		if (!c->sub)
+			return 0;
+		/* the confirmer's keys follow logits and guard */
+		const size_t SD = (size_t)c->sub->dim, off = (size_t)c->n_classes + 1;
+		float *tail = malloc(n * SD * sizeof(float));
+		if (!tail)
+			return -ENOMEM;
+		for (size_t i = 0; i < n; i++)
+			memcpy(tail + i * SD, keys + i * (size_t)c->dim + off, SD * sizeof(float));
+		int rc = fz_cache_build(c->sub, tail, labels, n, seed);
+		free(tail);
+		return rc;
+	}
 	clear_base(c);
 	if (c->p.kind == FZ_CACHE_KNN)
 		return build_knn(c, keys, labels, n);

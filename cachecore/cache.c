@@ -86,14 +86,28 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 	/* PCA to >= pooled dims: no projection; a learned cache's key is its logits and guard */
 	int dims = !learned && p->dims < pooled ? p->dims : 0;
 	int dim = learned ? n_classes + 1 : dims ? dims : pooled;
+	struct fz_cache *sub = NULL;
+	if (learned && p->confirm) {
+		struct fz_cache_params sp = *p;
+		sp.kind = FZ_CACHE_KMEANS;
+		sp.confirm = false;
+		sp.thr_mode = FZ_CACHE_THR_FIXED;
+		sp.threshold = 0.0f;
+		if (!(sub = fz_cache_create(&sp, c, h, w, n_classes)))
+			return NULL;
+		dim += sub->dim;
+	}
 	if (pooled > FZ_CACHE_MAX_POOLED || dim > FZ_CACHE_MAX_DIM ||
 	    (long)p->size + p->capacity > (1L << 24)) {
 		errno = EINVAL;
 		return NULL;
 	}
 	ca = fz_cache_zalloc(sizeof(*ca));
-	if (!ca)
+	if (!ca) {
+		fz_cache_free(sub);
 		return NULL;
+	}
+	ca->sub = sub;
 	ca->p = *p;
 	ca->p.dims = dims;
 	if (learned) {
@@ -174,6 +188,7 @@ void fz_cache_free(struct fz_cache *c)
 	free(c->h_b2);
 	free(c->h_mean);
 	free(c->h_isd);
+	fz_cache_free(c->sub);
 	free(c);
 }
 
@@ -221,6 +236,8 @@ size_t fz_cache_bytes(const struct fz_cache *c)
 	if (c->p.kind == FZ_CACHE_LEARNED)
 		b += ((size_t)c->pooled_dim * (c->h_n1p + 2) + c->h_n1p * (1 + (size_t)c->h_cp) +
 		      c->h_cp) * sizeof(float);
+	if (c->sub)
+		b += fz_cache_bytes(c->sub);
 	return b;
 }
 

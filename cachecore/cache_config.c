@@ -8,9 +8,10 @@
 #include "fz_yaml.h"
 
 static const char *const top_keys[] = { "build", "validation", "budget", "seed", "objective",
-					"heads", "defaults", "caches", NULL };
+					"heads", "confirm_keep", "defaults", "caches", NULL };
 static const char *const set_keys[] = { "layer", "kind", "key", "k", "size", "capacity",
-					"eviction", "threshold", "enabled", "online", NULL };
+					"eviction", "threshold", "enabled", "online", "confirm",
+					NULL };
 static const char *const key_keys[] = { "grid", "dims", "l2", NULL };
 
 /* A scalar that must be one of the names of an X-macro table; *out gets its index. */
@@ -78,7 +79,8 @@ static int parse_settings(struct fz_ydoc *doc, const struct fz_ynode *m, struct 
 	    fz_ymap_int_pos(doc, m, "size", FZ_Y_OPTIONAL, &p->size) ||
 	    fz_ymap_int_min(doc, m, "capacity", FZ_Y_OPTIONAL, 0, &p->capacity) ||
 	    fz_ymap_bool(doc, m, "enabled", FZ_Y_OPTIONAL, &p->enabled) ||
-	    fz_ymap_bool(doc, m, "online", FZ_Y_OPTIONAL, &p->online))
+	    fz_ymap_bool(doc, m, "online", FZ_Y_OPTIONAL, &p->online) ||
+	    fz_ymap_bool(doc, m, "confirm", FZ_Y_OPTIONAL, &p->confirm))
 		return -EINVAL;
 	if (p->k > FZ_CACHE_MAX_K)
 		return fz_yerr(doc, fz_ymap_get(m, "k"), "k %d is above the limit %d", p->k,
@@ -121,9 +123,13 @@ static int parse(struct fz_ydoc *doc, struct fz_cache_config *cfg)
 	    fz_ymap_int_pos(doc, root, "build", FZ_Y_OPTIONAL, &cfg->build) ||
 	    fz_ymap_int_pos(doc, root, "validation", FZ_Y_OPTIONAL, &cfg->validation) ||
 	    fz_ymap_float(doc, root, "budget", FZ_Y_OPTIONAL, &cfg->budget) ||
+	    fz_ymap_float(doc, root, "confirm_keep", FZ_Y_OPTIONAL, &cfg->confirm_keep) ||
 	    fz_ymap_int_min(doc, root, "seed", FZ_Y_OPTIONAL, 0, &seed))
 		return -EINVAL;
 	cfg->seed = (uint64_t)seed;
+	if (!(cfg->confirm_keep > 0.0 && cfg->confirm_keep <= 1.0))
+		return fz_yerr(doc, fz_ymap_get(root, "confirm_keep"),
+			       "confirm_keep is a fraction in (0, 1], found %g", cfg->confirm_keep);
 	if (cfg->budget < 0.0 || cfg->budget > 1.0)
 		return fz_yerr(doc, fz_ymap_get(root, "budget"),
 			       "budget is a fraction of validation requests in [0, 1], found %g",
@@ -180,6 +186,10 @@ static int parse(struct fz_ydoc *doc, struct fz_cache_config *cfg)
 		if (p->kind == FZ_CACHE_LEARNED && (p->online || p->capacity))
 			return fz_yerr(doc, it, "a learned cache holds no entries: online and "
 					"capacity do not apply");
+		if (p->confirm && p->kind != FZ_CACHE_LEARNED)
+			return fz_yerr(doc, fz_ymap_get(it, "confirm") ? fz_ymap_get(it, "confirm") : it,
+				       "confirm: a k-means cache confirms a learned cache's answers; "
+				       "this cache is %s", fz_cache_kind_name(p->kind));
 		if (p->online && p->capacity < 1)
 			return fz_yerr(doc, it,
 				       "online: true needs capacity > 0 (slots for online entries)");
@@ -207,6 +217,7 @@ static struct fz_cache_config *config_from_doc(struct fz_ydoc *doc, const char *
 	cfg->validation = 10000;
 	cfg->budget = 0.004;
 	cfg->objective_compute = true;
+	cfg->confirm_keep = 0.75;
 	rc = parse(doc, cfg);
 	fz_ydoc_free(doc);
 	if (rc) {

@@ -46,6 +46,7 @@ struct fz_cache {
 	float *h_b2;           /* [cp] */
 	float *h_mean, *h_isd; /* [pooled] */
 	float h_temp, h_r2;    /* temperature, guard radius^2 */
+	struct fz_cache *sub;  /* the confirming k-means cache, its key after ours (or NULL) */
 	bool head_set;
 
 	float *keys;            /* n_blocks * dim * 16, 64-byte aligned */
@@ -148,7 +149,7 @@ static inline float fz_cache_window(float qn, float cmax, int dim)
 
 /* A learned cache's answer from its key (logits, guard): learned.c. */
 void fz_cache_learned_answer(const struct fz_cache *c, const float *key,
-			     struct fz_cache_result *r);
+			     const struct fz_cache_result *confirm, struct fz_cache_result *r);
 
 /* Write slot s whole under its seqlock (writer only). */
 void fz_cache_write_slot(struct fz_cache *c, int s, const float *key, int label, float frac);

@@ -61,6 +61,8 @@ struct fz_cache_params {
 	bool l2;   /* L2-normalise the key */
 	int k;     /* knn: neighbours voting */
 	int hidden; /* learned: hidden units of the predictor (0 = linear; set from its file) */
+	bool confirm; /* learned: a k-means cache (key grid/dims/l2, size) must give the same
+		       * answer above its threshold, or the point abstains */
 	int size;  /* calibrated entries: knn points kept / k-means centroids */
 	int capacity; /* online entries on top of the calibrated ones (0 = none) */
 	enum fz_cache_evict evict;
@@ -191,8 +193,11 @@ int fz_cache_slots(const struct fz_cache *c); /* calibrated + online slots */
  * key[0..classes) the logits z = W2 relu(W1 x + b1) + b2 (or W1 x + b1 without a hidden layer)
  * and key[classes] the guard |(x - mean) * inv_std|^2. The lookup answers argmax z with
  * confidence log(p / (1 - p)) of the tempered softmax p = softmax(z / T) (so 0 = even odds;
- * never saturates), and abstains (confidence 0) when the guard is above radius^2: inputs
- * unlike every training input are never answered early. key dims / l2 do not apply.
+ * never saturates), and abstains (confidence 0) when the guard is above radius^2. With
+ * `confirm`, the key goes on with a k-means key (grid, dims, l2 of the params; size
+ * centroids) and the point answers only when the nearest centroid gives the same label with a
+ * k-means confidence above the confirmer's threshold: far from every centroid (inputs unlike
+ * the training data) it abstains. Without it, dims / l2 / size do not apply.
  * Trained by tools/train_caches.py, installed by `freeze calibrate`, kept in snapshots.
  */
 struct fz_cache_head {
@@ -210,6 +215,9 @@ struct fz_cache_head {
 /* Install a learned cache's predictor (copied). The cache's params.hidden must equal it. 0, or -EINVAL
  * (not a learned cache, hidden mismatch, a non-finite weight, temperature <= 0). */
 int fz_cache_set_head(struct fz_cache *c, const struct fz_cache_head *h);
+/* A learned cache's confirming k-means cache (NULL: none; it is owned by c). Calibration fits
+ * its PCA, builds it (fz_cache_build on c does) and sets its threshold. */
+struct fz_cache *fz_cache_confirmer(const struct fz_cache *c);
 /* Has a learned cache got its predictor? (others: true) */
 bool fz_cache_ready(const struct fz_cache *c);
 
@@ -282,6 +290,8 @@ struct fz_cache_config {
 	bool objective_compute; /* budget buys saved compute (MACs) rather than exit count */
 	char heads[FZ_PATH_MAX]; /* learned caches' predictors (safetensors), resolved against
 				  * the config's directory; "" = none */
+	double confirm_keep; /* a confirmer's threshold passes this share of the validation
+			      * requests its nearest centroid answers right (default 0.75) */
 	uint64_t seed;
 	struct fz_cache_params *caches;
 	int n_caches;
@@ -290,7 +300,7 @@ struct fz_cache_config {
 /*
  * Load a cache config:
  *   build: 50000, validation: 10000, budget: 0.004, seed: 1, objective: compute|exits,
- *   heads: FILE.safetensors (needed by kind: learned)
+ *   heads: FILE.safetensors (needed by kind: learned), confirm_keep: 0.75
  *   defaults: {kind, key: {grid, dims, l2}, k, size, capacity, eviction, threshold, enabled, online}
  *   caches: [ {layer: block1, <any default overridden>}, ... ]
  * threshold is zero-error, budget, or a number (fixed). NULL with errno and a

@@ -556,7 +556,10 @@ static void head_layer(const float *const *x, int P, const float *wt, const floa
 	}
 }
 
-/* pooled[n][P] -> keys[n][classes + 1]: the predictor's logits, then the guard. */
+static void k_project(const struct fz_cache *c, const float *pooled, int n, float *keys);
+
+/* pooled[n][P] -> keys[n][classes + 1 (+ the confirmer's key)]: the predictor's logits, the
+ * guard, then the confirming k-means cache's key. */
 static void k_head(const struct fz_cache *c, const float *pooled, int n, float *keys)
 {
 	const int P = c->pooled_dim, C = c->n_classes, D = c->dim;
@@ -596,6 +599,14 @@ static void k_head(const struct fz_cache *c, const float *pooled, int n, float *
 			float *k = keys + (size_t)(s + q) * D;
 			memcpy(k, z[q], (size_t)C * sizeof(float));
 			k[C] = gs;
+		}
+		if (c->sub) {
+			_Alignas(64) float sk[4 * FZ_CACHE_MAX_DIM];
+			const int SD = c->sub->dim;
+			k_project(c->sub, pooled + (size_t)s * P, Q, sk);
+			for (int q = 0; q < Q; q++)
+				memcpy(keys + (size_t)(s + q) * D + C + 1, sk + (size_t)q * SD,
+				       (size_t)SD * sizeof(float));
 		}
 	}
 }

@@ -93,6 +93,8 @@ int fz_cache_fit_pca(struct fz_cache *c, const float *pooled, size_t n, size_t s
 	const int P = c->pooled_dim, d = c->p.dims;
 	size_t m = sample && sample < n ? sample : n;
 
+	if (c->p.kind == FZ_CACHE_LEARNED)
+		return c->sub ? fz_cache_fit_pca(c->sub, pooled, n, sample) : -EINVAL;
 	if (!d || !pooled || n < (size_t)d)
 		return -EINVAL;
 	double *mean = calloc((size_t)P, sizeof(double));

@@ -50,13 +50,18 @@ int fz_cache_set_head(struct fz_cache *c, const struct fz_cache_head *h)
 	return 0;
 }
 
+struct fz_cache *fz_cache_confirmer(const struct fz_cache *c)
+{
+	return c->sub;
+}
+
 bool fz_cache_ready(const struct fz_cache *c)
 {
 	return c->p.kind != FZ_CACHE_LEARNED || c->head_set;
 }
 
 void fz_cache_learned_answer(const struct fz_cache *c, const float *key,
-			     struct fz_cache_result *r)
+			     const struct fz_cache_result *confirm, struct fz_cache_result *r)
 {
 	const int C = c->n_classes;
 	int best = 0;
@@ -78,6 +83,8 @@ void fz_cache_learned_answer(const struct fz_cache *c, const float *key,
 			rest += exp(((double)key[j] - key[best]) / c->h_temp);
 	float conf = rest > 0.0 ? (float)-log(rest) : FZ_CONF_MAX;
 	r->label = best;
+	if (confirm && !(confirm->hit && confirm->label == best))
+		return; /* the neighbours do not vouch for it */
 	r->conf = conf > 0.0f ? (conf < FZ_CONF_MAX ? conf : FZ_CONF_MAX) : 0.0f;
 	r->hit = c->enabled && r->conf > c->thr;
 }

@@ -248,8 +248,23 @@ int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 	if (!keys || !res || n < 0 || n > FZ_CACHE_MAX_BURST)
 		return -EINVAL;
 	if (c->p.kind == FZ_CACHE_LEARNED) { /* the key is the predictor's answer */
-		for (int i = 0; i < n; i++)
-			fz_cache_learned_answer(c, keys + (size_t)i * D, &res[i]);
+		const int C = c->n_classes, SD = c->sub ? c->sub->dim : 0;
+		float tail[FZ_GQ * FZ_CACHE_MAX_DIM];
+		struct fz_cache_result sres[FZ_GQ];
+		for (int q0 = 0; q0 < n; q0 += FZ_GQ) {
+			const int nq = n - q0 < FZ_GQ ? n - q0 : FZ_GQ;
+			if (c->sub) { /* the confirming k-means keys follow logits and guard */
+				for (int i = 0; i < nq; i++)
+					memcpy(tail + (size_t)i * SD, keys + (size_t)(q0 + i) * D + C + 1,
+					       (size_t)SD * sizeof(float));
+				int rc = fz_cache_lookup_keys(c->sub, tail, nq, sres);
+				if (rc)
+					return rc;
+			}
+			for (int i = 0; i < nq; i++)
+				fz_cache_learned_answer(c, keys + (size_t)(q0 + i) * D,
+							c->sub ? &sres[i] : NULL, &res[q0 + i]);
+		}
 		return 0;
 	}
 	/* Acquire: pairs with the writer's release store of n_live in fz_cache_write_slot, so

@@ -23,7 +23,8 @@
  *             holds instead its predictor: f32 mean[pooled], inv_std[pooled],
  *             w1t[pooled][n1p], b1[n1p], with a hidden layer w2t[n1p][cp], b2[cp], then
  *             temperature, radius^2 (n1p, cp: hidden units or classes, classes, rounded up
- *             to 16; the record's k is the hidden units)
+ *             to 16; the record's k is the hidden units; online 2 = confirmed: dims, l2 and
+ *             size are the confirming k-means cache's, whose whole record follows)
  *   trailer : u32 CRC32C of every byte before it, u32 reserved
  */
 #define SNAP_MAGIC "FZCACHE"
@@ -142,8 +143,15 @@ static int put_cache(struct wbuf *b, const struct fz_cache *c)
 	r.n_entries = n;
 	r.bytes = (uint32_t)((size_t)n * (12 + (size_t)c->dim * 4) +
 			     (c->p.dims ? (size_t)c->pooled_dim * (1 + (size_t)c->p.dims) * 4 : 0));
-	if (c->p.kind == FZ_CACHE_LEARNED)
+	if (c->p.kind == FZ_CACHE_LEARNED) {
 		r.bytes = (uint32_t)head_bytes(c);
+		if (c->sub) {
+			r.online = 2;
+			r.dims = (uint32_t)c->sub->p.dims;
+			r.l2 = c->sub->p.l2;
+			r.size = (uint32_t)c->sub->p.size;
+		}
+	}
 	r.threshold = c->thr;
 	r.fixed = c->p.threshold;
 	rc |= put(b, &r, sizeof(r));
@@ -154,6 +162,8 @@ static int put_cache(struct wbuf *b, const struct fz_cache *c)
 			rc |= put(b, a[i], len[i] * sizeof(float));
 		rc |= put(b, &c->h_temp, 4);
 		rc |= put(b, &c->h_r2, 4);
+		if (!rc && c->sub)
+			return put_cache(b, c->sub);
 		return rc ? -ENOMEM : 0;
 	}
 	if (c->p.dims) {
@@ -287,6 +297,8 @@ static struct fz_cache *get_cache(struct rbuf *r, int i, int n_classes, size_t *
 	if (rec.kind == FZ_CACHE_LEARNED) {
 		p.k = 1;
 		p.hidden = (int)rec.k;
+		p.confirm = rec.online == 2;
+		rec.online = 0;
 	}
 	p.size = (int)rec.size;
 	p.capacity = (int)rec.capacity;
@@ -328,6 +340,20 @@ static struct fz_cache *get_cache(struct rbuf *r, int i, int n_classes, size_t *
 		    !isfinite(c->h_r2))
 			goto bad_head;
 		c->head_set = true;
+		if (c->sub) { /* the confirmer's own record follows */
+			struct fz_cache *sub = get_cache(r, i, n_classes, mem_left, err, errlen);
+			if (!sub)
+				goto fail;
+			if (sub->p.kind != FZ_CACHE_KMEANS || sub->pooled_dim != c->pooled_dim ||
+			    sub->dim != c->sub->dim || sub->p.grid != c->p.grid) {
+				fz_cache_free(sub);
+				msg(err, errlen, "cache %d (%s): its confirming cache does not match "
+					"it", i, p.layer);
+				goto fail;
+			}
+			fz_cache_free(c->sub);
+			c->sub = sub;
+		}
 		return c;
 	bad_head:
 		msg(err, errlen, "cache %d (%s): the predictor holds a non-finite or out-of-range "

@@ -208,6 +208,47 @@ static int head_load(const struct fz_weights *hw, const char *file, struct fz_ca
 	return 0;
 }
 
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
+
+/* A learned cache's confirmer: its threshold passes `keep` of the validation requests
+ * whose nearest centroid gives the full model's answer (so in-distribution requests are
+ * rarely held back, and requests far from every centroid are). 0 or -errno. */
+static int confirm_threshold(struct fz_cache *ca, const float *keys, const int *pred,
+			     size_t from, size_t n, double keep)
+{
+	struct fz_cache *sub = fz_cache_confirmer(ca);
+	const size_t D = (size_t)fz_cache_key_dim(ca), SD = (size_t)fz_cache_key_dim(sub);
+	const size_t off = D - SD;
+	float *tail = malloc(n * SD * sizeof(float)), *ok = malloc(n * sizeof(float));
+	size_t m = 0;
+	int rc = -ENOMEM;
+	if (!tail || !ok)
+		goto out;
+	for (size_t j = 0; j < n; j++)
+		memcpy(tail + j * SD, keys + (from + j) * D + off, SD * sizeof(float));
+	for (size_t j = 0; j < n; j += FZ_CACHE_MAX_BURST) {
+		int c = (int)(n - j < FZ_CACHE_MAX_BURST ? n - j : FZ_CACHE_MAX_BURST);
+		struct fz_cache_result res[FZ_CACHE_MAX_BURST];
+		if ((rc = fz_cache_lookup_keys(sub, tail + j * SD, c, res)) < 0)
+			goto out;
+		for (int q = 0; q < c; q++)
+			if (res[q].label == pred[from + j + (size_t)q])
+				ok[m++] = res[q].conf;
+	}
+	qsort(ok, m, sizeof(float), cmp_float);
+	fz_cache_set_threshold(sub, m ? ok[(size_t)((1.0 - keep) * (double)m)] : 0.0f);
+	rc = 0;
+out:
+	free(tail);
+	free(ok);
+	return rc;
+}
+
 /* Build one config's caches from the pooled taps, set thresholds, report, save. */
 static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *layer,
 			 const char *out_path)
@@ -268,8 +309,9 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 		}
 		const size_t D = (size_t)fz_cache_key_dim(ca);
 		fprintf(stderr, "calibrate: %s: cache %d/%d on %s: ", cfg->path, i + 1, L, p->layer);
-		if (fz_cache_params(ca)->dims) { /* the cache's: dims >= pooled means none */
-			fprintf(stderr, "PCA %zu->%d, ", f->P, fz_cache_params(ca)->dims);
+		const struct fz_cache *pcs = fz_cache_confirmer(ca) ? fz_cache_confirmer(ca) : ca;
+		if (fz_cache_params(pcs)->dims) { /* the cache's: dims >= pooled means none */
+			fprintf(stderr, "PCA %zu->%d, ", f->P, fz_cache_params(pcs)->dims);
 			if (fz_cache_fit_pca(ca, f->data, nb, PCA_SAMPLE) < 0)
 				goto out;
 		}
@@ -285,7 +327,9 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 			fprintf(stderr, "learned (hidden %d), ", pc.hidden);
 		else
 			fprintf(stderr, "%s of %zu points, ", fz_cache_kind_name(p->kind), nb);
-		if (fz_cache_build(ca, keys, k->pred, nb, cfg->seed + (uint64_t)i) < 0)
+		if (fz_cache_build(ca, keys, k->pred, nb, cfg->seed + (uint64_t)i) < 0 ||
+		    (fz_cache_confirmer(ca) &&
+		     confirm_threshold(ca, keys, k->pred, nb, nv, cfg->confirm_keep) < 0))
 			goto out;
 		/* a lookup's cost per request: pooling (timed in the forward pass), then key and
 		 * lookup of the validation requests timed here */
