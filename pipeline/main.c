@@ -13,6 +13,7 @@ static const struct fz_command commands[] = {
 	{"infer", fz_cmd_infer, "classify idx images with the whole model (no caches, no DPDK)"},
 	{"calibrate", fz_cmd_calibrate, "build per-layer caches on train data, set thresholds, write a snapshot"},
 	{"eval", fz_cmd_eval, "run requests with the caches (exit at the first hit); report exits, agreement"},
+	{"plan", fz_cmd_plan, "propose appliance stages of equal expected work from exit rates and costs"},
 };
 
 static void usage(FILE *f)

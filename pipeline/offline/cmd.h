@@ -14,6 +14,7 @@ struct fz_command {
 int fz_cmd_infer(int argc, char **argv);
 int fz_cmd_calibrate(int argc, char **argv);
 int fz_cmd_eval(int argc, char **argv);
+int fz_cmd_plan(int argc, char **argv);
 
 #include "fz_cli.h" /* fz_now_s, fz_opt_int */
 

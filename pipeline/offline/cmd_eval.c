@@ -29,8 +29,10 @@ static void eval_usage(FILE *f)
 		"usage: freeze eval --model MODEL.yaml --cache SNAPSHOT --images IDX --labels IDX\n"
 		"                   [--json] [--oracle] [--online [--online-min-confidence P]]\n"
 		"                   [--passes N] [--batch N]\n"
-		"                   [--threads N] [--offset N] [--limit N] [--dump CSV]\n"
+		"                   [--threads N] [--offset N] [--limit N] [--dump CSV] [--plan N]\n"
 		"  Runs each request through the model with the caches, exiting at the first hit.\n"
+		"  --plan N proposes N appliance stages of near-equal expected work from the\n"
+		"  measured exit rates and layer-group costs (see `freeze plan`).\n"
 		"  Reports the exit histogram, exits at or before block4, effective layers,\n"
 		"  agreement with the full model, accuracy (and the full model's), cache bytes,\n"
 		"  and mean lookup ns next to mean layer-group ns. --oracle reports the paper's\n"
@@ -71,6 +73,82 @@ static void pass1_lookup(void *arg, int cache, const struct fz_cascade_row *rows
 		p->res[(size_t)cache * p->N + (uintptr_t)rows[k].user] = r[k];
 }
 
+#define FZ_PLAN_MAX 16
+#define FMNIST_DIR "/usr/share/datasets/fashion-mnist/"
+
+/*
+ * Stages balanced by survival (freeze plan): group s costs t_s per request that runs it
+ * (layers and lookup, measured on the pass without exits) and runs for the share r_s of
+ * requests that reach it (measured exits), so its expected work per request is r_s * t_s.
+ * Contiguous groups are split into `n` stages minimising the largest stage's work (dynamic
+ * programming over cut points); a stage's max_batch is the batch scaled by the share reaching
+ * it (a power of two, at least 8), so later stages fill their batches as fast as the first.
+ */
+static void print_plan(const struct fz_cascade *cc, const struct fz_model *m, int n, int batch,
+		       const int *exit, size_t NR, int L, const double *layer_t,
+		       const double *lookup_t, size_t N)
+{
+	const int ng = fz_cascade_groups(cc);
+	double w[FZ_CASCADE_MAX_GROUPS], reach[FZ_CASCADE_MAX_GROUPS], pre[FZ_CASCADE_MAX_GROUPS + 1];
+	double best[FZ_PLAN_MAX + 1][FZ_CASCADE_MAX_GROUPS + 1];
+	int cut[FZ_PLAN_MAX + 1][FZ_CASCADE_MAX_GROUPS + 1];
+	if (n > ng)
+		n = ng;
+	pre[0] = 0;
+	for (int s = 0; s < ng; s++) {
+		size_t r = 0;
+		for (size_t j = 0; j < NR; j++)
+			r += exit[j] >= (s < L ? s : L);
+		reach[s] = (double)r / (double)NR;
+		w[s] = reach[s] * (layer_t[s] + lookup_t[s]) / (double)N * 1e9; /* ns per request */
+		pre[s + 1] = pre[s] + w[s];
+	}
+	/* best[k][g]: the largest stage of groups [0, g) split into k stages, at its least */
+	for (int g = 0; g <= ng; g++)
+		best[1][g] = pre[g], cut[1][g] = 0;
+	for (int k = 2; k <= n; k++)
+		for (int g = k; g <= ng; g++) {
+			best[k][g] = INFINITY;
+			for (int c = k - 1; c < g; c++) {
+				double v = fmax(best[k - 1][c], pre[g] - pre[c]);
+				if (v < best[k][g])
+					best[k][g] = v, cut[k][g] = c;
+			}
+		}
+	int start[FZ_PLAN_MAX + 1];
+	start[n] = ng;
+	for (int k = n, g = ng; k >= 1; k--)
+		g = start[k - 1] = cut[k][g];
+	printf("plan         %d stages balanced by survival (expected ns per request; total %.0f)\n",
+	       n, pre[ng]);
+	printf("%-6s %-22s %9s %8s %10s %6s\n", "stage", "layers", "reached", "work", "share",
+	       "batch");
+	for (int k = 0; k < n; k++) {
+		int a = start[k], b = start[k + 1] - 1;
+		double work = pre[b + 1] - pre[a];
+		int mb = 8;
+		while (mb < batch && mb < reach[a] * batch)
+			mb *= 2;
+		if (mb > batch)
+			mb = batch;
+		char lr[2 * FZ_NAME_MAX + 4];
+		snprintf(lr, sizeof(lr), "%s..%s", m->layers[fz_cascade_group_first(cc, a)].name,
+			 m->layers[fz_cascade_group_last(cc, b)].name);
+		printf("s%-5d %-22s %8.1f%% %6.0fns %9.1f%% %6d\n", k + 1, lr, 100.0 * reach[a],
+		       work, 100.0 * work / pre[ng], mb);
+	}
+	printf("stages:      # for the appliance's config (lcores from 2: rx 0, tx 1)\n");
+	for (int k = 0; k < n; k++) {
+		int a = start[k], b = start[k + 1] - 1, mb = 8;
+		while (mb < batch && mb < reach[a] * batch)
+			mb *= 2;
+		const int fl = fz_cascade_group_first(cc, a), ll = fz_cascade_group_last(cc, b);
+		printf("  - {name: s%d, lcore: %d, layers: %s%s%s, max_batch: %d}\n", k + 1, k + 2,
+		       m->layers[fl].name, fl == ll ? "" : "..", fl == ll ? "" : m->layers[ll].name,
+		       mb > batch ? batch : mb);
+	}
+}
+
 int fz_cmd_eval(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -82,10 +160,11 @@ int fz_cmd_eval(int argc, char **argv)
 		{"passes", required_argument, 0, 'p'}, {"offset", required_argument, 0, 's'},
 		{"dump", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
 		{"online-min-confidence", required_argument, 0, 'M'},
+		{"plan", required_argument, 0, 'P'},
 		{0, 0, 0, 0}};
 	const char *model_path = NULL, *snap_path = NULL, *images = NULL, *labels = NULL;
 	const char *dump = NULL;
-	int batch = 64, threads = 1, limit = 0, offset = 0, json = 0, oracle = 0, online = 0;
+	int batch = 64, threads = 1, limit = 0, offset = 0, json = 0, oracle = 0, online = 0, plan = 0;
 	int passes = 1, c;
 	double min_conf = 0;
 	int rc = 1;
@@ -107,6 +186,7 @@ int fz_cmd_eval(int argc, char **argv)
 		case 'p': passes = fz_opt_int("--passes", optarg, 1, 1000); break;
 		case 's': offset = fz_opt_int("--offset", optarg, 0, 1 << 30); break;
 		case 'd': dump = optarg; break;
+		case 'P': plan = fz_opt_int("--plan", optarg, 1, FZ_PLAN_MAX); break;
 		case 'M': {
 			char *end;
 			min_conf = strtod(optarg, &end);
@@ -325,6 +405,8 @@ int fz_cmd_eval(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (plan && !oracle)
+		print_plan(cc, m, plan, batch, exit, NR, L, layer_t, lookup_t, N);
 	/* 4. report */
 	const int mid = fz_model_find_layer(m, "block4");
 	const int wl_all = weight_layers(m, m->n_layers - 1);
@@ -510,4 +592,55 @@ out:
 	fz_idx_free(&img);
 	fz_idx_free(&lab);
 	return rc;
+}
+
+/* freeze plan: eval --plan on the validation split of the train set (never the test set). */
+int fz_cmd_plan(int argc, char **argv)
+{
+	char *av[64];
+	int ac = 0, lcores = 0, images = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			printf("usage: freeze plan --model MODEL.yaml --cache SNAPSHOT --stages N\n"
+			       "                   [--batch N] [eval options]\n"
+			       "  Proposes N appliance stages (layer ranges and max_batch) with near-equal\n"
+			       "  expected work per request: each layer group's measured cost times the\n"
+			       "  share of requests that reach it (E3's insight). Runs on train[50k, 60k),\n"
+			       "  the split thresholds were set on, unless --images is given.\n");
+			return 0;
+		}
+		images |= !strcmp(argv[i], "--images");
+		if (!strcmp(argv[i], "--stages") && i + 1 < argc) {
+			lcores = fz_opt_int("--stages", argv[++i], 1, FZ_PLAN_MAX);
+			continue;
+		}
+	}
+	if (!lcores || argc > 48) {
+		fprintf(stderr, "freeze plan: --stages N is required (freeze plan --help)\n");
+		return 2;
+	}
+	static char plan[16];
+	snprintf(plan, sizeof(plan), "%d", lcores);
+	av[ac++] = argv[0];
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--stages")) {
+			i++;
+			continue;
+		}
+		av[ac++] = argv[i];
+	}
+	if (!images) {
+		av[ac++] = "--images";
+		av[ac++] = FMNIST_DIR "train-images-idx3-ubyte.gz";
+		av[ac++] = "--labels";
+		av[ac++] = FMNIST_DIR "train-labels-idx1-ubyte.gz";
+		av[ac++] = "--offset";
+		av[ac++] = "50000";
+		av[ac++] = "--limit";
+		av[ac++] = "10000";
+	}
+	av[ac++] = "--plan";
+	av[ac++] = plan;
+	av[ac] = NULL;
+	return fz_cmd_eval(ac, av);
 }

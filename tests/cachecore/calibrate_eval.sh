@@ -22,7 +22,7 @@ caches:
 YAML
 "$freeze" calibrate --model "$model" --cache-config "$tmp/caches.yaml" --out "$tmp/c.snap" \
 	>"$tmp/cal.txt" 2>"$tmp/cal.err"
-grep -q '^block4   knn' "$tmp/cal.txt"
+grep -Eq '^block4 +knn' "$tmp/cal.txt"
 grep -q '^validation' "$tmp/cal.txt"
 # a functional check on train images (nothing is tuned on the test set)
 "$freeze" eval --model "$model" --cache "$tmp/c.snap" --images "$data/train-images-idx3-ubyte.gz" \
@@ -48,6 +48,45 @@ if "$freeze" eval --model "$model" --cache "$tmp/c.snap" --images "$data/t10k-im
 	echo "corrupt snapshot accepted"; exit 1
 fi
 grep -q "c.snap: checksum mismatch" "$tmp/bad.err"
+# learned caches: predictors from the shipped heads file, one confirmed by k-means; a point
+# whose lookups cost more than its exits save is reported switched off, never silently kept
+heads=$(cd "$src" && pwd)/models/resnet18-w16-fmnist/cache-heads.safetensors
+cat >"$tmp/learned.yaml" <<YAML
+build: 3000
+validation: 1000
+budget: 0.005
+heads: $heads
+defaults: {kind: learned, key: {grid: 4}, threshold: budget}
+caches:
+  - {layer: stem_relu, confirm: true, key: {grid: 4, dims: 16, l2: true}, size: 64}
+  - {layer: block2}
+YAML
+"$freeze" calibrate --model "$model" --cache-config "$tmp/learned.yaml" --out "$tmp/l.snap" \
+	>"$tmp/lcal.txt" 2>"$tmp/lcal.err"
+grep -Eq '^stem_relu +learned +g4/mlp64 ' "$tmp/lcal.txt"
+grep -Eq '^block2 +learned .*(budget|no-payoff)' "$tmp/lcal.txt"
+"$freeze" eval --model "$model" --cache "$tmp/l.snap" --images "$data/train-images-idx3-ubyte.gz" \
+	--labels "$data/train-labels-idx1-ubyte.gz" --offset 5000 --limit 500 --json >"$tmp/leval.json"
+python3 - "$tmp/leval.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["cascade_mismatch"] == 0, j
+assert list(j["exit_histogram"]) == ["stem_relu", "block2", "full"], j["exit_histogram"]
+assert j["exit_histogram"]["stem_relu"] > 0 and j["agreement"] > 0.97, j
+PY
+# a learned cache without its predictors' file is refused with file:line:column
+printf 'caches:\n  - {layer: block2, kind: learned}\n' >"$tmp/nohead.yaml"
+if "$freeze" calibrate --model "$model" --cache-config "$tmp/nohead.yaml" --out "$tmp/x.snap" \
+	2>"$tmp/nohead.err"; then
+	echo "learned cache without heads accepted"; exit 1
+fi
+grep -q "nohead.yaml:2:5: .*needs 'heads:'" "$tmp/nohead.err" || { cat "$tmp/nohead.err"; exit 1; }
+# freeze plan: N stages covering every layer in order, each with a max_batch
+"$freeze" plan --model "$model" --cache "$tmp/l.snap" --stages 2 --images \
+	"$data/train-images-idx3-ubyte.gz" --labels "$data/train-labels-idx1-ubyte.gz" --offset 5000 \
+	--limit 500 >"$tmp/plan.txt"
+[ "$(grep -c '^  - {name: s[12], lcore: [23], layers: ' "$tmp/plan.txt")" = 2 ]
+grep -q 'layers: stem\.\.' "$tmp/plan.txt" && grep -q '\.\.fc, max_batch' "$tmp/plan.txt"
 # the shipped snapshot loads for the shipped model and answers
 snap=$src/models/resnet18-w16-fmnist/cache.snap
 if [ -f "$snap" ]; then

@@ -203,10 +203,10 @@ static void test_refuse_bad_version(void **state)
 	fz_cache_set_free(s);
 	size_t len;
 	unsigned char *b = slurp(&len);
-	b[8] = 2;
+	b[8] = 3;
 	reseal(b, len);
 	spit(b, len);
-	expect_refused("version 2");
+	expect_refused("version 3");
 	free(b);
 }
 
