@@ -255,6 +255,14 @@ static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
 		if (st->max_batch > 1024)
 			return fz_yerr(doc, fz_ymap_get(s, "max_batch"),
 				       "expected max_batch <= 1024, found %d", st->max_batch);
+		/* batches travel whole from stage to stage: a stage takes what the one before it
+		 * hands on, at most that stage's max_batch rows */
+		if (i && st->max_batch < c->stages[i - 1].max_batch)
+			return fz_yerr(doc, fz_ymap_get(s, "max_batch") ? fz_ymap_get(s, "max_batch") : s,
+				       "max_batch %d is below stage '%s''s %d: batches travel whole "
+				       "between stages, so a stage takes at least as many rows as the "
+				       "one before it", st->max_batch, c->stages[i - 1].name,
+				       c->stages[i - 1].max_batch);
 		st->lcore_pos = pos_of(fz_ymap_get(s, "lcore"));
 		st->layers_pos = pos_of(ln);
 		for (int j = 0; j < c->n_stages - 1; j++)

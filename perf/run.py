@@ -3,7 +3,7 @@
 
   perf/run.py                     full mode (about 20-30 minutes on the 2-core dev machine)
   perf/run.py --quick             CI smoke: tiny counts, under a minute
-  perf/run.py --scenarios saturation,load --workloads iid,temporal --modes off,kmeans,online
+  perf/run.py --scenarios saturation,load --workloads iid,temporal --modes off,learned,online
 
 Builds what it needs, makes the workloads from the Fashion-MNIST test set (tools/workloads.py),
 finds or calibrates the cache snapshots (train split only), runs the scenarios and writes CSV, a
@@ -19,11 +19,12 @@ Scenarios
   sweep       thresholds from calibration budgets (train split only) -> `freeze eval` on the test
               workload: the accuracy-vs-exit trade-off, with the oracle bound
   peers       perf/bench_infer.py: `freeze infer` without caches and PyTorch at batch 1 and 32
-  profile     `perf record` of chosen saturation runs (--profile iid/kmeans,...): CPU by object
+  profile     `perf record` of chosen saturation runs (--profile iid/learned,...): CPU by object
               and symbol, to say why a target is missed
 Modes
   off         --no-caches (every request runs the whole model): the baseline of every ratio
-  kmeans      the shipped k-means snapshot (the paper's realised design)
+  learned     the shipped snapshot: learned caches confirmed by k-means (GATI-style)
+  kmeans      k-means caches after block1..4 (the paper's realised design; shipped before)
   knn         a knn snapshot
   online-off  the online-capable snapshot with online inserts off
   online      the online-capable snapshot with --online (full-model answers inserted)
@@ -53,16 +54,17 @@ from pcap_io import read_pcap  # noqa: E402
 
 PY = "/usr/bin/python3"  # Debian's, with numpy, matplotlib and torch
 SCENARIOS = ("saturation", "profile", "load", "offline", "sweep", "peers")
-MODES = ("off", "kmeans", "knn", "online-off", "online")
-MODE_SNAPSHOT = {"off": "kmeans", "kmeans": "kmeans", "knn": "knn", "online-off": "online",
-                 "online": "online"}
-COLORS = {"off": "black", "kmeans": "tab:blue", "knn": "tab:orange", "online-off": "tab:purple",
-          "online": "tab:green"}
+MODES = ("off", "learned", "kmeans", "knn", "online-off", "online")
+MODE_SNAPSHOT = {"off": "learned", "learned": "learned", "kmeans": "kmeans", "knn": "knn",
+                 "online-off": "online", "online": "online"}
+COLORS = {"off": "black", "learned": "tab:red", "kmeans": "tab:blue", "knn": "tab:orange",
+          "online-off": "tab:purple", "online": "tab:green"}
 # Snapshots looked for in the model folder before calibrating our own (first match wins).
-SHIPPED = {"kmeans": ["cache.snap", "cache.fzc", "cache-kmeans.snap", "cache-kmeans.fzc"],
+SHIPPED = {"learned": ["cache.snap"], "kmeans": ["cache-kmeans.snap", "cache-kmeans.fzc"],
            "knn": ["cache-knn.snap", "cache-knn.fzc"],
            "online": ["cache-online.snap", "cache-online.fzc"]}
-CONFIGS = {"kmeans": ["cache-config.yaml", "cache-kmeans.yaml"], "knn": ["cache-config-knn.yaml",
+CONFIGS = {"learned": ["cache-config.yaml"],
+           "kmeans": ["cache-kmeans-early.yaml", "cache-kmeans.yaml"], "knn": ["cache-config-knn.yaml",
                                                                           "cache-knn.yaml"],
            "online": ["cache-config-online.yaml", "cache-online.yaml"]}
 LCORES = "0@0,1@1,(2-5)@(0,1)"
@@ -329,6 +331,10 @@ class Harness:
                 d = os.path.dirname(paths[tag])
                 os.makedirs(d, exist_ok=True)
                 cfg = os.path.join(d, f"{tag}.yaml")
+                # learned caches' predictors: where the model folder keeps them
+                text = re.sub(r"^heads:\s*([^/\s]\S*)",
+                              lambda mm: f"heads: {os.path.join(self.model_dir, mm.group(1))}",
+                              text, flags=re.M)
                 with open(cfg, "w") as f:
                     f.write(text)
                 cmd += ["--cache-config", cfg, "--out", paths[tag] + ".tmp"]
@@ -832,7 +838,7 @@ def parse_args(argv):
     ap.add_argument("--workloads", default=",".join(workloads.KINDS), help="comma list of "
                     f"{','.join(workloads.KINDS)}")
     ap.add_argument("--load-workloads", default="iid,temporal", help="workloads of the load sweep")
-    ap.add_argument("--load-modes", help="modes of the load sweep (default: off,kmeans,online; "
+    ap.add_argument("--load-modes", help="modes of the load sweep (default: off,learned,online; "
                     "quick: off,online)")
     ap.add_argument("-n", "--count", type=int, help="requests per workload (default 10000; quick 150)")
     ap.add_argument("--scene-len", type=int, default=32, help="temporal: frames per scene")
@@ -848,9 +854,9 @@ def parse_args(argv):
     ap.add_argument("--load-seconds", type=float, help="measured seconds per rate (default 3; quick 1)")
     ap.add_argument("--budgets", help="sweep: calibration budgets (default "
                     "0.0005,0.001,0.002,0.004,0.008,0.016,0.032; quick 0.004)")
-    ap.add_argument("--sweep-kinds", help="sweep: cache kinds (default kmeans,knn; quick kmeans); "
+    ap.add_argument("--sweep-kinds", help="sweep: cache kinds (default learned,kmeans; quick learned); "
                     "the second and later kinds get every other budget")
-    ap.add_argument("--profile", default="iid/kmeans,temporal/online",
+    ap.add_argument("--profile", default="iid/learned,temporal/online",
                     help="profile scenario: WORKLOAD/MODE cases run under `perf record`")
     ap.add_argument("--peer-limit", type=int, default=3000, help="peers: images per run")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="meson build dir")
@@ -871,9 +877,9 @@ def parse_args(argv):
     a.rate_fractions = a.rate_fractions or ("0.25,1.5" if q else "0.1,0.25,0.5,0.75,1,1.5,2.5,4,6")
     a.budgets = a.budgets if a.budgets is not None else \
         ("0.004" if q else "0.0005,0.001,0.002,0.004,0.008,0.016,0.032")
-    a.sweep_kinds = a.sweep_kinds if a.sweep_kinds is not None else ("kmeans" if q else "kmeans,knn")
+    a.sweep_kinds = a.sweep_kinds if a.sweep_kinds is not None else ("learned" if q else "learned,kmeans")
     a.modes = (a.modes or ("off,online" if q else ",".join(MODES))).split(",")
-    a.load_modes = (a.load_modes or ("off,online" if q else "off,kmeans,online")).split(",")
+    a.load_modes = (a.load_modes or ("off,online" if q else "off,learned,online")).split(",")
     if a.scenarios == "all":  # quick leaves out the peers: PyTorch's start-up alone takes ~10 s
         a.scenarios = [s for s in SCENARIOS if not (q and s in ("peers", "profile"))]
     else:
@@ -909,7 +915,7 @@ def main(argv=None):
     h.pin_binary()
     h.model = Model(h.model_yaml)
     modes = list(dict.fromkeys(["off"] + a.modes + (a.load_modes if "load" in a.scenarios else [])))
-    need = [m for m in modes if m != "off"] or ["kmeans"]
+    need = [m for m in modes if m != "off"] or ["learned"]
     if "sweep" in a.scenarios:
         need += [k for k in a.sweep_kinds.split(",") if k]
     h.snapshots(need, "sweep" in a.scenarios)

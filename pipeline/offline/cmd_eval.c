@@ -81,8 +81,8 @@ static void pass1_lookup(void *arg, int cache, const struct fz_cascade_row *rows
  * (layers and lookup, measured on the pass without exits) and runs for the share r_s of
  * requests that reach it (measured exits), so its expected work per request is r_s * t_s.
  * Contiguous groups are split into `n` stages minimising the largest stage's work (dynamic
- * programming over cut points); a stage's max_batch is the batch scaled by the share reaching
- * it (a power of two, at least 8), so later stages fill their batches as fast as the first.
+ * programming over cut points). Batches travel whole between stages, so every stage's max_batch
+ * is the batch; the mean batch a stage sees is the batch times the share reaching it.
  */
 static void print_plan(const struct fz_cascade *cc, const struct fz_model *m, int n, int batch,
 		       const int *exit, size_t NR, int L, const double *layer_t,
@@ -121,31 +121,24 @@ static void print_plan(const struct fz_cascade *cc, const struct fz_model *m, in
 		g = start[k - 1] = cut[k][g];
 	printf("plan         %d stages balanced by survival (expected ns per request; total %.0f)\n",
 	       n, pre[ng]);
-	printf("%-6s %-22s %9s %8s %10s %6s\n", "stage", "layers", "reached", "work", "share",
-	       "batch");
+	printf("%-6s %-22s %9s %8s %10s %10s\n", "stage", "layers", "reached", "work", "share",
+	       "mean batch");
 	for (int k = 0; k < n; k++) {
 		int a = start[k], b = start[k + 1] - 1;
 		double work = pre[b + 1] - pre[a];
-		int mb = 8;
-		while (mb < batch && mb < reach[a] * batch)
-			mb *= 2;
-		if (mb > batch)
-			mb = batch;
 		char lr[2 * FZ_NAME_MAX + 4];
 		snprintf(lr, sizeof(lr), "%s..%s", m->layers[fz_cascade_group_first(cc, a)].name,
 			 m->layers[fz_cascade_group_last(cc, b)].name);
-		printf("s%-5d %-22s %8.1f%% %6.0fns %9.1f%% %6d\n", k + 1, lr, 100.0 * reach[a],
-		       work, 100.0 * work / pre[ng], mb);
+		printf("s%-5d %-22s %8.1f%% %6.0fns %9.1f%% %10.1f\n", k + 1, lr, 100.0 * reach[a],
+		       work, 100.0 * work / pre[ng], reach[a] * batch);
 	}
 	printf("stages:      # for the appliance's config (lcores from 2: rx 0, tx 1)\n");
 	for (int k = 0; k < n; k++) {
-		int a = start[k], b = start[k + 1] - 1, mb = 8;
-		while (mb < batch && mb < reach[a] * batch)
-			mb *= 2;
+		int a = start[k], b = start[k + 1] - 1;
 		const int fl = fz_cascade_group_first(cc, a), ll = fz_cascade_group_last(cc, b);
 		printf("  - {name: s%d, lcore: %d, layers: %s%s%s, max_batch: %d}\n", k + 1, k + 2,
 		       m->layers[fl].name, fl == ll ? "" : "..", fl == ll ? "" : m->layers[ll].name,
-		       mb > batch ? batch : mb);
+		       batch);
 	}
 }
 

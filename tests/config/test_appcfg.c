@@ -89,12 +89,21 @@ static void test_layer_list_and_single_name(void **state)
 	assert_int_equal(load(HEAD "stages:\n"
 				   "  - {lcore: 2, layers: [stem, stem_bn, stem_relu, block1]}\n"
 				   "  - {lcore: 3, layers: block2}\n"
-				   "  - {lcore: 4, layers: block3..fc, idle: sleep, max_batch: 8}\n",
+				   "  - {lcore: 4, layers: block3..fc, idle: sleep, max_batch: 64}\n",
 			      &cfg, err, sizeof(err)),
 			 0);
 	assert_string_equal(cfg.stages[1].name, "stage2");
 	assert_int_equal(cfg.stages[2].idle, FZ_IDLE_SLEEP);
-	assert_int_equal(cfg.stages[2].max_batch, 8);
+	assert_int_equal(cfg.stages[2].max_batch, 64);
+}
+
+/* batches travel whole between stages: a later stage cannot take fewer rows */
+static void test_max_batch_below_previous(void **state)
+{
+	(void)state;
+	expect_error(HEAD "stages:\n  - {lcore: 2, layers: stem..block2, max_batch: 32}\n"
+			  "  - {lcore: 3, layers: block3..fc, max_batch: 16}\n",
+		     "s.yaml:4:51: ", "below stage 'stage1''s 32");
 }
 
 static void test_unknown_key(void **state)
@@ -260,6 +269,7 @@ int main(void)
 		cmocka_unit_test(test_last_layers_in_no_stage),
 		cmocka_unit_test(test_duplicate_stage_name),
 		cmocka_unit_test(test_max_batch_zero),
+		cmocka_unit_test(test_max_batch_below_previous),
 		cmocka_unit_test(test_online_min_confidence_range),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
