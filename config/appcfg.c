@@ -259,10 +259,10 @@ static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
 		 * hands on, at most that stage's max_batch rows */
 		if (i && st->max_batch < c->stages[i - 1].max_batch)
 			return fz_yerr(doc, fz_ymap_get(s, "max_batch") ? fz_ymap_get(s, "max_batch") : s,
-				       "max_batch %d is below stage '%s''s %d: batches travel whole "
+				       "max_batch %d is below the %d of stage '%s': batches travel whole "
 				       "between stages, so a stage takes at least as many rows as the "
-				       "one before it", st->max_batch, c->stages[i - 1].name,
-				       c->stages[i - 1].max_batch);
+				       "one before it", st->max_batch, c->stages[i - 1].max_batch,
+				       c->stages[i - 1].name);
 		st->lcore_pos = pos_of(fz_ymap_get(s, "lcore"));
 		st->layers_pos = pos_of(ln);
 		for (int j = 0; j < c->n_stages - 1; j++)

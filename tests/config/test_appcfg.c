@@ -103,7 +103,7 @@ static void test_max_batch_below_previous(void **state)
 	(void)state;
 	expect_error(HEAD "stages:\n  - {lcore: 2, layers: stem..block2, max_batch: 32}\n"
 			  "  - {lcore: 3, layers: block3..fc, max_batch: 16}\n",
-		     "s.yaml:4:51: ", "below stage 'stage1''s 32");
+		     "s.yaml:4:47: ", "below the 32 of stage 'stage1'");
 }
 
 static void test_unknown_key(void **state)
