@@ -256,6 +256,11 @@ void fz_cache_set_enabled(struct fz_cache *c, bool on)
 	c->enabled = on;
 }
 
+bool fz_cache_enabled(const struct fz_cache *c)
+{
+	return c->enabled;
+}
+
 struct fz_cache_set *fz_cache_set_new(uint64_t model_fp, int n_classes, int n_caches)
 {
 	struct fz_cache_set *s;

@@ -111,6 +111,8 @@ size_t fz_cache_bytes(const struct fz_cache *c);   /* memory the cache holds */
 float fz_cache_threshold(const struct fz_cache *c);
 void fz_cache_set_threshold(struct fz_cache *c, float thr);
 void fz_cache_set_enabled(struct fz_cache *c, bool on);
+bool fz_cache_enabled(const struct fz_cache *c); /* false: never a hit (e.g. switched off by
+						  * calibration for not paying) */
 
 /*
  * Can the cache read taps in layout `lay` (shape, channel block, strides)? 0, or -EINVAL with a

@@ -349,7 +349,10 @@ int fz_cascade_run(struct fz_cascade *cc, const struct fz_cascade_run *run,
 			n = 0;
 			break;
 		}
-		if (!cg->cache)
+		/* a cache switched off answers nothing: no lookup, unless someone wants its answers
+		 * (eval's every-cache pass) or it keeps keys for online inserts */
+		if (!cg->cache || (!fz_cache_enabled(cg->cache) && !run->lookup &&
+				   !fz_cache_params(cg->cache)->online))
 			continue;
 		lookup(cc, k, run, out, &lay, rows, n, hit, res);
 		struct exits_to_answers x = {cg, res, ans, nans};
