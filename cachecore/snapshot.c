@@ -465,7 +465,8 @@ struct fz_cache_set *fz_cache_set_parse(const char *path, const void *buf, size_
 	struct rbuf r = { .p = p, .len = len - SNAP_TRAILER, .off = SNAP_HDR };
 	size_t mem_left = SNAP_MAX_BYTES;
 	for (uint32_t i = 0; i < n_caches; i++) {
-		if (version == 1 && r.len - r.off >= 4) { /* version 1 knew two kinds */
+		/* version 1 knew two kinds (a record too short for its kind is refused below) */
+		if (version == 1 && r.len - r.off >= FZ_NAME_MAX + 4) {
 			uint32_t kind;
 			memcpy(&kind, r.p + r.off + FZ_NAME_MAX, 4);
 			if (kind == FZ_CACHE_LEARNED) {

@@ -195,6 +195,24 @@ static void test_refuse_bad_magic(void **state)
 	free(b);
 }
 
+/* A version 1 file whose first record is cut short after a few bytes: refused, the peek at the
+ * record's kind reads nothing past the data (fuzz_snapshot found that over-read). */
+static void test_refuse_v1_short_record(void **state)
+{
+	(void)state;
+	unsigned char b[40 + 8 + 8] = "FZCACHE";
+	uint32_t one = 1, classes = 10;
+	uint64_t fp = FP, total = sizeof(b);
+	memcpy(b + 8, &one, 4);
+	memcpy(b + 12, &one, 4); /* one cache */
+	memcpy(b + 16, &fp, 8);
+	memcpy(b + 24, &classes, 4);
+	memcpy(b + 32, &total, 8);
+	reseal(b, sizeof(b));
+	spit(b, sizeof(b));
+	expect_refused("a version 1 record of 8 bytes");
+}
+
 static void test_refuse_bad_version(void **state)
 {
 	(void)state;
@@ -288,6 +306,7 @@ int main(void)
 		cmocka_unit_test(test_refuse_truncated),
 		cmocka_unit_test(test_refuse_bad_magic),
 		cmocka_unit_test(test_refuse_bad_version),
+		cmocka_unit_test(test_refuse_v1_short_record),
 		cmocka_unit_test(test_refuse_wrong_fingerprint),
 		cmocka_unit_test(test_refuse_checksum),
 		cmocka_unit_test(test_refuse_counts_lying),
