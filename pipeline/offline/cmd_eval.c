@@ -442,12 +442,45 @@ int fz_cmd_eval(int argc, char **argv)
 		lookup_sum += lookup_t[s];
 	}
 	const double nsd = 1e9 / (double)N; /* pass 1: every image once */
+	/* per point: precision of its exits, and payoff per request: the full-model time its
+	 * exits skip minus its lookups' cost for every request reaching it (a point switched off
+	 * runs none) */
+	double *prec = calloc((size_t)L + 1, sizeof(double));
+	double *payoff = calloc((size_t)L + 1, sizeof(double));
+	if (!prec || !payoff) {
+		free(prec), free(payoff), free(hist);
+		goto nomem;
+	}
+	for (int s = 0; s < L; s++) {
+		size_t ex = 0, ok = 0, reach = 0;
+		for (size_t j = 0; j < NR; j++) {
+			reach += exit[j] >= s;
+			ex += exit[j] == s;
+			ok += exit[j] == s && answer[j] == pred[j % N];
+		}
+		double rest = 0;
+		for (int s2 = s + 1; s2 < ng; s2++)
+			rest += layer_t[s2] * nsd;
+		prec[s] = ex ? (double)ok / (double)ex : NAN;
+		payoff[s] = fz_cache_enabled(set->caches[s])
+				    ? ((double)ex * rest - (double)reach * lookup_t[s] * nsd) / (double)NR
+				    : 0.0;
+	}
 	if (json) {
 		/* per-layer objects first (keys are layer names, as in the table), then the report */
 		json_t *hist_o = json_object(), *lookup_o = json_object(), *layer_o = json_object();
 		json_t *lol_o = json_object(), *los_o = json_object(), *o = NULL;
+		json_t *pts_o = json_object();
 		json_error_t je;
-		int bad = !hist_o || !lookup_o || !layer_o || !lol_o || !los_o;
+		int bad = !hist_o || !lookup_o || !layer_o || !lol_o || !los_o || !pts_o;
+		for (int s = 0; !bad && s < L; s++)
+			bad |= json_object_set_new(
+				pts_o, fz_cache_params(set->caches[s])->layer,
+				json_pack("{s:s, s:b, s:o, s:o, s:o}", "kind",
+					  fz_cache_kind_name(fz_cache_params(set->caches[s])->kind),
+					  "enabled", fz_cache_enabled(set->caches[s]), "hit_rate",
+					  eval_json_real((double)hist[s] / NR), "precision",
+					  eval_json_real(prec[s]), "payoff_ns", eval_json_real(payoff[s]))) < 0;
 		for (int s = 0; !bad && s <= L; s++)
 			bad |= json_object_set_new(hist_o,
 						   s < L ? fz_cache_params(set->caches[s])->layer
@@ -496,7 +529,8 @@ int fz_cmd_eval(int argc, char **argv)
 			hist_o = lookup_o = layer_o = lol_o = los_o = NULL;
 		}
 		if (o)
-			bad |= json_object_set_new(o, "isa", json_string(fz_stages_isa())) < 0 ||
+			bad |= json_object_set_new(o, "points", pts_o) < 0 ||
+			       json_object_set_new(o, "isa", json_string(fz_stages_isa())) < 0 ||
 			       json_object_set_new(o, "cache_isa", json_string(fz_cache_isa())) < 0;
 		if (o && !oracle)
 			bad |= json_object_set_new(o, "images_per_s_cascade",
@@ -510,11 +544,13 @@ int fz_cmd_eval(int argc, char **argv)
 						   json_real(online ? min_conf : 0)) < 0;
 		json_decref(hist_o), json_decref(lookup_o), json_decref(layer_o);
 		json_decref(lol_o), json_decref(los_o);
+		if (!o)
+			json_decref(pts_o);
 		if (o == NULL || bad || json_dumpf(o, stdout, JSON_REAL_PRECISION(10)) < 0) {
 			fprintf(stderr, "freeze: --json: cannot write the report: %s\n",
 				o == NULL || bad ? je.text : strerror(errno));
 			json_decref(o);
-			free(hist);
+			free(hist), free(prec), free(payoff);
 			goto out;
 		}
 		putchar('\n');
@@ -525,8 +561,9 @@ int fz_cmd_eval(int argc, char **argv)
 		printf("requests     %zu from %s (%d pass%s%s, batch %d, %d thread%s)\n", NR, images,
 		       passes, passes == 1 ? "" : "es", online ? ", online updates" : "", batch,
 		       threads, threads == 1 ? "" : "s");
-		printf("%-8s %-7s %9s %8s %8s %9s %11s %11s %7s\n", "exit at", "kind", "threshold",
-		       "exits", "cumul", "disagree", "lookup ns", "layer ns", "ratio");
+		printf("%-9s %-7s %9s %8s %8s %9s %9s %11s %11s %7s %9s\n", "exit at", "kind",
+		       "threshold", "exits", "cumul", "disagree", "precision", "lookup ns",
+		       "layer ns", "ratio", "payoff");
 		size_t cum = 0;
 		for (int s = 0; s <= L; s++) {
 			size_t dis = 0;
@@ -535,15 +572,17 @@ int fz_cmd_eval(int argc, char **argv)
 			cum += hist[s];
 			if (s < L) {
 				const struct fz_cache *ca = set->caches[s];
-				printf("%-8s %-7s %9.4g %7.2f%% %7.2f%% %9zu %11.0f %11.0f %6.2f%%\n",
+				printf("%-9s %-7s %9.4g %7.2f%% %7.2f%% %9zu %8.2f%% %11.0f %11.0f "
+				       "%6.2f%% %7.0fns%s\n",
 				       fz_cache_params(ca)->layer,
 				       fz_cache_kind_name(fz_cache_params(ca)->kind),
 				       fz_cache_threshold(ca), 100.0 * hist[s] / NR, 100.0 * cum / NR,
-				       dis, lookup_t[s] * nsd, layer_t[s] * nsd,
-				       100.0 * lookup_t[s] / layer_t[s]);
+				       dis, 100.0 * prec[s], lookup_t[s] * nsd, layer_t[s] * nsd,
+				       100.0 * lookup_t[s] / layer_t[s], payoff[s],
+				       fz_cache_enabled(ca) ? "" : " (off)");
 			} else {
-				printf("%-8s %-7s %9s %7.2f%% %7.2f%% %9s %11s %11.0f\n", "full", "-",
-				       "-", 100.0 * hist[s] / NR, 100.0 * cum / NR, "-", "-",
+				printf("%-9s %-7s %9s %7.2f%% %7.2f%% %9s %9s %11s %11.0f\n", "full", "-",
+				       "-", 100.0 * hist[s] / NR, 100.0 * cum / NR, "-", "-", "-",
 				       layer_t[s] * nsd);
 			}
 		}
@@ -566,7 +605,7 @@ int fz_cmd_eval(int argc, char **argv)
 			printf("online       %zu inserts (full-model answers of confidence >= %g)\n",
 			       inserts, min_conf);
 	}
-	free(hist);
+	free(hist), free(prec), free(payoff);
 	rc = 0;
 	goto out;
 fail_run:

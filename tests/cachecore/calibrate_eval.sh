@@ -73,6 +73,11 @@ j = json.load(open(sys.argv[1]))
 assert j["cascade_mismatch"] == 0, j
 assert list(j["exit_histogram"]) == ["stem_relu", "block2", "full"], j["exit_histogram"]
 assert j["exit_histogram"]["stem_relu"] > 0 and j["agreement"] > 0.97, j
+p = j["points"]  # per point: hit rate, precision of its exits, payoff per request
+assert list(p) == ["stem_relu", "block2"], p
+assert abs(p["stem_relu"]["hit_rate"] * 500 - j["exit_histogram"]["stem_relu"]) < 1e-6, p
+assert 0.9 <= p["stem_relu"]["precision"] <= 1 and p["stem_relu"]["kind"] == "learned", p
+assert p["stem_relu"]["payoff_ns"] > 0, p  # the stem's exits skip nearly the whole model
 PY
 # a learned cache without its predictors' file is refused with file:line:column
 printf 'caches:\n  - {layer: block2, kind: learned}\n' >"$tmp/nohead.yaml"
