@@ -167,7 +167,8 @@ int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 			 struct fz_cache_result *res);
 
 /* Tap -> keys -> lookup (n <= FZ_CACHE_MAX_BURST). Returns 0 or -EINVAL. Works on the stack
- * (~210 KiB: keys, one GEMM's distances and the top-k of 64 queries at a time). */
+ * (~210 KiB: keys, one GEMM's distances and the top-k of 64 queries at a time; a learned
+ * cache with a confirmer ~64 KiB more for the confirmer's keys). */
 int fz_cache_lookup_burst(struct fz_cache *c, const float *act, const struct fz_act_layout *lay,
 			  int n, struct fz_cache_result *res);
 

@@ -249,12 +249,18 @@ static size_t rec_mem(const struct snap_rec *rec)
 	size_t slots = ((size_t)rec->size + rec->capacity + 15) / 16 * 16;
 	size_t pooled = (size_t)rec->c * rec->grid * rec->grid;
 	size_t dim = rec->dims ? rec->dims : pooled;
-
-	/* a learned cache: its predictor (classes bounded by the header's check) */
-	if (rec->kind == FZ_CACHE_LEARNED)
-		return pooled * ((rec->k ? rec->k : 256) + 16 + 2) * 4 + 1056 * 272 * 4;
 	/* per slot: key, norm, label, fraction, seqlock, CLOCK bit, LRU stamp; then PCA */
-	return slots * (dim * 4 + 4 + 4 + 4 + 4 + 1 + 4) + (rec->dims ? pooled * (1 + dim) * 4 : 0);
+	size_t entries = slots * (dim * 4 + 4 + 4 + 4 + 4 + 1 + 4) +
+			 (rec->dims ? pooled * (1 + dim) * 4 : 0);
+
+	if (rec->kind != FZ_CACHE_LEARNED)
+		return entries;
+	/* a learned cache: its predictor, bounded with at most FZ_CACHE_MAX_CLASSES classes
+	 * (padded rows: hidden units or classes, +16), and with `online` 2 the confirming k-means
+	 * cache fz_cache_create makes with it (size, dims of this record) */
+	size_t n1 = (rec->k ? rec->k : FZ_CACHE_MAX_CLASSES) + 16;
+	size_t cp = FZ_CACHE_MAX_CLASSES + 16;
+	return (pooled * (n1 + 2) + n1 * (cp + 1) + cp) * 4 + (rec->online == 2 ? entries : 0);
 }
 
 /*

@@ -47,8 +47,10 @@ def model_from_dir(model_dir):
 
 
 def taps(m, x, points, grid, batch=1000):
-    """Pooled taps {point: [N, P]} and the full model's answers [N], with progress."""
+    """Pooled taps {point: [N, P]}, the grid each point was pooled to, and the full model's
+    answers [N], with progress."""
     feats = {p: [] for p in points}
+    used = {}
     answers = []
     t0 = time.time()
     with torch.no_grad():
@@ -61,13 +63,13 @@ def taps(m, x, points, grid, batch=1000):
             answers.append(m.fc(F.adaptive_avg_pool2d(h, 1).flatten(1)).argmax(1).numpy())
             for p in points:
                 t = outs[p]
-                g = min(grid[p], t.shape[-1])
+                g = used[p] = min(grid[p], t.shape[-1])
                 feats[p].append(F.adaptive_avg_pool2d(t, g).flatten(1).numpy())
             done = min(i + batch, x.shape[0])
             print(f"\rtrain_caches: forward {done}/{x.shape[0]} images "
                   f"({done / (time.time() - t0):.0f}/s)", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return {p: np.concatenate(v) for p, v in feats.items()}, np.concatenate(answers)
+    return {p: np.concatenate(v) for p, v in feats.items()}, used, np.concatenate(answers)
 
 
 def fit_temperature(logits, target):
@@ -156,7 +158,7 @@ def main():
     nb, nv = args.build, args.validation
     if nb + nv > img.shape[0]:
         ap.error(f"build + validation = {nb + nv} > {img.shape[0]} train images")
-    feats, ans = taps(m, train.normalise(img[:nb + nv]), points, {p: args.grid for p in points})
+    feats, grids, ans = taps(m, train.normalise(img[:nb + nv]), points, {p: args.grid for p in points})
     classes = m.fc.out_features
     tensors, report, meta = {}, {"build": nb, "validation": nv, "points": {}}, {}
     t0 = time.time()
@@ -167,9 +169,7 @@ def main():
         rep["radius"] = float(t["radius"][0])
         for k, v in t.items():
             tensors[f"{p}.{k}"] = np.ascontiguousarray(v, dtype=np.float32)
-        g = int(round((feats[p].shape[1] / m.state_dict()[_channels_key(m, p)].shape[0]) ** 0.5))
-        meta[f"{p}.grid"] = g
-        rep["grid"] = g
+        meta[f"{p}.grid"] = rep["grid"] = grids[p]
         report["points"][p] = rep
         print(f"train_caches: {i + 1}/{len(points)} {p}: pooled {rep['pooled']}, hidden {rep['hidden']}, "
               f"validation agreement with the full model {100 * rep['validation_agreement']:.2f}%, "
@@ -182,11 +182,6 @@ def main():
         json.dump(report, f, indent=2)
         f.write("\n")
     print(f"train_caches: wrote {args.out}", file=sys.stderr)
-
-
-def _channels_key(m, p):
-    """A state-dict tensor whose first dim is point p's channel count."""
-    return "stem.weight" if p == "stem_relu" else f"{p}.conv2.weight"
 
 
 if __name__ == "__main__":

@@ -315,6 +315,7 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 			if (fz_cache_fit_pca(ca, f->data, nb, PCA_SAMPLE) < 0)
 				goto out;
 		}
+		const double tp = fz_now_s(); /* projection: part of a lookup's cost */
 		for (size_t j = 0; j < k->N; j += 256) {
 			int n = (int)(k->N - j < 256 ? k->N - j : 256);
 			if (fz_cache_project_burst(ca, f->data + j * f->P, n, keys + j * D) < 0) {
@@ -323,6 +324,7 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 				goto out;
 			}
 		}
+		const double proj_s = fz_now_s() - tp;
 		if (p->kind == FZ_CACHE_LEARNED)
 			fprintf(stderr, "learned (hidden %d), ", pc.hidden);
 		else
@@ -331,19 +333,14 @@ static int calibrate_one(struct cal *k, struct fz_cache_config *cfg, const int *
 		    (fz_cache_confirmer(ca) &&
 		     confirm_threshold(ca, keys, k->pred, nb, nv, cfg->confirm_keep) < 0))
 			goto out;
-		/* a lookup's cost per request: pooling (timed in the forward pass), then key and
-		 * lookup of the validation requests timed here */
-		double tl = fz_now_s();
-		for (size_t j = 0; j < nv; j += 64) {
-			int n = (int)(nv - j < 64 ? nv - j : 64);
-			float kb[64 * FZ_CACHE_MAX_DIM];
-			struct fz_cache_result rb[64];
-			if (fz_cache_project_burst(ca, f->data + (nb + j) * f->P, n, kb) < 0 ||
-			    fz_cache_lookup_keys(ca, kb, n, rb) < 0)
-				goto out;
-		}
-		cost_ns[i] = 1e9 * (f->pool_s / (double)k->N + (fz_now_s() - tl) / (double)nv);
-		if (answers(ca, keys, k->pred, nb, nv, conf + (size_t)i * nv, agree + (size_t)i * nv) < 0 ||
+		/* a lookup's cost per request: pooling (timed in the forward pass), projection and
+		 * the validation lookups (timed here) */
+		const double tl = fz_now_s();
+		int arc = answers(ca, keys, k->pred, nb, nv, conf + (size_t)i * nv,
+				  agree + (size_t)i * nv);
+		cost_ns[i] = 1e9 * ((f->pool_s + proj_s) / (double)k->N +
+				    (fz_now_s() - tl) / (double)(nv ? nv : 1));
+		if (arc < 0 ||
 		    answers(ca, keys, k->pred, nb + nv, nh, hconf + (size_t)i * nh,
 			    hagree + (size_t)i * nh) < 0) {
 			fprintf(stderr, "\nfreeze: %s: cache on '%s': lookups failed\n", cfg->path,

@@ -198,7 +198,6 @@ static void test_confirmation(void **state)
 				       0.05f * frand();
 	}
 	assert_int_equal(fz_cache_fit_pca(c, x, N, 0), 0);
-	const int D = fz_cache_key_dim(c);
 	static float keys[N * (K + 1 + 64)];
 	assert_int_equal(fz_cache_project_burst(c, x, N, keys), 0);
 	assert_int_equal(fz_cache_build(c, keys, lab, N, 1), 0);
@@ -215,7 +214,6 @@ static void test_confirmation(void **state)
 	assert_int_equal(fz_cache_lookup_keys(c, keys, 64, r), 0);
 	for (int s = 0; s < 64; s++)
 		assert_false(r[s].hit);
-	(void)D;
 	fz_cache_free(c);
 }
 
@@ -299,6 +297,27 @@ static void test_snapshot_round_trip(void **state)
 	fclose(f);
 	assert_null(fz_cache_set_load(path, 42, err, sizeof(err)));
 	assert_non_null(strstr(err, "checksum"));
+	/* a record asking for 2^24 confirming centroids is refused before anything is allocated
+	 * (the confirmer counts against the snapshot's memory bound) */
+	assert_int_equal(fz_cache_set_save(s, path), 0);
+	f = fopen(path, "r+b");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	unsigned char *img = malloc((size_t)len);
+	rewind(f);
+	assert_int_equal(fread(img, 1, (size_t)len, f), (size_t)len);
+	uint32_t huge = 1u << 24, dims = P; /* 2^24 keys of 64 floats: 4.6 GB */
+	memcpy(img + 40 + FZ_NAME_MAX + 2 * 4, &dims, 4); /* the record's dims */
+	memcpy(img + 40 + FZ_NAME_MAX + 5 * 4, &huge, 4); /* the record's size */
+	uint32_t crc = fz_crc32c(0, img, (size_t)len - 8);
+	memcpy(img + len - 8, &crc, 4);
+	rewind(f);
+	assert_int_equal(fwrite(img, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	free(img);
+	assert_null(fz_cache_set_load(path, 42, err, sizeof(err)));
+	assert_non_null(strstr(err, "MiB"));
 	unlink(path);
 	fz_cache_set_free(s);
 }
