@@ -262,6 +262,55 @@ static void bench_vs_sgemm(int nq, int n_ent, int dim)
 	fz_cache_free(ca);
 }
 
+/* A learned cache's predictor (pooled -> hidden 64 -> 10 logits and the guard) per SIMD level:
+ * ns per sample at batch 64, median of reps; random weights (the cost does not depend on them). */
+static void bench_learned(int c, int grid)
+{
+	static const char *const lv[] = { "portable", "avx2", "avx512" };
+	const int P = c * grid * grid, H = 64, K = 10;
+	struct fz_cache_params p;
+	fz_cache_params_default(&p);
+	p.kind = FZ_CACHE_LEARNED;
+	p.hidden = H;
+	p.grid = grid;
+	snprintf(p.layer, sizeof(p.layer), "b");
+	struct fz_cache *ca = fz_cache_create(&p, c, grid, grid, K);
+	float *w1 = malloc(sizeof(float) * (size_t)H * P), *w2 = malloc(sizeof(float) * K * H);
+	float *b = calloc(H, sizeof(float)), *mean = calloc((size_t)P, sizeof(float));
+	float *isd = malloc(sizeof(float) * (size_t)P), *x = malloc(sizeof(float) * 64 * (size_t)P);
+	float *keys = malloc(sizeof(float) * 64 * (K + 1));
+	if (!ca || !w1 || !w2 || !b || !mean || !isd || !x || !keys)
+		goto out;
+	for (int i = 0; i < H * P; i++)
+		w1[i] = frand() - 0.5f;
+	for (int i = 0; i < K * H; i++)
+		w2[i] = frand() - 0.5f;
+	for (int i = 0; i < P; i++)
+		isd[i] = 1.0f;
+	for (int i = 0; i < 64 * P; i++)
+		x[i] = frand();
+	struct fz_cache_head h = { H, w1, b, w2, b, mean, isd, 1.0f, 1e6f };
+	if (fz_cache_set_head(ca, &h) < 0)
+		goto out;
+	for (int l = 0; l < 3; l++) {
+		if (fz_cache_isa_set(lv[l]) < 0)
+			continue;
+		double t[64];
+		for (int r = 0; r < reps; r++) {
+			double t0 = now();
+			for (int it = 0; it < 200; it++)
+				fz_cache_project_burst(ca, x, 64, keys);
+			t[r] = (now() - t0) / (200.0 * 64) * 1e9;
+		}
+		qsort(t, (size_t)reps, sizeof(double), cmp_d);
+		printf("learned,%d,%d,%s,64,%.0f\n", P, H, lv[l], t[reps / 2]);
+	}
+	fz_cache_isa_set(NULL);
+out:
+	fz_cache_free(ca);
+	free(w1), free(w2), free(b), free(mean), free(isd), free(x), free(keys);
+}
+
 int main(int argc, char **argv)
 {
 	static const char *const tap_layouts[] = { "nhwc", "nChw8c", "nChw16c", NULL };
@@ -287,5 +336,8 @@ int main(int argc, char **argv)
 	bench("block8-g1", FZ_CACHE_KMEANS, 128, 4, 1, 0, 512, 1, one_layout, b64);
 	bench("block8-knn-k8", FZ_CACHE_KNN, 128, 4, 1, 0, 2048, 8, one_layout, b64);
 	bench_vs_sgemm(64, 1024, 64);
+	printf("learned,pooled,hidden,isa,batch,predictor_ns_per_sample\n");
+	for (int g = 0; g < 4; g++) /* the shipped points' pooled sizes: 256, 512, 1024, 2048 */
+		bench_learned(16 << g, 4);
 	return 0;
 }
