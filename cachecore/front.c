@@ -488,6 +488,11 @@ int fz_near_get(const struct fz_near *n, int slot, uint32_t gen, const float **k
 	return 0;
 }
 
+uint32_t fz_near_gen(const struct fz_near *n, int slot)
+{
+	return slot >= 0 && (unsigned)slot < n->cap ? n->slot[slot].gen : 0;
+}
+
 int fz_near_remove(struct fz_near *n, int slot, uint32_t gen)
 {
 	if (fz_near_get(n, slot, gen, NULL, NULL) < 0)

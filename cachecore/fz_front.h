@@ -118,6 +118,7 @@ int fz_near_put(struct fz_near *n, const float *key, const struct fz_front_answe
 /* Slot contents, when it still holds generation gen (gen UINT32_MAX: any): 0 or -ESTALE. */
 int fz_near_get(const struct fz_near *n, int slot, uint32_t gen, const float **key,
 		struct fz_front_answer *a);
+uint32_t fz_near_gen(const struct fz_near *n, int slot); /* its current generation */
 int fz_near_remove(struct fz_near *n, int slot, uint32_t gen);
 void fz_near_clear(struct fz_near *n);
 const struct fz_near_stats *fz_near_stats(const struct fz_near *n);

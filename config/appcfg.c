@@ -24,7 +24,7 @@ const char *fz_idle_name(enum fz_idle i)
 static const char *const top_keys[] = {"model", "cache", "caches", "online", "port", "rx", "tx",
 				       "stages", "rings", "pools", "reassembly", "idle",
 				       "exit_idle_ms", "run_as", "state_dir", "online_min_confidence",
-				       NULL};
+				       "front", NULL};
 static const char *const port_keys[] = {"device", "ipv4", "udp_port", NULL};
 static const char *const lcore_keys[] = {"lcore", NULL};
 static const char *const stage_keys[] = {"name", "lcore", "layers", "max_batch", "idle", NULL};
@@ -32,6 +32,11 @@ static const char *const rings_keys[] = {"size", NULL};
 static const char *const pools_keys[] = {"mbufs", "requests", NULL};
 static const char *const reasm_keys[] = {"entries", "timeout_ms", NULL};
 static const char *const idle_keys[] = {"policy", "spins", "sleep_us", NULL};
+static const char *const front_keys[] = {"enabled", "exact", "near", "flows", "coalesce", NULL};
+static const char *const front_exact_keys[] = {"entries", NULL};
+static const char *const front_near_keys[] = {"entries", "freqs", "radius", NULL};
+static const char *const front_flows_keys[] = {"entries", "timeout_ms", NULL};
+static const char *const front_coalesce_keys[] = {"pending", "followers", "wait_us", NULL};
 
 int fz_appcfg_err(const struct fz_appcfg *cfg, struct fz_cfgpos pos, char *err, size_t errlen,
 		  const char *fmt, ...)
@@ -147,6 +152,73 @@ static void defaults(struct fz_appcfg *c)
 	c->sleep_us = 50;
 	c->idle_spins = 64;
 	c->exit_idle_ms = 0;
+	c->front.enabled = false; /* a `front:` section turns them on */
+	c->front.exact_entries = 4096;
+	c->front.near_entries = 512;
+	c->front.near_freqs = 4;
+	c->front.near_radius = 0;
+	c->front.flow_entries = 4096;
+	c->front.flow_timeout_ms = 2000;
+	c->front.pending = 256;
+	c->front.followers = 64;
+	c->front.wait_us = 200000;
+}
+
+/* `front:` (tiers before the pipeline). Every size may be 0: that tier is off. */
+static int load_front(struct fz_ydoc *doc, const struct fz_ynode *n, struct fz_appcfg *c)
+{
+	struct fz_ynode *m;
+	double radius = c->front.near_radius;
+	c->front.enabled = true;
+	c->front.pos = pos_of(n);
+	if (fz_ymap_check_keys(doc, n, front_keys) ||
+	    fz_ymap_bool(doc, n, "enabled", FZ_Y_OPTIONAL, &c->front.enabled))
+		return -EINVAL;
+	if ((m = fz_ymap_get(n, "exact")) &&
+	    (fz_ymap_check_keys(doc, m, front_exact_keys) ||
+	     fz_ymap_int_min(doc, m, "entries", FZ_Y_OPTIONAL, 0, &c->front.exact_entries)))
+		return -EINVAL;
+	if ((m = fz_ymap_get(n, "near"))) {
+		if (fz_ymap_check_keys(doc, m, front_near_keys) ||
+		    fz_ymap_int_min(doc, m, "entries", FZ_Y_OPTIONAL, 0, &c->front.near_entries) ||
+		    fz_ymap_int_pos(doc, m, "freqs", FZ_Y_OPTIONAL, &c->front.near_freqs) ||
+		    fz_ymap_float(doc, m, "radius", FZ_Y_OPTIONAL, &radius))
+			return -EINVAL;
+		if (!(radius >= 0 && radius <= 2)) /* distances of unit keys are at most 2 */
+			return fz_yerr(doc, fz_ymap_get(m, "radius"),
+				       "expected a key distance in 0..2 (from `freeze calibrate-front`), "
+				       "found %g", radius);
+		if (c->front.near_freqs > 8)
+			return fz_yerr(doc, fz_ymap_get(m, "freqs"),
+				       "expected 1..8 frequencies per axis, found %d",
+				       c->front.near_freqs);
+		if (c->front.near_entries > (1 << 20))
+			return fz_yerr(doc, fz_ymap_get(m, "entries"),
+				       "expected at most %d entries (every lookup scans them), found %d",
+				       1 << 20, c->front.near_entries);
+		c->front.near_radius = (float)radius;
+	}
+	if ((m = fz_ymap_get(n, "flows")) &&
+	    (fz_ymap_check_keys(doc, m, front_flows_keys) ||
+	     fz_ymap_int_min(doc, m, "entries", FZ_Y_OPTIONAL, 0, &c->front.flow_entries) ||
+	     fz_ymap_int_pos(doc, m, "timeout_ms", FZ_Y_OPTIONAL, &c->front.flow_timeout_ms)))
+		return -EINVAL;
+	if ((m = fz_ymap_get(n, "coalesce")) &&
+	    (fz_ymap_check_keys(doc, m, front_coalesce_keys) ||
+	     fz_ymap_int_min(doc, m, "pending", FZ_Y_OPTIONAL, 0, &c->front.pending) ||
+	     fz_ymap_int_min(doc, m, "followers", FZ_Y_OPTIONAL, 0, &c->front.followers) ||
+	     fz_ymap_int_pos(doc, m, "wait_us", FZ_Y_OPTIONAL, &c->front.wait_us)))
+		return -EINVAL;
+	const struct { int v, min; const char *tier, *key; } sizes[] = {
+		{c->front.exact_entries, 8, "exact", "entries"},
+		{c->front.flow_entries, 8, "flows", "entries"},
+	};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		if (sizes[i].v && sizes[i].v < sizes[i].min)
+			return fz_yerr(doc, fz_ymap_get(fz_ymap_get(n, sizes[i].tier), sizes[i].key),
+				       "expected 0 (off) or at least %d, found %d", sizes[i].min,
+				       sizes[i].v);
+	return 0;
 }
 
 static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
@@ -229,6 +301,8 @@ static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
 			return -EINVAL;
 	}
 	c->idle = idle_default;
+	if ((n = fz_ymap_get(top, "front")) && load_front(doc, n, c))
+		return -EINVAL;
 	struct fz_ynode *stages;
 	if (fz_ymap_find(doc, top, "stages", FZ_Y_REQUIRED, &stages))
 		return -EINVAL;

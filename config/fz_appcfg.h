@@ -66,6 +66,24 @@ struct fz_appcfg {
 	char run_as[64];      /* user to switch to once ports and files are open ("" = stay) */
 	char state_dir[FZ_PATH_MAX]; /* besides models/, where model and cache files may live */
 	struct fz_cfgpos model_pos, cache_pos;
+	/* Tiers that answer before any layer runs, on the RX lcore (docs/architecture.md): exact
+	 * repeats, per-flow memory, near-duplicate inputs, and requests coalesced with one alike
+	 * in flight. A size of 0 turns that tier off. */
+	struct {
+		bool enabled;        /* a `front:` section; `enabled: false` keeps it off */
+		int exact_entries;   /* exact (raw bytes) answers kept, CLOCK */
+		int near_entries;    /* near-duplicate input keys kept, CLOCK */
+		int near_freqs;      /* |DFT| frequencies per axis of the input key */
+		float near_radius;   /* key distance within which an answer is shared (calibrated,
+				      * `freeze calibrate-front`); 0 = near, flows and coalescing
+				      * of near-duplicates off */
+		int flow_entries;    /* sources (IPv4, UDP port) remembered */
+		int flow_timeout_ms; /* a source's memory is used this long */
+		int pending;         /* requests in flight others may wait for */
+		int followers;       /* waiting requests per request in flight */
+		int wait_us;         /* longest wait; then a follower runs itself */
+		struct fz_cfgpos pos;
+	} front;
 };
 
 /* The embedded default configuration (YAML text) and the name used for it in messages. */

@@ -28,6 +28,8 @@ Modes
   knn         a knn snapshot
   online-off  the online-capable snapshot with online inserts off
   online      the online-capable snapshot with --online (full-model answers inserted)
+  front       the shipped snapshot with the front tiers of the default config (exact repeats,
+              flow memory, near-duplicate inputs, coalescing); `learned` is the same without them
 """
 import argparse
 import csv
@@ -54,11 +56,11 @@ from pcap_io import read_pcap  # noqa: E402
 
 PY = "/usr/bin/python3"  # Debian's, with numpy, matplotlib and torch
 SCENARIOS = ("saturation", "profile", "load", "offline", "sweep", "peers")
-MODES = ("off", "learned", "kmeans", "knn", "online-off", "online")
+MODES = ("off", "learned", "kmeans", "knn", "online-off", "online", "front")
 MODE_SNAPSHOT = {"off": "learned", "learned": "learned", "kmeans": "kmeans", "knn": "knn",
-                 "online-off": "online", "online": "online"}
+                 "online-off": "online", "online": "online", "front": "learned"}
 COLORS = {"off": "black", "learned": "tab:red", "kmeans": "tab:blue", "knn": "tab:orange",
-          "online-off": "tab:purple", "online": "tab:green"}
+          "online-off": "tab:purple", "online": "tab:green", "front": "tab:brown"}
 # Snapshots looked for in the model folder before calibrating our own (first match wins).
 SHIPPED = {"learned": ["cache.snap"], "kmeans": ["cache-kmeans.snap", "cache-kmeans.fzc"],
            "knn": ["cache-knn.snap", "cache-knn.fzc"],
@@ -126,10 +128,12 @@ class Model:
     def exit_name(self, code):
         if code == fzgen.EXIT_FULL:
             return "full"
+        if code in fzgen.EXIT_FRONT:
+            return fzgen.EXIT_FRONT[code]
         return self.layers[code] if code < len(self.layers) else f"layer{code}"
 
     def exit_points(self):
-        return self.blocks + ["full"]
+        return list(fzgen.EXIT_FRONT.values()) + self.blocks + ["full"]
 
 
 # ---- the appliance ----------------------------------------------------------------------------
@@ -400,6 +404,9 @@ class Harness:
             text = re.sub(r"^cache:.*$", f"cache: {self.snap[MODE_SNAPSHOT[mode]]}\n"
                           f"state_dir: {os.path.dirname(self.snap[MODE_SNAPSHOT[mode]])}", text,
                           flags=re.M)
+            if mode != "front":  # the front tiers only where asked for
+                text = re.sub(r"^front:.*?(?=^\S)", "front: {enabled: false}\n", text,
+                              flags=re.M | re.S)
             with open(path, "w") as f:
                 f.write(text)
         return path

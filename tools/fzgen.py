@@ -32,6 +32,8 @@ DT_F32 = 2
 DTYPE_SIZE = {DT_U8: 1, DT_F32: 4}
 EXIT_FULL = 0xFFFE
 EXIT_NONE = 0xFFFF
+# answered before any layer ran (the front tiers)
+EXIT_FRONT = {0xFFF0: "exact", 0xFFF1: "flow", 0xFFF2: "near", 0xFFF3: "coalesced"}
 LABEL_NONE = 0xFFFF
 REQ_HDR = struct.Struct(">IBBBBQHHHHII")  # 32 bytes, docs/protocol.md
 RESP = struct.Struct(">IBBBBQHHfQ")  # 32 bytes
@@ -489,7 +491,7 @@ def summarize(resp_pcap, meta):
         if r["status"] == 0:
             ok += 1
             correct += r["label"] == q["label"]
-            ex = {EXIT_FULL: "full"}.get(r["exit"], str(r["exit"]))
+            ex = {EXIT_FULL: "full", **EXIT_FRONT}.get(r["exit"], str(r["exit"]))
             exits[ex] = exits.get(ex, 0) + 1
             times.append(r["time_ns"])
     times.sort()
@@ -501,9 +503,9 @@ def summarize(resp_pcap, meta):
         "unexpected_answers": len(unexpected), "status_mismatches": mismatched[:20],
         "n_status_mismatches": len(mismatched),
         "accuracy": correct / ok if ok else None, "correct": correct,
-        "exit_histogram": dict(sorted(exits.items(), key=lambda kv: (kv[0] == "full",
-                                                                    int(kv[0]) if kv[0] != "full"
-                                                                    else 0))),
+        # front tiers first, then layers in model order, then the full model
+        "exit_histogram": dict(sorted(exits.items(), key=lambda kv: (
+            (1, int(kv[0]), "") if kv[0].isdigit() else (2 if kv[0] == "full" else 0, 0, kv[0])))),
         "time_ns": {"p50": percentile(times, 50), "p90": percentile(times, 90),
                     "p99": percentile(times, 99), "max": times[-1] if times else None},
         "arp_replies": arp_replies, "icmp_replies": icmp_replies, "other_frames": other,

@@ -258,7 +258,10 @@ static int rings_init(void)
 					 rte_socket_id(), RING_F_SC_DEQ);
 	fz_app.ctl_ring = rte_ring_create("fz_ctl", 256, rte_socket_id(),
 					  RING_F_SP_ENQ | RING_F_SC_DEQ);
-	return fz_app.tx_ring && fz_app.ctl_ring ? 0 : -rte_errno;
+	/* answered front leaders, TX -> RX: room for every request, so TX never waits */
+	fz_app.learn_ring = rte_ring_create("fz_learn", rte_align32pow2(c->requests + 1),
+					    rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
+	return fz_app.tx_ring && fz_app.ctl_ring && fz_app.learn_ring ? 0 : -rte_errno;
 }
 
 /*

@@ -134,6 +134,8 @@ int fz_app_caches_reload(char *err, size_t errlen)
 	__atomic_store_n(&fz_app.caches, cs, __ATOMIC_RELEASE);
 	/* the defer queue frees `old` once every stage has passed a quiescent point; when it is
 	 * full of sets still in their grace period, wait for one to be reclaimed */
+	/* the front tiers' answers came from the old caches: RX forgets them */
+	atomic_fetch_add_explicit(&fz_app.front_epoch, 1, memory_order_release);
 	while (rte_rcu_qsbr_dq_enqueue(dq, &old) != 0) {
 		rte_rcu_qsbr_dq_reclaim(dq, FZ_RETIRE_SLOTS, NULL, NULL, NULL);
 		struct timespec ts = {0, 1000000};

@@ -121,6 +121,54 @@ static int tel_stages(const char *cmd, const char *params, struct rte_tel_data *
 	return 0;
 }
 
+static int tel_front(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)cmd;
+	(void)params;
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_int(d, "enabled", fz_app.cfg.front.enabled);
+#define FZ_FS_TEL(f) rte_tel_data_add_dict_u64(d, #f, rd(&fz_app.rx.front.f));
+	FZ_FOREACH_FRONT_STAT(FZ_FS_TEL)
+#undef FZ_FS_TEL
+	rte_tel_data_add_dict_u64(d, "front_cycles", rd(&fz_app.rx.front_tsc));
+	rte_tel_data_add_dict_u64(d, "rx_busy_cycles", rd(&fz_app.rx.busy_tsc));
+	return 0;
+}
+
+/* The front tiers' account: every request they saw answered by one tier, waiting, or run. */
+static void front_summary(FILE *f)
+{
+	const struct fz_front_stats *s = &fz_app.rx.front;
+	if (!fz_app.cfg.front.enabled || !rd(&s->requests))
+		return;
+	uint64_t waiting = rd(&s->followers) - rd(&s->followers_answered) - rd(&s->followers_ran) -
+			   rd(&s->followers_expired) - rd(&s->followers_relead);
+	fprintf(f, "front tiers        requests %" PRIu64 " = exact %" PRIu64 " + flow %" PRIu64
+		   " + near %" PRIu64 " + coalesced %" PRIu64 " + ran %" PRIu64 "\n",
+		rd(&s->requests), rd(&s->exact_hits), rd(&s->flow_hits), rd(&s->near_hits),
+		rd(&s->followers), rd(&s->ran));
+	fprintf(f, "  coalesced        %" PRIu64 " (%" PRIu64 " exact repeats) = answered by the "
+		   "request waited for %" PRIu64 " + led again (its answer not sure enough) %" PRIu64
+		   " + ran %" PRIu64 " + ran (waited %d us) %" PRIu64 " + waiting %" PRIu64
+		   " (waited again %" PRIu64 ")\n",
+		rd(&s->followers), rd(&s->exact_followers), rd(&s->followers_answered),
+		rd(&s->followers_relead), rd(&s->followers_ran), fz_app.cfg.front.wait_us,
+		rd(&s->followers_expired), waiting, rd(&s->followers_rewaited));
+	fprintf(f, "  tables           exact: %" PRIu64 " answers kept, %" PRIu64
+		   " evicted; near: %" PRIu64 " lookups, %" PRIu64 " kept, %" PRIu64
+		   " evicted; flows: %" PRIu64 " lookups, %" PRIu64 " timed out, %" PRIu64
+		   " replaced; in flight full %" PRIu64 ", followers full %" PRIu64
+		   "; cleared by reloads %" PRIu64 "\n",
+		rd(&s->exact_inserts), rd(&s->exact_evictions), rd(&s->near_lookups),
+		rd(&s->near_inserts), rd(&s->near_evictions), rd(&s->flow_lookups),
+		rd(&s->flow_expired), rd(&s->flow_replaced), rd(&s->pending_full),
+		rd(&s->followers_full), rd(&s->clears));
+	if (fz_app.tsc_hz)
+		fprintf(f, "  rx time          %.3f s in the front tiers of %.3f s busy\n",
+			rd(&fz_app.rx.front_tsc) / (double)fz_app.tsc_hz,
+			rd(&fz_app.rx.busy_tsc) / (double)fz_app.tsc_hz);
+}
+
 static int tel_reload(const char *cmd, const char *params, struct rte_tel_data *d)
 {
 	(void)cmd;
@@ -141,6 +189,8 @@ int fz_app_telemetry_init(void)
 					 "Drop counters by named reason. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/stages", tel_stages,
 					 "Per-stage requests, batches, hits, cycles. No parameters");
+	rc |= rte_telemetry_register_cmd("/freeze/front", tel_front,
+					 "Front tiers: exact, flow, near hits, coalescing, tables. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/reload", tel_reload,
 					 "Reload the cache snapshot from disk and swap it in. No parameters");
 	return rc;
@@ -189,6 +239,7 @@ void fz_app_summary(FILE *f)
 	}
 	fprintf(f, "cache hits         %" PRIu64 " (%.1f%% of requests)\n", t.hits,
 		t.received ? 100.0 * t.hits / t.received : 0);
+	front_summary(f);
 	uint64_t lookup_errors = 0;
 	for (int s = 0; s < fz_app.n_stages; s++)
 		lookup_errors += rd(&fz_app.stages[s].st.lookup_errors);

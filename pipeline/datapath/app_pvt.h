@@ -17,6 +17,7 @@
 #include <rte_ring.h>
 
 #include "fz_appcfg.h"
+#include "fz_front.h"
 #include "fz_model.h"
 #include "fz_stages.h"
 #include "stage_batch.h"
@@ -60,8 +61,34 @@ struct fz_req {
 	float *act;           /* model input (fz_net_layout(FZ_INPUT_TENSOR)), read by stage 1 */
 	float *keys;          /* cache keys per cache layer (online inserts; after act), or NULL */
 	const struct fz_cache_set *keys_set; /* the snapshot the keys came from */
+	/* front tiers (RX's, datapath/front.c): a leader is handed back to RX by TX once
+	 * answered, so that what waits for it is answered and the tables learn its answer */
+	uint8_t front;        /* FZ_FRONT_F_* */
+	uint8_t dtype;
+	int32_t exact_slot, pend_slot;
+	uint32_t exact_gen, pend_gen, epoch;
+	struct fz_req *next;  /* a follower's link in its leader's list */
+	float fkey[FZ_FRONT_MAX_DIM]; /* input key (near tier on) */
 };
 #define FZ_KEYS_MIXED ((const struct fz_cache_set *)1) /* keys from two snapshots */
+
+/* The front tiers' counters (RX's): every request RX hands on or answers passes them once.
+ * requests = exact_hits + flow_hits + near_hits + followers + ran;
+ * followers = followers_answered + followers_ran + followers_expired + followers_relead +
+ * still waiting (a follower whose leader's answer was not sure enough waits again for another
+ * request in flight, followers_rewaited, or leads: followers_relead, and runs). */
+#define FZ_FOREACH_FRONT_STAT(_)                                                                   \
+	_(requests) _(exact_hits) _(flow_hits) _(near_hits) _(followers) _(exact_followers)        \
+	_(followers_answered) _(followers_ran) _(followers_expired) _(ran) _(leaders)             \
+	_(pending_full) _(followers_full) _(exact_inserts) _(exact_evictions) _(near_lookups)     \
+	_(near_inserts) _(near_evictions) _(flow_lookups) _(flow_expired) _(flow_replaced)        \
+	_(clears) _(learned) _(stale) _(followers_relead) _(followers_rewaited)
+
+struct fz_front_stats {
+#define FZ_FS_FIELD(f) uint64_t f;
+	FZ_FOREACH_FRONT_STAT(FZ_FS_FIELD)
+#undef FZ_FS_FIELD
+};
 
 /* Per-lcore counters: written by their lcore only, read by telemetry (relaxed, torn reads of a
  * 64-bit counter cannot happen on x86-64). Each on its own cache line. */
@@ -73,6 +100,8 @@ struct fz_rx_stats {
 	uint64_t udp_csum_partial; /* frames with an unfinished UDP checksum, accepted unverified */
 	uint64_t busy_tsc, idle_polls, backpressure_polls;
 	uint64_t first_tsc; /* first frame */
+	uint64_t front_tsc; /* time in the front tiers */
+	struct fz_front_stats front;
 };
 
 struct fz_stage_stats {
@@ -140,6 +169,9 @@ struct fz_app {
 	struct fz_bpool bpools[FZ_MAX_STAGES - 1]; /* bpools[i]: between stages i and i + 1 */
 	struct rte_ring *tx_ring;   /* answered requests, MP/SC: every stage answers */
 	struct rte_ring *ctl_ring;  /* ARP/ICMP replies (mbufs) from RX to TX, SP/SC */
+	struct rte_ring *learn_ring; /* answered front leaders from TX back to RX, SP/SC, room
+				      * for every request (TX never waits on it) */
+	atomic_uint front_epoch;     /* bumped by a reload: the front tables forget all */
 	struct fz_stage_rt stages[FZ_MAX_STAGES];
 	int n_stages;
 	uint64_t tsc_hz;

@@ -9,6 +9,7 @@
 #include <rte_mbuf.h>
 
 #include "app_pvt.h"
+#include "front.h"
 #include "fz_proto.h"
 #include "stage_cache.h"
 
@@ -99,15 +100,12 @@ static void answer_error(const struct fz_proto_addr *to, uint64_t id, enum fz_pr
 	fz_app.rx.errors_answered++;
 }
 
-/* Tensor bytes -> normalised model input in the request's activation buffer. */
-static void load_tensor(struct rx_ctx *x, struct fz_req *rq, const struct fz_reasm_req *r)
+/* The tensor in host order: u8 bytes as they came, f32 (big-endian binary32 values on the u8
+ * scale, docs/protocol.md) converted into x->f32. */
+static const void *host_tensor(struct rx_ctx *x, const struct fz_reasm_req *r)
 {
-	if (r->dtype == FZ_PROTO_DT_U8) {
-		fz_net_preprocess_u8(fz_app.net, r->data, 1, rq->act);
-		return;
-	}
-	/* f32: big-endian binary32 values on the u8 scale (docs/protocol.md), normalised the
-	 * same way */
+	if (r->dtype == FZ_PROTO_DT_U8)
+		return r->data;
 	float *v = x->f32;
 	const size_t count = fz_shape_size(fz_app.model->input.shape);
 	for (size_t j = 0; j < count; j++) {
@@ -116,10 +114,63 @@ static void load_tensor(struct rx_ctx *x, struct fz_req *rq, const struct fz_rea
 		bits = rte_be_to_cpu_32(bits);
 		memcpy(&v[j], &bits, 4);
 	}
-	fz_net_preprocess_f32(fz_app.net, v, 1, rq->act);
+	return v;
 }
 
-static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx)
+/* Host-order tensor -> normalised model input in the request's activation buffer. */
+static void load_tensor(struct fz_req *rq, unsigned dtype, const void *host)
+{
+	if (dtype == FZ_PROTO_DT_U8)
+		fz_net_preprocess_u8(fz_app.net, host, 1, rq->act);
+	else
+		fz_net_preprocess_f32(fz_app.net, host, 1, rq->act);
+}
+
+static struct rx_ctx *rx_x; /* the front tiers' callbacks reach RX's context through it */
+static void flush_out(struct rx_ctx *x);
+
+/* An answer from the front tiers goes to TX. */
+static void front_answer(struct fz_req *rq)
+{
+	rq->stage = UINT16_MAX;
+	if (rte_ring_mp_enqueue(fz_app.tx_ring, rq) < 0) {
+		fz_app.rx.drop[FZ_APP_DROP_TX_RING_FULL]++;
+		req_untake(rq);
+	}
+}
+
+/* A follower runs itself: into the next flush to stage 1. */
+static void front_run(struct fz_req *rq)
+{
+	struct rx_ctx *x = rx_x;
+	if (x->n_out == RTE_DIM(x->out))
+		flush_out(x);
+	x->out[x->n_out++] = rq;
+}
+
+/* A leader back from TX, done with: to the pool (TX's release, done here instead). */
+static void front_release(struct fz_req *rq)
+{
+	rq->keys = NULL;
+	rte_mempool_put(fz_app.reqs, rq);
+	atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+}
+
+/* Answered leaders from TX: the front tables learn, their followers are answered or run. */
+static void front_learn(struct rx_ctx *x, uint64_t now_ns)
+{
+	struct fz_req *rq[RX_BURST];
+	unsigned n;
+	do {
+		n = rte_ring_sc_dequeue_burst(fz_app.learn_ring, (void **)rq, RX_BURST, NULL);
+		for (unsigned i = 0; i < n; i++)
+			fz_front_learn(rq[i], now_ns);
+	} while (n == RX_BURST);
+	flush_out(x);
+}
+
+static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx,
+		   uint64_t now_ns)
 {
 	struct fz_req *rq;
 	if (fz_app.stop_rx) {
@@ -140,7 +191,22 @@ static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx
 	rq->confidence = 0;
 	rq->keys = x->key_floats ? rq->act + fz_app.act_floats - x->key_floats : NULL;
 	rq->keys_set = NULL;
-	load_tensor(x, rq, r);
+	rq->front = 0;
+	const void *host = host_tensor(x, r);
+	if (fz_front_on()) {
+		uint64_t t0 = rte_rdtsc();
+		enum fz_front_verdict v = fz_front_submit(rq, r, host, now_ns);
+		fz_app.rx.front_tsc += rte_rdtsc() - t0;
+		if (v == FZ_FRONT_ANSWERED) {
+			front_answer(rq);
+			return;
+		}
+		load_tensor(rq, r->dtype, host); /* a follower too: it may have to run itself */
+		if (v == FZ_FRONT_WAITING)
+			return;
+	} else {
+		load_tensor(rq, r->dtype, host);
+	}
 	x->out[x->n_out++] = rq;
 }
 
@@ -156,6 +222,7 @@ static void flush_out(struct rx_ctx *x)
 		rq->status = FZ_PROTO_R_OVERLOADED;
 		if (rte_ring_mp_enqueue(fz_app.tx_ring, rq) < 0) {
 			fz_app.rx.drop[FZ_APP_DROP_STAGE_RING_FULL]++;
+			fz_front_abandon(rq); /* what waits for it runs */
 			req_untake(rq);
 		} else {
 			fz_app.rx.errors_answered++;
@@ -233,7 +300,7 @@ static void handle(struct rx_ctx *x, struct rte_mbuf *m, uint64_t now_ns, uint64
 	case FZ_PROTO_V_REQUEST:
 		switch (fz_reasm_add(x->reasm, &p, now_ns, &r)) {
 		case FZ_REASM_COMPLETE:
-			submit(x, &r, tsc);
+			submit(x, &r, tsc, now_ns);
 			fz_reasm_release(x->reasm, &r);
 			break;
 		case FZ_REASM_ERROR:
@@ -298,13 +365,16 @@ int fz_lcore_rx(void *arg)
 	x.pc.dtype_mask = (1u << FZ_PROTO_DT_U8) | (1u << FZ_PROTO_DT_F32);
 	x.pc.max_tensor_bytes = (uint32_t)(fz_shape_size(in->shape) * 4);
 	x.key_floats = fz_app_key_floats();
+	rx_x = &x;
+	const struct fz_front_io fio = {.answer = front_answer, .run = front_run,
+					.release = front_release};
 	struct fz_reasm_params rp = {.capacity = (uint32_t)c->reasm_entries,
 				     .max_tensor_bytes = x.pc.max_tensor_bytes,
 				     .max_frags = 64,
 				     .timeout_ns = (uint64_t)c->reasm_timeout_ms * 1000000ull};
 	x.reasm = fz_reasm_create(&rp);
 	x.f32 = malloc(fz_shape_size(in->shape) * sizeof(float));
-	if (!x.reasm || !x.f32) {
+	if (!x.reasm || !x.f32 || fz_front_init(&fio) < 0) {
 		FZ_LOG(ERR, "cannot create the reassembly table (%d entries) or the f32 input buffer",
 		       c->reasm_entries);
 		fz_reasm_free(x.reasm);
@@ -334,7 +404,11 @@ int fz_lcore_rx(void *arg)
 			drain_deadline = tsc + 10 * fz_app.tsc_hz;
 			expire(&x, UINT64_MAX, FZ_PROTO_R_SHUTTING_DOWN);
 		}
+		if (fz_front_on())
+			front_learn(&x, tsc_to_ns(tsc));
 		if (draining) {
+			if (fz_front_on())
+				fz_front_expire(tsc_to_ns(tsc));
 			if (atomic_load(&fz_app.in_flight) == 0 || tsc > drain_deadline) {
 				/* pairs with the acquire loads in the stage and TX loops */
 				atomic_store_explicit(&fz_app.stop_all, true, memory_order_release);
@@ -369,6 +443,10 @@ int fz_lcore_rx(void *arg)
 		}
 		if (tsc >= next_expire) {
 			expire(&x, tsc_to_ns(tsc), FZ_PROTO_R_REASSEMBLY_TIMEOUT);
+			if (fz_front_on()) {
+				fz_front_expire(tsc_to_ns(tsc));
+				flush_out(&x);
+			}
 			next_expire = tsc + expire_every;
 		}
 		if (!n) {
@@ -381,5 +459,6 @@ int fz_lcore_rx(void *arg)
 	stash.n = 0;
 	fz_reasm_free(x.reasm);
 	free(x.f32);
+	fz_front_fini();
 	return 0;
 }

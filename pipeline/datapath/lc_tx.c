@@ -6,6 +6,7 @@
 #include <rte_mbuf.h>
 
 #include "app_pvt.h"
+#include "front.h"
 #include "fz_proto.h"
 
 #define TX_BURST 32
@@ -27,6 +28,10 @@ static uint16_t send_all(struct rte_mbuf **m, uint16_t n)
 
 static void release(struct fz_req *rq)
 {
+	/* a front leader goes back to RX, which answers what waits for it and frees it; the
+	 * ring has room for every request */
+	if ((rq->front & FZ_FRONT_F_LEADER) && rte_ring_sp_enqueue(fz_app.learn_ring, rq) == 0)
+		return;
 	rq->keys = NULL;
 	/* into TX's per-lcore cache; past its flush threshold the cache goes back to the pool */
 	rte_mempool_put(fz_app.reqs, rq);

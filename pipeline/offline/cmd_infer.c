@@ -25,8 +25,11 @@ static void infer_usage(FILE *f)
 {
 	fprintf(f, "usage: freeze infer --model MODEL.yaml --images IDX[.gz] [--labels IDX[.gz]]\n"
 		   "                    [--batch N] [--threads N] [--limit N] [--json]\n"
+		   "                    [--answers FILE]\n"
 		   "  Runs every image through the whole model; prints images, accuracy (with\n"
-		   "  --labels) and images/s. --json prints one JSON object instead.\n");
+		   "  --labels) and images/s. --json prints one JSON object instead.\n"
+		   "  --answers FILE writes each image's answer and softmax probability, one\n"
+		   "  line \"LABEL PROBABILITY\" per image.\n");
 }
 
 int fz_cmd_infer(int argc, char **argv)
@@ -36,8 +39,9 @@ int fz_cmd_infer(int argc, char **argv)
 		{"labels", required_argument, 0, 'l'}, {"batch", required_argument, 0, 'b'},
 		{"threads", required_argument, 0, 't'}, {"limit", required_argument, 0, 'n'},
 		{"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0}};
-	const char *model_path = NULL, *images = NULL, *labels = NULL;
+		{"answers", required_argument, 0, 'a'}, {0, 0, 0, 0}};
+	const char *model_path = NULL, *images = NULL, *labels = NULL, *answers = NULL;
+	FILE *af = NULL;
 	int batch = 64, threads = 1, limit = 0, json = 0, c;
 	char err[1024];
 	int rc = 1;
@@ -52,6 +56,7 @@ int fz_cmd_infer(int argc, char **argv)
 		case 't': threads = fz_opt_int("--threads", optarg, 1, 256); break;
 		case 'n': limit = fz_opt_int("--limit", optarg, 1, 1 << 30); break;
 		case 'j': json = 1; break;
+		case 'a': answers = optarg; break;
 		case 'h': infer_usage(stdout); return 0;
 		default: infer_usage(stderr); return 2;
 		}
@@ -110,6 +115,10 @@ int fz_cmd_infer(int argc, char **argv)
 	pred = malloc(count * sizeof(int));
 	if (!pred)
 		goto out;
+	if (answers && !(af = fopen(answers, "w"))) {
+		fprintf(stderr, "freeze: %s: %s\n", answers, strerror(errno));
+		goto out;
+	}
 	/* warm up the plans this run uses (full batches and the tail) outside the timing */
 	size_t tail = count % (size_t)batch;
 	fz_net_preprocess_u8(net, img.data, 1, fz_group_input(g));
@@ -128,8 +137,16 @@ int fz_cmd_infer(int argc, char **argv)
 			goto out;
 		}
 		const float *out = fz_group_output(g);
-		for (int k = 0; k < n; k++)
-			pred[i + k] = fz_argmax(out + k * ol.sample_stride, classes);
+		for (int k = 0; k < n; k++) {
+			const float *z = out + k * ol.sample_stride;
+			pred[i + k] = fz_argmax(z, classes);
+			if (af) { /* the answer and its softmax probability, one line per image */
+				double sum = 0;
+				for (int j = 0; j < classes; j++)
+					sum += exp((double)z[j] - z[pred[i + k]]);
+				fprintf(af, "%d %.6f\n", pred[i + k], 1.0 / sum);
+			}
+		}
 	}
 	double secs = fz_now_s() - t0;
 	size_t correct = 0;
@@ -171,6 +188,10 @@ int fz_cmd_infer(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	if (af && fclose(af) != 0 && rc == 0) {
+		fprintf(stderr, "freeze: %s: %s\n", answers, strerror(errno));
+		rc = 1;
+	}
 	free(pred);
 	fz_group_free(g);
 	fz_net_free(net);

@@ -47,6 +47,11 @@
 /* Response exit_layer values that are not a model layer index. */
 #define FZ_PROTO_EXIT_FULL 0xfffe /* the full model answered (no cache hit) */
 #define FZ_PROTO_EXIT_NONE 0xffff /* no answer: an error response */
+/* answered before any layer ran, by the front tiers (docs/architecture.md) */
+#define FZ_PROTO_EXIT_EXACT 0xfff0     /* an exact repeat of an answered request */
+#define FZ_PROTO_EXIT_FLOW 0xfff1      /* near the last request of the same source */
+#define FZ_PROTO_EXIT_NEAR 0xfff2      /* near an answered input */
+#define FZ_PROTO_EXIT_COALESCED 0xfff3 /* waited for a request alike in flight */
 #define FZ_PROTO_LABEL_NONE 0xffff
 
 /* Tensor element types on the wire (request byte 6). */
