@@ -14,13 +14,14 @@ struct fz_front_keyer {
 	float *cx, *sx;             /* [nx][w]: cos/sin(2 pi kx x / w) */
 	float *cy, *sy;             /* [freqs][h] */
 	float *row_re, *row_im;     /* [h][nx] scratch (one keyer per thread) */
-	float *plane;               /* [h][w] scratch */
+	float *plane;               /* [w][h] scratch: the channel transposed (scaled to 0..1) */
 };
 
 struct fz_front_keyer *fz_front_keyer_create(int c, int h, int w, int freqs)
 {
-	if (c < 1 || h < 1 || w < 1 || freqs < 1 || freqs > FZ_FRONT_MAX_FREQS || freqs > h ||
-	    freqs > w || c * (freqs + (freqs - 1) * (2 * freqs - 1)) > FZ_FRONT_MAX_DIM) {
+	if (c < 1 || h < 1 || w < 1 || h > 4096 || w > 4096 || freqs < 2 ||
+	    freqs > FZ_FRONT_MAX_FREQS || freqs > h || freqs > w ||
+	    c * 2 * freqs * (freqs - 1) > FZ_FRONT_MAX_DIM) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -28,12 +29,12 @@ struct fz_front_keyer *fz_front_keyer_create(int c, int h, int w, int freqs)
 	if (!k)
 		return NULL;
 	k->c = c, k->h = h, k->w = w, k->freqs = freqs, k->nx = 2 * freqs - 1;
-	k->dim = c * (freqs + (freqs - 1) * k->nx);
+	k->dim = c * 2 * freqs * (freqs - 1); /* (freqs - 1) at ky = 0, nx at each other ky */
 	k->cx = malloc(sizeof(float) * (size_t)(k->nx * w));
 	k->sx = malloc(sizeof(float) * (size_t)(k->nx * w));
 	k->cy = malloc(sizeof(float) * (size_t)(freqs * h));
 	k->sy = malloc(sizeof(float) * (size_t)(freqs * h));
-	k->row_re = malloc(sizeof(float) * (size_t)(h * k->nx));
+	k->row_re = malloc(sizeof(float) * (size_t)(h * k->nx)); /* [nx][h] */
 	k->row_im = malloc(sizeof(float) * (size_t)(h * k->nx));
 	k->plane = malloc(sizeof(float) * (size_t)h * w);
 	if (!k->cx || !k->sx || !k->cy || !k->sy || !k->row_re || !k->row_im || !k->plane) {
@@ -71,31 +72,37 @@ int fz_front_key_dim(const struct fz_front_keyer *k)
 	return k->dim;
 }
 
-/* One channel's magnitudes (plane[h][w], already scaled) into out; returns how many. Rows
- * first (each against the column frequencies), then the columns of that. */
-static int key_channel(const struct fz_front_keyer *k, const float *plane, float *out)
+/* One channel's magnitudes (planeT[w][h], already scaled) into out; returns how many. Along
+ * the rows first (each against the column frequencies, all rows at once: the inner loop runs
+ * over rows, so it vectorises without reordering any sum), then down the columns. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static int key_channel(const struct fz_front_keyer *k, const float *planeT, float *out)
 {
 	const int h = k->h, w = k->w, nx = k->nx, f = k->freqs;
-	for (int y = 0; y < h; y++) {
-		const float *row = plane + (size_t)y * w;
-		for (int i = 0; i < nx; i++) {
-			const float *cx = k->cx + i * w, *sx = k->sx + i * w;
-			float re = 0, im = 0;
-			for (int x = 0; x < w; x++)
-				re += row[x] * cx[x], im += row[x] * sx[x];
-			k->row_re[y * nx + i] = re, k->row_im[y * nx + i] = im;
+	for (int i = 0; i < nx; i++) {
+		float *re = k->row_re + (size_t)i * h, *im = k->row_im + (size_t)i * h;
+		const float *cx = k->cx + (size_t)i * w, *sx = k->sx + (size_t)i * w;
+		for (int y = 0; y < h; y++)
+			re[y] = im[y] = 0;
+		for (int x = 0; x < w; x++) {
+			const float c = cx[x], sn = sx[x], *col = planeT + (size_t)x * h;
+			for (int y = 0; y < h; y++) {
+				re[y] += col[y] * c;
+				im[y] += col[y] * sn;
+			}
 		}
 	}
 	int o = 0;
 	for (int ky = 0; ky < f; ky++)
-		for (int i = ky ? 0 : f - 1; i < nx; i++) {
-			float re = 0, im = 0;
+		for (int i = ky ? 0 : f; i < nx; i++) { /* kx >= 1 at ky = 0: no DC */
+			const float *re = k->row_re + (size_t)i * h, *im = k->row_im + (size_t)i * h;
+			const float *cy = k->cy + (size_t)ky * h, *sy = k->sy + (size_t)ky * h;
+			float fr = 0, fi = 0;
 			for (int y = 0; y < h; y++) {
-				float a = k->row_re[y * nx + i], b = k->row_im[y * nx + i];
-				float c = k->cy[ky * h + y], s = k->sy[ky * h + y];
-				re += a * c - b * s, im += a * s + b * c;
+				fr += re[y] * cy[y] - im[y] * sy[y];
+				fi += re[y] * sy[y] + im[y] * cy[y];
 			}
-			out[o++] = sqrtf(re * re + im * im);
+			out[o++] = sqrtf(fr * fr + fi * fi);
 		}
 	return o;
 }
@@ -117,8 +124,10 @@ void fz_front_key_u8(const struct fz_front_keyer *k, const uint8_t *raw, float *
 	const size_t hw = (size_t)k->h * k->w;
 	int o = 0;
 	for (int ch = 0; ch < k->c; ch++) {
-		for (size_t j = 0; j < hw; j++)
-			k->plane[j] = raw[ch * hw + j] * (1.f / 255);
+		const uint8_t *p = raw + ch * hw;
+		for (int y = 0; y < k->h; y++)
+			for (int x = 0; x < k->w; x++)
+				k->plane[(size_t)x * k->h + y] = p[y * k->w + x] * (1.f / 255);
 		o += key_channel(k, k->plane, key + o);
 	}
 	normalise(key, k->dim);
@@ -130,10 +139,12 @@ void fz_front_key_f32(const struct fz_front_keyer *k, const float *raw, float *k
 	int o = 0;
 	for (int ch = 0; ch < k->c; ch++) {
 		/* a non-finite value would make every distance NaN: it counts as 0 */
-		for (size_t j = 0; j < hw; j++) {
-			float v = raw[ch * hw + j];
-			k->plane[j] = isfinite(v) ? v * (1.f / 255) : 0.f;
-		}
+		const float *p = raw + ch * hw;
+		for (int y = 0; y < k->h; y++)
+			for (int x = 0; x < k->w; x++) {
+				float v = p[y * k->w + x];
+				k->plane[(size_t)x * k->h + y] = isfinite(v) ? v * (1.f / 255) : 0.f;
+			}
 		o += key_channel(k, k->plane, key + o);
 	}
 	normalise(key, k->dim);
@@ -355,11 +366,15 @@ struct near_slot {
 	struct fz_front_answer ans;
 };
 
+/* Keys in blocks of NB slots, dimension-major inside a block (keys[block][dim][NB]): one
+ * query meets NB keys per vector step, each key's sum taken in dimension order. */
+#define NB 16
+
 struct fz_near {
-	unsigned cap, hand, count;
+	unsigned cap, hand, count, hi; /* hi: slots [0, hi) may be in use (a scan stops there) */
 	int dim;
 	bool evict;
-	float *keys; /* [cap][dim] */
+	float *keys; /* [cap / NB][dim][NB] */
 	struct near_slot *slot;
 	unsigned *free_list, n_free;
 	struct fz_near_stats st;
@@ -375,7 +390,7 @@ struct fz_near *fz_near_create(unsigned entries, int dim, bool evict)
 	if (!n)
 		return NULL;
 	n->cap = entries, n->dim = dim, n->evict = evict;
-	n->keys = calloc((size_t)entries * dim, sizeof(float));
+	n->keys = calloc((size_t)(entries + NB - 1) / NB * NB * dim, sizeof(float));
 	n->slot = calloc(entries, sizeof(*n->slot));
 	n->free_list = malloc(entries * sizeof(*n->free_list));
 	if (!n->keys || !n->slot || !n->free_list) {
@@ -408,8 +423,39 @@ unsigned fz_near_count(const struct fz_near *n)
 
 size_t fz_near_bytes(const struct fz_near *n)
 {
-	return sizeof(*n) + (size_t)n->cap * (n->dim * sizeof(float) + sizeof(struct near_slot) +
-					      sizeof(unsigned));
+	return sizeof(*n) + (size_t)(n->cap + NB - 1) / NB * NB * n->dim * sizeof(float) +
+	       (size_t)n->cap * (sizeof(struct near_slot) + sizeof(unsigned));
+}
+
+static float *near_key(const struct fz_near *n, unsigned slot, int d)
+{
+	return n->keys + ((size_t)(slot / NB) * n->dim + d) * NB + slot % NB;
+}
+
+/* Squared distances of key to the NB keys of block b (the kernel every SIMD level runs; the
+ * same sums in the same order on each, so the same bits). */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void near_block(const float *blk, const float *key, int dim, float *d2)
+{
+	float acc[NB] = {0};
+	for (int d = 0; d < dim; d++) {
+		const float q = key[d], *kb = blk + (size_t)d * NB;
+		for (int j = 0; j < NB; j++) {
+			const float t = kb[j] - q;
+			acc[j] += t * t;
+		}
+	}
+	memcpy(d2, acc, sizeof(acc));
+}
+
+float fz_near_dist2(const struct fz_near *n, int slot, const float *key)
+{
+	float s = 0;
+	for (int d = 0; d < n->dim; d++) {
+		const float t = *near_key(n, (unsigned)slot, d) - key[d];
+		s += t * t;
+	}
+	return s;
 }
 
 int fz_near_find(struct fz_near *n, const float *key, float r2, float *d2, bool count)
@@ -420,14 +466,14 @@ int fz_near_find(struct fz_near *n, const float *key, float r2, float *d2, bool 
 		n->st.lookups++;
 	if (!n->count)
 		return -1;
-	for (unsigned i = 0; i < n->cap; i++) {
-		if (!n->slot[i].used)
-			continue;
-		float d = fz_front_d2(key, n->keys + (size_t)i * n->dim, n->dim);
-		if (d <= bd) {
-			bd = d;
-			best = (int)i;
-		}
+	float dist[NB];
+	for (unsigned b = 0; b * NB < n->hi; b++) {
+		near_block(n->keys + (size_t)b * n->dim * NB, key, n->dim, dist);
+		for (unsigned j = 0; j < NB && b * NB + j < n->hi; j++)
+			if (dist[j] <= bd && n->slot[b * NB + j].used) {
+				bd = dist[j];
+				best = (int)(b * NB + j);
+			}
 	}
 	if (best >= 0) {
 		n->slot[best].ref = 1;
@@ -462,7 +508,10 @@ int fz_near_put(struct fz_near *n, const float *key, const struct fz_front_answe
 		n->st.evictions++;
 		n->count--;
 	}
-	memcpy(n->keys + (size_t)s * n->dim, key, sizeof(float) * (size_t)n->dim);
+	for (int d = 0; d < n->dim; d++)
+		*near_key(n, s, d) = key[d];
+	if (s >= n->hi)
+		n->hi = s + 1;
 	struct near_slot *sl = &n->slot[s];
 	sl->gen++;
 	sl->used = 1;
@@ -475,14 +524,14 @@ int fz_near_put(struct fz_near *n, const float *key, const struct fz_front_answe
 	return (int)s;
 }
 
-int fz_near_get(const struct fz_near *n, int slot, uint32_t gen, const float **key,
+int fz_near_get(const struct fz_near *n, int slot, uint32_t gen, float *key,
 		struct fz_front_answer *a)
 {
 	if (slot < 0 || (unsigned)slot >= n->cap || !n->slot[slot].used ||
 	    (gen != UINT32_MAX && n->slot[slot].gen != gen))
 		return -ESTALE;
-	if (key)
-		*key = n->keys + (size_t)slot * n->dim;
+	for (int d = 0; key && d < n->dim; d++)
+		key[d] = *near_key(n, (unsigned)slot, d);
 	if (a)
 		*a = n->slot[slot].ans;
 	return 0;
@@ -516,6 +565,7 @@ void fz_near_clear(struct fz_near *n)
 	}
 	n->count = 0;
 	n->hand = 0;
+	n->hi = 0;
 	n->st.clears++;
 }
 

@@ -17,19 +17,22 @@
 
 /*
  * The key of an input tensor: for each channel the magnitudes |F(ky, kx)| of its 2-D discrete
- * Fourier transform at the lowest frequencies, ky in [0, freqs) and kx in (-freqs, freqs) (kx < 0
- * skipped at ky = 0: the same magnitudes there), L2-normalised over the whole key. Magnitudes do
- * not change when the picture moves (circularly; nearly so for an object on a plain background),
- * the normalisation removes a change of brightness (gain), and low frequencies average sensor
- * noise away: consecutive frames of a camera stay near one another, different pictures do not.
+ * Fourier transform at the lowest frequencies, ky in [0, freqs) and kx in (-freqs, freqs), but
+ * at ky = 0 only kx >= 1 (kx < 0 has the same magnitudes there, and the DC term is left out),
+ * L2-normalised over the whole key. Magnitudes do not change when the picture moves
+ * (circularly; nearly so for an object on a plain background), the normalisation removes a
+ * change of brightness (gain), and low frequencies average sensor noise away: consecutive
+ * frames of a camera stay near one another, different pictures do not. Without the DC term,
+ * which dominates every picture's magnitudes, pictures with little structure at low
+ * frequencies (noise, fine patterns) do not all fall together.
  */
 struct fz_front_keyer;
 
-/* A keyer for c x h x w inputs; NULL with errno EINVAL (freqs < 1, > FZ_FRONT_MAX_FREQS or
- * > h or w; key longer than FZ_FRONT_MAX_DIM) or ENOMEM. */
+/* A keyer for c x h x w inputs; NULL with errno EINVAL (freqs < 2, > FZ_FRONT_MAX_FREQS or
+ * > h or w; h or w > 4096; key longer than FZ_FRONT_MAX_DIM) or ENOMEM. */
 struct fz_front_keyer *fz_front_keyer_create(int c, int h, int w, int freqs);
 void fz_front_keyer_free(struct fz_front_keyer *k);
-int fz_front_key_dim(const struct fz_front_keyer *k); /* c * (freqs + (freqs - 1) * (2 freqs - 1)) */
+int fz_front_key_dim(const struct fz_front_keyer *k); /* c * 2 freqs (freqs - 1) */
 /* raw[c][h][w] (u8, or f32 on the u8 scale) -> key[key_dim]. A constant-zero input gives the
  * zero key. */
 void fz_front_key_u8(const struct fz_front_keyer *k, const uint8_t *raw, float *key);
@@ -92,8 +95,9 @@ const struct fz_exact_stats *fz_exact_stats(const struct fz_exact *e);
 /* ---- near-duplicate keys ---- */
 
 /*
- * A table of input keys with answers, searched for the nearest within a radius (an exact scan:
- * a few hundred keys of a few dozen floats). `evict`: a put into a full table replaces a slot
+ * A table of input keys with answers, searched for the nearest within a radius (an exact scan
+ * of a few hundred keys of a few dozen floats, 16 keys per vector step, dispatched to AVX-512,
+ * AVX2 or SSE2 at run time with the same results). `evict`: a put into a full table replaces a slot
  * by CLOCK; without, it fails (the appliance's table of requests in flight, which must not
  * forget one). Slots carry generations, as in the exact table.
  */
@@ -115,9 +119,12 @@ int fz_near_find(struct fz_near *n, const float *key, float r2, float *d2, bool 
  * slot, or -ENOSPC (full, no eviction) or -EINVAL (a key with a NaN or infinity). */
 int fz_near_put(struct fz_near *n, const float *key, const struct fz_front_answer *a,
 		uint32_t *gen);
-/* Slot contents, when it still holds generation gen (gen UINT32_MAX: any): 0 or -ESTALE. */
-int fz_near_get(const struct fz_near *n, int slot, uint32_t gen, const float **key,
+/* Slot contents (key copied out, key or a may be NULL), when it still holds generation gen
+ * (gen UINT32_MAX: any): 0 or -ESTALE. */
+int fz_near_get(const struct fz_near *n, int slot, uint32_t gen, float *key,
 		struct fz_front_answer *a);
+/* Squared distance of key to slot's key. */
+float fz_near_dist2(const struct fz_near *n, int slot, const float *key);
 uint32_t fz_near_gen(const struct fz_near *n, int slot); /* its current generation */
 int fz_near_remove(struct fz_near *n, int slot, uint32_t gen);
 void fz_near_clear(struct fz_near *n);

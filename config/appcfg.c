@@ -34,7 +34,8 @@ static const char *const reasm_keys[] = {"entries", "timeout_ms", NULL};
 static const char *const idle_keys[] = {"policy", "spins", "sleep_us", NULL};
 static const char *const front_keys[] = {"enabled", "exact", "near", "flows", "coalesce", NULL};
 static const char *const front_exact_keys[] = {"entries", NULL};
-static const char *const front_near_keys[] = {"entries", "freqs", "radius", NULL};
+static const char *const front_near_keys[] = {"entries", "freqs", "radius", "min_confidence",
+					       "exit_min_confidence", NULL};
 static const char *const front_flows_keys[] = {"entries", "timeout_ms", NULL};
 static const char *const front_coalesce_keys[] = {"pending", "followers", "wait_us", NULL};
 
@@ -157,6 +158,8 @@ static void defaults(struct fz_appcfg *c)
 	c->front.near_entries = 512;
 	c->front.near_freqs = 4;
 	c->front.near_radius = 0;
+	c->front.near_min_confidence = 0.95f;
+	c->front.near_exit_min_confidence = 1.0f;
 	c->front.flow_entries = 4096;
 	c->front.flow_timeout_ms = 2000;
 	c->front.pending = 256;
@@ -168,7 +171,8 @@ static void defaults(struct fz_appcfg *c)
 static int load_front(struct fz_ydoc *doc, const struct fz_ynode *n, struct fz_appcfg *c)
 {
 	struct fz_ynode *m;
-	double radius = c->front.near_radius;
+	double radius = c->front.near_radius, min_conf = c->front.near_min_confidence;
+	double exit_conf = c->front.near_exit_min_confidence;
 	c->front.enabled = true;
 	c->front.pos = pos_of(n);
 	if (fz_ymap_check_keys(doc, n, front_keys) ||
@@ -182,15 +186,26 @@ static int load_front(struct fz_ydoc *doc, const struct fz_ynode *n, struct fz_a
 		if (fz_ymap_check_keys(doc, m, front_near_keys) ||
 		    fz_ymap_int_min(doc, m, "entries", FZ_Y_OPTIONAL, 0, &c->front.near_entries) ||
 		    fz_ymap_int_pos(doc, m, "freqs", FZ_Y_OPTIONAL, &c->front.near_freqs) ||
-		    fz_ymap_float(doc, m, "radius", FZ_Y_OPTIONAL, &radius))
+		    fz_ymap_float(doc, m, "radius", FZ_Y_OPTIONAL, &radius) ||
+		    fz_ymap_float(doc, m, "min_confidence", FZ_Y_OPTIONAL, &min_conf) ||
+		    fz_ymap_float(doc, m, "exit_min_confidence", FZ_Y_OPTIONAL, &exit_conf))
 			return -EINVAL;
+		if (!(min_conf >= 0 && min_conf <= 1))
+			return fz_yerr(doc, fz_ymap_get(m, "min_confidence"),
+				       "expected a probability in 0..1, found %g", min_conf);
+		if (!(exit_conf >= 0 && exit_conf <= 1))
+			return fz_yerr(doc, fz_ymap_get(m, "exit_min_confidence"),
+				       "expected a probability in 0..1 (1: early exits are not shared), "
+				       "found %g", exit_conf);
+		c->front.near_min_confidence = (float)min_conf;
+		c->front.near_exit_min_confidence = (float)exit_conf;
 		if (!(radius >= 0 && radius <= 2)) /* distances of unit keys are at most 2 */
 			return fz_yerr(doc, fz_ymap_get(m, "radius"),
 				       "expected a key distance in 0..2 (from `freeze calibrate-front`), "
 				       "found %g", radius);
-		if (c->front.near_freqs > 8)
+		if (c->front.near_freqs < 2 || c->front.near_freqs > 8)
 			return fz_yerr(doc, fz_ymap_get(m, "freqs"),
-				       "expected 1..8 frequencies per axis, found %d",
+				       "expected 2..8 frequencies per axis, found %d",
 				       c->front.near_freqs);
 		if (c->front.near_entries > (1 << 20))
 			return fz_yerr(doc, fz_ymap_get(m, "entries"),

@@ -77,6 +77,11 @@ struct fz_appcfg {
 		float near_radius;   /* key distance within which an answer is shared (calibrated,
 				      * `freeze calibrate-front`); 0 = near, flows and coalescing
 				      * of near-duplicates off */
+		float near_min_confidence; /* a full-model answer is shared (near, flows,
+					    * coalescing) when its probability is at least this */
+		float near_exit_min_confidence; /* an early exit of a learned cache, when the
+						 * probability of its log-odds is (1: never);
+						 * both calibrated */
 		int flow_entries;    /* sources (IPv4, UDP port) remembered */
 		int flow_timeout_ms; /* a source's memory is used this long */
 		int pending;         /* requests in flight others may wait for */

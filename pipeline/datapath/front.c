@@ -9,19 +9,21 @@
  *      inside a burst as across batches in flight, the same table);
  * and otherwise runs as a leader, which the others may wait for. Once answered, TX hands the
  * leader back (learn ring): the exact table keeps its answer, the near table and its source's
- * memory keep its key when the answer is one to share (an early exit, or a full-model answer
- * of at least online_min_confidence), and its followers take its answer or, when it is not one
- * to share, run themselves. A follower waits at most wait_us. The radius comes from
+ * memory keep its key when the answer is one to share (its probability at least
+ * near.min_confidence, calibrated with the radius), and its followers take its answer or, when
+ * it is not one to share, wait for another request alike or run themselves. A follower waits at most wait_us. The radius comes from
  * calibration (`freeze calibrate-front`): within it, held-out requests and their perturbations
  * got the same answer from the full model.
  * Everything here is RX's alone: no locks, no atomics but the reload epoch.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app_pvt.h"
 #include "front.h"
+#include "fz_cache.h"
 
 struct pend_rec {
 	struct fz_req *head, *tail; /* followers, in arrival order */
@@ -41,7 +43,8 @@ static struct {
 		int32_t p;
 		uint32_t g;
 	} *exact_pend;                /* [exact capacity]: the leader a pending slot belongs to */
-	float r2, min_conf;
+	float r2, min_conf, exit_min_conf;
+	bool logodds[64]; /* layers whose early exits carry log(p / (1 - p)) (learned caches) */
 	uint64_t wait_ns;
 	unsigned max_followers;
 	uint32_t epoch;
@@ -74,7 +77,14 @@ int fz_front_init(const struct fz_front_io *io)
 		return 0;
 	F.io = *io;
 	F.model_fp = fz_net_fingerprint(fz_app.net);
-	F.min_conf = c->online_min_confidence;
+	F.min_conf = c->front.near_min_confidence;
+	F.exit_min_conf = c->front.near_exit_min_confidence;
+	for (int i = 0; fz_app.caches && i < fz_app.caches->n_caches; i++) {
+		const struct fz_cache_params *cp = fz_cache_params(fz_app.caches->caches[i]);
+		int l = fz_model_find_layer(fz_app.model, cp->layer);
+		if (l >= 0 && l < 64)
+			F.logodds[l] = cp->kind == FZ_CACHE_LEARNED;
+	}
 	F.wait_ns = (uint64_t)c->front.wait_us * 1000;
 	F.max_followers = (unsigned)c->front.followers;
 	F.r2 = c->front.near_radius * c->front.near_radius;
@@ -268,13 +278,11 @@ enum fz_front_verdict fz_front_submit(struct fz_req *rq, const struct fz_reasm_r
 			fz_front_key_u8(F.keyer, host, rq->fkey);
 		else
 			fz_front_key_f32(F.keyer, host, rq->fkey);
-		const int dim = fz_front_key_dim(F.keyer);
-		const float *k;
 		if (F.flows) {
 			st->flow_lookups++;
 			if (fz_flows_get(F.flows, r->reply.ip, r->reply.port, now_ns, &slot, &gen) == 0 &&
-			    fz_near_get(F.near, slot, gen, &k, &a) == 0 &&
-			    fz_front_d2(k, rq->fkey, dim) <= F.r2) {
+			    fz_near_get(F.near, slot, gen, NULL, &a) == 0 &&
+			    fz_near_dist2(F.near, slot, rq->fkey) <= F.r2) {
 				set_answer(rq, &a, FZ_PROTO_EXIT_FLOW);
 				st->flow_hits++;
 				return FZ_FRONT_ANSWERED;
@@ -366,10 +374,14 @@ void fz_front_learn(struct fz_req *rq, uint64_t now_ns)
 	check_epoch();
 	st->learned++;
 	const bool ok = rq->status == 0;
-	/* shared only when sure: an early exit passed its point's calibrated threshold; a
-	 * full-model answer must be as sure as online inserts must */
-	const bool share = ok && (rq->exit_layer != FZ_EXIT_FULL_MODEL ||
-				  rq->confidence >= F.min_conf);
+	/* shared only when sure: a full-model answer of probability >= min_confidence, an early
+	 * exit whose log-odds (learned caches) give a probability >= exit_min_confidence; other
+	 * caches' confidences are not probabilities, their early exits are not shared */
+	bool share = false;
+	if (ok && rq->exit_layer == FZ_EXIT_FULL_MODEL)
+		share = rq->confidence >= F.min_conf;
+	else if (ok && rq->exit_layer < 64 && F.logodds[rq->exit_layer] && F.exit_min_conf < 1)
+		share = 1.0 / (1.0 + exp(-(double)rq->confidence)) >= F.exit_min_conf;
 	const struct fz_front_answer a = {.label = rq->label, .exit_layer = rq->exit_layer,
 					  .confidence = rq->confidence};
 	if (rq->epoch == F.epoch) {

@@ -44,7 +44,9 @@ static void eval_usage(FILE *f)
 		"  --offset/--limit select images [offset, offset + limit) (e.g. a held-out part\n"
 		"  of the train set for tuning: never tune on the test set).\n"
 		"  --dump writes one line per request of the first pass: image index, answer,\n"
-		"  exit layer (model layer index, -1 for the full model).\n");
+		"  exit layer (model layer index, -1 for the full model), the answer's\n"
+		"  confidence (the cache's; the softmax probability for the full model), and\n"
+		"  the full model's answer and probability.\n");
 }
 
 /* Weight layers (ResNet counting: conv 1, fc 1, a BasicBlock 2) of layers [0, last]. */
@@ -207,6 +209,7 @@ int fz_cmd_eval(int argc, char **argv)
 	struct fz_cascade_answer *ans = NULL;
 	struct fz_idx img = {0}, lab = {0};
 	int *layer = NULL, *pred = NULL, *exit = NULL, *answer = NULL;
+	float *pconf = NULL, *aconf = NULL; /* the full model's and the answer's confidence */
 	struct fz_cache_result *res = NULL;
 	double *layer_t = NULL, *lookup_t = NULL;
 	float *kbuf = NULL;
@@ -281,6 +284,8 @@ int fz_cmd_eval(int argc, char **argv)
 	res = malloc((size_t)L * N * sizeof(*res));
 	pred = malloc(N * sizeof(int));
 	answer = malloc(N * (size_t)passes * sizeof(int));
+	pconf = malloc(N * sizeof(float));
+	aconf = malloc(N * (size_t)passes * sizeof(float));
 	exit = malloc(N * (size_t)passes * sizeof(int));
 	kbuf = malloc(((size_t)batch * KF + 1) * sizeof(float));
 	kset = malloc((size_t)batch * sizeof(*kset));
@@ -288,7 +293,7 @@ int fz_cmd_eval(int argc, char **argv)
 	ans = malloc((size_t)batch * sizeof(*ans));
 	layer_t = calloc((size_t)ng, sizeof(double));
 	lookup_t = calloc((size_t)ng, sizeof(double));
-	if (!res || !pred || !answer || !exit || !kbuf || !kset || !rows || !ans || !layer_t ||
+	if (!res || !pred || !answer || !pconf || !aconf || !exit || !kbuf || !kset || !rows || !ans || !layer_t ||
 	    !lookup_t)
 		goto nomem;
 
@@ -317,8 +322,10 @@ int fz_cmd_eval(int argc, char **argv)
 			rows[k] = (struct fz_cascade_row){.user = (void *)(uintptr_t)(i + k)};
 		if (fz_cascade_run(cc, &all, rows, &nr, ans, &na) < 0)
 			goto fail_run;
-		for (unsigned k = 0; k < na; k++)
+		for (unsigned k = 0; k < na; k++) {
 			pred[(uintptr_t)ans[k].user] = ans[k].label;
+			pconf[(uintptr_t)ans[k].user] = ans[k].confidence;
+		}
 	}
 	t_full = fz_now_s() - t_full;
 	fz_cascade_timing(cc, false);
@@ -340,11 +347,13 @@ int fz_cmd_eval(int argc, char **argv)
 	for (size_t j = 0; j < N; j++) {
 		exit[j] = L;
 		answer[j] = pred[j];
+		aconf[j] = pconf[j];
 		for (int s = 0; s < L; s++) {
 			const struct fz_cache_result *r = &res[(size_t)s * N + j];
 			if (oracle ? r->label == pred[j] : r->hit) {
 				exit[j] = s;
 				answer[j] = r->label;
+				aconf[j] = r->conf;
 				break;
 			}
 		}
@@ -361,6 +370,7 @@ int fz_cmd_eval(int argc, char **argv)
 		for (size_t j = N; j < NR && !online; j++) {
 			exit[j] = exit[j % N];
 			answer[j] = answer[j % N];
+			aconf[j] = aconf[j % N];
 		}
 		fz_cascade_online(cc, online, (float)min_conf);
 		const uint64_t ins0 = fz_cascade_stats(cc)->online_inserts;
@@ -388,6 +398,7 @@ int fz_cmd_eval(int argc, char **argv)
 				if (online) {
 					exit[rq] = e;
 					answer[rq] = ans[k].label;
+					aconf[rq] = ans[k].confidence;
 				}
 				mismatch += e != exit[rq] || (e == L && ans[k].label != pred[rq % N]);
 			}
@@ -426,10 +437,10 @@ int fz_cmd_eval(int argc, char **argv)
 			free(hist);
 			goto out;
 		}
-		fprintf(df, "index,label,exit_layer\n");
+		fprintf(df, "index,label,exit_layer,confidence,full_label,full_confidence\n");
 		for (size_t j = 0; j < N; j++)
-			fprintf(df, "%zu,%d,%d\n", (size_t)offset + j, answer[j],
-				exit[j] < L ? layer[exit[j]] : -1);
+			fprintf(df, "%zu,%d,%d,%.6g,%d,%.6g\n", (size_t)offset + j, answer[j],
+				exit[j] < L ? layer[exit[j]] : -1, aconf[j], pred[j], pconf[j]);
 		if (fclose(df) != 0) {
 			fprintf(stderr, "freeze: %s: %s\n", dump, strerror(errno));
 			free(hist);
@@ -614,7 +625,7 @@ fail_run:
 nomem:
 	fprintf(stderr, "freeze: eval: out of memory\n");
 out:
-	free(res), free(pred), free(answer), free(exit), free(layer_t), free(lookup_t);
+	free(res), free(pred), free(answer), free(pconf), free(aconf), free(exit), free(layer_t), free(lookup_t);
 	free(kbuf), free(kset), free(rows), free(ans);
 	free(layer);
 	fz_cascade_free(cc);
