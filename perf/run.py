@@ -30,6 +30,8 @@ Modes
   online      the online-capable snapshot with --online (full-model answers inserted)
   front       the shipped snapshot with the front tiers of the default config (exact repeats,
               flow memory, near-duplicate inputs, coalescing); `learned` is the same without them
+  front@R     the same with the near-duplicate radius R instead of the calibrated one (a sweep:
+              --modes off,front,front@0.015,front@0.03 draws front_sweep.png)
 """
 import argparse
 import csv
@@ -73,6 +75,11 @@ LCORES = "0@0,1@1,(2-5)@(0,1)"
 APP_IP, CLIENT_IP, APP_PORT = "198.18.0.1", "198.18.0.2", 7878
 
 T0 = time.monotonic()
+
+
+def base_mode(m):
+    """A mode's kind: "front@0.03" is "front" with another near-duplicate radius."""
+    return m.split("@")[0]
 
 
 def log(msg):
@@ -377,7 +384,7 @@ class Harness:
     def snapshots(self, modes, sweep):
         """Shipped snapshots where they exist; every other one (and the sweep's) calibrated."""
         jobs = []
-        for kind in sorted({MODE_SNAPSHOT[m] for m in modes}):
+        for kind in sorted({MODE_SNAPSHOT[base_mode(m)] for m in modes}):
             if not self.a.own_caches:
                 for name in SHIPPED[kind]:
                     p = os.path.join(self.model_dir, name)
@@ -390,7 +397,7 @@ class Harness:
         if sweep:
             jobs += [(tag, text) for _k, _b, tag, text in self.sweep_jobs()]
         self.sweep_snap = self.calibrate_all(jobs)
-        for kind in sorted({MODE_SNAPSHOT[m] for m in modes}):
+        for kind in sorted({MODE_SNAPSHOT[base_mode(m)] for m in modes}):
             if kind not in self.snap:
                 self.snap[kind] = self.sweep_snap[kind]
             log(f"snapshot {kind}: {os.path.relpath(self.snap[kind], ROOT)}")
@@ -401,12 +408,15 @@ class Harness:
             with open(os.path.join(ROOT, "config", "examples", "appliance.yaml")) as f:
                 text = f.read()
             text = re.sub(r"^model:.*$", f"model: {self.model_yaml}", text, flags=re.M)
-            text = re.sub(r"^cache:.*$", f"cache: {self.snap[MODE_SNAPSHOT[mode]]}\n"
-                          f"state_dir: {os.path.dirname(self.snap[MODE_SNAPSHOT[mode]])}", text,
+            snap = self.snap[MODE_SNAPSHOT[base_mode(mode)]]
+            text = re.sub(r"^cache:.*$", f"cache: {snap}\nstate_dir: {os.path.dirname(snap)}", text,
                           flags=re.M)
-            if mode != "front":  # the front tiers only where asked for
+            if base_mode(mode) != "front":  # the front tiers only where asked for
                 text = re.sub(r"^front:.*?(?=^\S)", "front: {enabled: false}\n", text,
                               flags=re.M | re.S)
+            elif "@" in mode:
+                text = re.sub(r"(^  near: \{.*radius: )[0-9.]+", r"\g<1>" + mode.split("@")[1],
+                              text, flags=re.M)
             with open(path, "w") as f:
                 f.write(text)
         return path
@@ -735,7 +745,8 @@ class Harness:
         jobs = [(w, m) for w in wls for m in modes if m != "off"]
         for k, (w, mode) in enumerate(jobs):
             log(f"offline [{k + 1}/{len(jobs)}] freeze eval {w} / {mode}")
-            e = self.eval(self.snap[MODE_SNAPSHOT[mode]], self.wl[w], online=mode == "online")
+            e = self.eval(self.snap[MODE_SNAPSHOT[base_mode(mode)]], self.wl[w],
+                          online=mode == "online")
             lk, ly = e.get("lookup_ns_total"), e.get("layer_ns_total")
             self.rows["offline"].append({
                 "workload": w, "mode": mode, "requests": e["requests"],
@@ -896,7 +907,8 @@ def parse_args(argv):
     if q and a.load_workloads == ["iid", "temporal"]:
         a.load_workloads = ["temporal"]
     for m in a.modes + a.load_modes:
-        if m not in MODES:
+        if base_mode(m) not in MODES or (m != base_mode(m) and (base_mode(m) != "front" or
+                                                               not re.fullmatch(r"[0-9.]+", m[6:]))):
             ap.error(f"unknown mode {m!r}; modes: {', '.join(MODES)}")
     for s in a.scenarios:
         if s not in SCENARIOS:

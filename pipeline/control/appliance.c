@@ -52,9 +52,11 @@ static void on_hangup(int sig)
 static void app_usage(FILE *f)
 {
 	fprintf(f, "usage: freeze [EAL options] -- [--config STAGES.yaml] [--no-caches] [--online]\n"
-		   "                                 [--exit-idle MS] [--print-config]\n"
+		   "                                 [--no-front] [--exit-idle MS] [--print-config]\n"
 		   "  Without --config the embedded default runs: the shipped ResNet-18 with its\n"
-		   "  calibrated caches on port 0 (give the port with EAL's --vdev).\n");
+		   "  calibrated caches and front tiers on port 0 (give the port with EAL's --vdev).\n"
+		   "  --no-caches: every request runs the whole model (no exits, no front tiers);\n"
+		   "  --no-front: the caches without the front tiers.\n");
 }
 
 /* Probe the configured device (a vdev spec or a PCI address) and return its port id. */
@@ -356,7 +358,7 @@ int fz_appliance_main(int argc, char **argv)
 		{"config", required_argument, 0, 'c'}, {"no-caches", no_argument, 0, 'n'},
 		{"online", no_argument, 0, 'o'},       {"exit-idle", required_argument, 0, 'x'},
 		{"print-config", no_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0}};
+		{"no-front", no_argument, 0, 'f'},     {0, 0, 0, 0}};
 	char err[1024];
 	int rc, c;
 
@@ -368,12 +370,13 @@ int fz_appliance_main(int argc, char **argv)
 	argc -= eal;
 	argv += eal;
 	const char *cfg_path = NULL;
-	int no_caches = 0, online = 0, exit_idle = -1;
+	int no_caches = 0, no_front = 0, online = 0, exit_idle = -1;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': cfg_path = optarg; break;
 		case 'n': no_caches = 1; break;
+		case 'f': no_front = 1; break;
 		case 'o': online = 1; break;
 		case 'x': exit_idle = fz_opt_int("--exit-idle", optarg, 0, 1 << 30); break;
 		case 'p':
@@ -394,6 +397,8 @@ int fz_appliance_main(int argc, char **argv)
 	}
 	if (no_caches)
 		cfg->caches = false;
+	if (no_front)
+		cfg->front.enabled = false;
 	if (online)
 		cfg->online = true;
 	if (exit_idle >= 0)

@@ -77,7 +77,10 @@ int fz_front_init(const struct fz_front_io *io)
 		return 0;
 	F.io = *io;
 	F.model_fp = fz_net_fingerprint(fz_app.net);
-	F.min_conf = c->front.near_min_confidence;
+	/* online_min_confidence stays a guard on what the tiers learn too */
+	F.min_conf = c->front.near_min_confidence > c->online_min_confidence
+			     ? c->front.near_min_confidence
+			     : c->online_min_confidence;
 	F.exit_min_conf = c->front.near_exit_min_confidence;
 	for (int i = 0; fz_app.caches && i < fz_app.caches->n_caches; i++) {
 		const struct fz_cache_params *cp = fz_cache_params(fz_app.caches->caches[i]);

@@ -66,6 +66,42 @@ static void test_shipped_example_loads(void **state)
 	assert_true(strstr(cfg.model_path, "config/examples/../../models/") != NULL);
 	assert_int_equal(cfg.port.ipv4, (198u << 24) | (18u << 16) | 1);
 	assert_int_equal(cfg.port.udp_port, 7878);
+	/* the front tiers are on, with a calibrated radius */
+	assert_true(cfg.front.enabled);
+	assert_true(cfg.front.near_radius > 0 && cfg.front.exact_entries > 0);
+}
+
+/* no `front:` section: off; a section: on with its defaults, sizes of 0 turn tiers off */
+static void test_front_defaults(void **state)
+{
+	(void)state;
+	static struct fz_appcfg cfg;
+	char err[1024];
+	assert_int_equal(load(HEAD STAGES4, &cfg, err, sizeof(err)), 0);
+	assert_false(cfg.front.enabled);
+	assert_int_equal(load(HEAD "front: {exact: {entries: 0}, near: {radius: 0.01}}\n" STAGES4,
+			      &cfg, err, sizeof(err)), 0);
+	assert_true(cfg.front.enabled);
+	assert_int_equal(cfg.front.exact_entries, 0);
+	assert_float_equal(cfg.front.near_radius, 0.01f, 1e-7);
+	assert_float_equal(cfg.front.near_exit_min_confidence, 1.0f, 0);
+	assert_int_equal(load(HEAD "front: {enabled: false}\n" STAGES4, &cfg, err, sizeof(err)), 0);
+	assert_false(cfg.front.enabled);
+}
+
+static void test_front_errors(void **state)
+{
+	(void)state;
+	expect_error(HEAD "front: {near: {radius: 3}}\n" STAGES4, "s.yaml:2:24: ",
+		     "expected a key distance in 0..2");
+	expect_error(HEAD "front: {near: {freqs: 1}}\n" STAGES4, "s.yaml:2:23: ",
+		     "expected 2..8 frequencies");
+	expect_error(HEAD "front: {near: {exit_min_confidence: 2}}\n" STAGES4, "s.yaml:2:37: ",
+		     "expected a probability in 0..1");
+	expect_error(HEAD "front: {exact: {entries: 3}}\n" STAGES4, "s.yaml:2:26: ",
+		     "expected 0 (off) or at least 8");
+	expect_error(HEAD "front: {coalesce: {wait: 5}}\n" STAGES4, "s.yaml:2:20: ",
+		     "unknown key 'wait'");
 }
 
 static void test_defaults_and_relative_paths(void **state)
@@ -271,6 +307,8 @@ int main(void)
 		cmocka_unit_test(test_max_batch_zero),
 		cmocka_unit_test(test_max_batch_below_previous),
 		cmocka_unit_test(test_online_min_confidence_range),
+		cmocka_unit_test(test_front_defaults),
+		cmocka_unit_test(test_front_errors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -183,6 +183,11 @@ def test_reload_clears(d, test_img, test_lab):
     rc, out = a.stop(signal.SIGTERM)
     check(a.started and rc == 0, "reload: the appliance serves and stops cleanly")
     check("cache reloads      1 (refused 0)" in out, "reload: the snapshot was reloaded")
+    check("in flight at exit  0" in out and "accounting         ok" in out,
+          "reload: nothing in flight at exit, every request answered or counted")
+    m = re.search(r"^pools at exit\s+mbufs (\d+)/(\d+) free, requests (\d+)/(\d+) free", out, re.M)
+    check(m and m.group(1) == m.group(2) and m.group(3) == m.group(4),
+          "reload: after millions of front answers every mbuf and request is back in its pool")
     m = re.search(r"cleared by reloads (\d+)", out)
     check(m and int(m.group(1)) == 1, "reload: the front tables were cleared once")
     acc = front_account(out, "reload")

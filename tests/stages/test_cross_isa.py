@@ -70,7 +70,8 @@ def main():
             if len(rows) != len(base) or len(rows) != LIMIT:
                 failures.append(f"{isa}: {len(rows)} answers, native gave {len(base)}")
                 continue
-            differ = [(a, b) for a, b in zip(base, rows) if a[1:] != b[1:]]
+            # answer and exit layer (the confidences after them differ in the last bits)
+            differ = [(a, b) for a, b in zip(base, rows) if a[1:3] != b[1:3]]
             print(f"{isa}: {len(differ)} of {LIMIT} answers or exits differ from native")
             for a, b in differ[:5]:
                 print(f"  image {a[0]}: native {a[1:]} vs {isa} {b[1:]}")
