@@ -69,6 +69,7 @@ struct fz_cache {
 	_Alignas(FZ_CACHE_LINE) int n_base; /* calibrated entries filled */
 	int n_online;                       /* online slots filled */
 	int hand;                           /* CLOCK hand over online slots */
+	uint64_t evictions;                 /* online entries replaced (writer only) */
 };
 
 /* Lines written by one side and read by the other sit apart (rte_ring_core.h style). */

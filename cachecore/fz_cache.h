@@ -179,6 +179,8 @@ int fz_cache_lookup_burst(struct fz_cache *c, const float *act, const struct fz_
  * Returns 0, -EINVAL (bad label, or a key with a NaN or infinity) or -ENOSPC (capacity 0).
  */
 int fz_cache_insert(struct fz_cache *c, const float *key, int label);
+/* Online entries replaced so far (any thread may read it). */
+uint64_t fz_cache_evictions(const struct fz_cache *c);
 
 /*
  * Copy entry `slot` whole (key[key_dim], label) with the entry's seqlock: never torn.

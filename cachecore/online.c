@@ -79,6 +79,11 @@ static int pick_victim(struct fz_cache *c)
 	return c->hand;
 }
 
+uint64_t fz_cache_evictions(const struct fz_cache *c)
+{
+	return __atomic_load_n(&c->evictions, __ATOMIC_RELAXED);
+}
+
 int fz_cache_insert(struct fz_cache *c, const float *key, int label)
 {
 	int s;
@@ -92,8 +97,11 @@ int fz_cache_insert(struct fz_cache *c, const float *key, int label)
 		return -ENOSPC;
 	if (c->n_online < c->p.capacity)
 		s = c->base_slots + c->n_online++;
-	else
+	else {
 		s = pick_victim(c);
+		/* relaxed: a counter the writer alone changes, read by telemetry */
+		__atomic_store_n(&c->evictions, c->evictions + 1, __ATOMIC_RELAXED);
+	}
 	fz_cache_write_slot(c, s, key, label, 1.0f);
 	/* Relaxed: the LRU clock (inserts so far); readers stamp hits with it, unordered. */
 	atomic_store_explicit(&c->tick, atomic_load_explicit(&c->tick, memory_order_relaxed) + 1,

@@ -356,7 +356,10 @@ int fz_cascade_run(struct fz_cascade *cc, const struct fz_cascade_run *run,
 			continue;
 		lookup(cc, k, run, out, &lay, rows, n, hit, res);
 		struct exits_to_answers x = {cg, res, ans, nans};
+		const unsigned before = n;
 		n = fz_cascade_close_up(out, lay.sample_stride, rows, hit, n, answer_exit, &x);
+		cc->st.lookups[k] += before;
+		cc->st.hits[k] += before - n;
 		cc->st.lookup_ns[k] += now_ns(cc) - t1;
 	}
 	*np = n;

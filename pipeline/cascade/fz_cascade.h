@@ -41,6 +41,8 @@ struct fz_cascade_stats {
 	uint64_t lookup_ns[FZ_CASCADE_MAX_GROUPS]; /* keys + lookup after it */
 	uint64_t lookup_errors; /* key or lookup calls that failed: their rows missed */
 	uint64_t online_inserts;
+	uint64_t lookups[FZ_CASCADE_MAX_GROUPS]; /* rows looked up after group k */
+	uint64_t hits[FZ_CASCADE_MAX_GROUPS];    /* ... of which exited there */
 };
 
 /* What one run does besides groups and lookups: all fields optional (zero = default). */

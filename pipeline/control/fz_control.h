@@ -14,6 +14,9 @@ int fz_appliance_main(int argc, char **argv);
 int fz_app_caches_load(const char *path, char *err, size_t errlen);
 /* After every stage lcore has stopped: free the running set and any retired ones. */
 void fz_app_caches_free(void);
+/* Telemetry reading the current set's caches: no retired set is freed meanwhile. */
+void fz_app_caches_read_lock(void);
+void fz_app_caches_read_unlock(void);
 
 /*
  * Hot reload (control thread, on SIGHUP or /freeze/reload): read cfg.cache_path again, refuse

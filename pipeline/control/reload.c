@@ -53,6 +53,20 @@ static struct fz_cache_set *load_checked(const char *path, char *err, size_t err
 }
 
 /* rte_rcu_qsbr_dq's free callback: n retired sets, every reader past them. */
+/* Held while a retired set may be freed, and by telemetry while it reads the current set's
+ * caches (it is no RCU reader): a set is never freed under a reader's feet. */
+static pthread_mutex_t free_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void fz_app_caches_read_lock(void)
+{
+	pthread_mutex_lock(&free_mu);
+}
+
+void fz_app_caches_read_unlock(void)
+{
+	pthread_mutex_unlock(&free_mu);
+}
+
 static void retire_free(void *p, void *e, unsigned int n)
 {
 	(void)p;
@@ -91,11 +105,13 @@ int fz_app_caches_load(const char *path, char *err, size_t errlen)
 
 void fz_app_caches_free(void)
 {
+	pthread_mutex_lock(&free_mu);
 	if (dq) /* every stage is offline by now: frees whatever still waits */
 		rte_rcu_qsbr_dq_delete(dq);
 	dq = NULL;
 	fz_cache_set_free(fz_app.caches);
 	fz_app.caches = NULL;
+	pthread_mutex_unlock(&free_mu);
 	rte_free(fz_app.rcu);
 	fz_app.rcu = NULL;
 }
@@ -136,8 +152,14 @@ int fz_app_caches_reload(char *err, size_t errlen)
 	 * full of sets still in their grace period, wait for one to be reclaimed */
 	/* the front tiers' answers came from the old caches: RX forgets them */
 	atomic_fetch_add_explicit(&fz_app.front_epoch, 1, memory_order_release);
-	while (rte_rcu_qsbr_dq_enqueue(dq, &old) != 0) {
-		rte_rcu_qsbr_dq_reclaim(dq, FZ_RETIRE_SLOTS, NULL, NULL, NULL);
+	for (;;) {
+		pthread_mutex_lock(&free_mu);
+		int full = rte_rcu_qsbr_dq_enqueue(dq, &old) != 0;
+		if (full)
+			rte_rcu_qsbr_dq_reclaim(dq, FZ_RETIRE_SLOTS, NULL, NULL, NULL);
+		pthread_mutex_unlock(&free_mu);
+		if (!full)
+			break;
 		struct timespec ts = {0, 1000000};
 		nanosleep(&ts, NULL);
 	}
@@ -159,8 +181,11 @@ static void *control_main(void *arg)
 				FZ_LOG(ERR, "reload refused, the running caches stay: %s", err);
 			}
 		}
-		if (dq)
+		if (dq) {
+			pthread_mutex_lock(&free_mu);
 			rte_rcu_qsbr_dq_reclaim(dq, FZ_RETIRE_SLOTS, NULL, NULL, NULL);
+			pthread_mutex_unlock(&free_mu);
+		}
 		struct timespec ts = {0, 2000000}; /* 2 ms: a reload request waits at most that */
 		nanosleep(&ts, NULL);
 	}

@@ -8,6 +8,8 @@
 #include <rte_telemetry.h>
 
 #include "app_pvt.h"
+#include "fz_cache.h"
+#include "stage_cache.h"
 #include "fz_control.h"
 #include "fz_proto.h"
 
@@ -110,6 +112,10 @@ static int tel_stages(const char *cmd, const char *params, struct rte_tel_data *
 		rte_tel_data_add_dict_u64(x, "lookup_cycles", rd(&rt->st.lookup_tsc));
 		rte_tel_data_add_dict_u64(x, "online_inserts", rd(&rt->st.online_inserts));
 		rte_tel_data_add_dict_u64(x, "lookup_errors", rd(&rt->st.lookup_errors));
+		/* busy fraction in per mille: busy time over the time since the first frame */
+		const uint64_t t0 = rd(&fz_app.rx.first_tsc), now = rte_rdtsc();
+		rte_tel_data_add_dict_u64(x, "busy_permille",
+					  t0 && now > t0 ? rd(&rt->st.busy_tsc) * 1000 / (now - t0) : 0);
 		if (rt->out_pool && rt->out_pool->mp) {
 			/* few free: the next stage is behind and this one waits for batches */
 			rte_tel_data_add_dict_u64(x, "batches_out", rt->out_pool->mp->size);
@@ -117,6 +123,74 @@ static int tel_stages(const char *cmd, const char *params, struct rte_tel_data *
 						  rte_mempool_avail_count(rt->out_pool->mp));
 		}
 		rte_tel_data_add_dict_container(d, rt->cfg->name, x, 0);
+	}
+	return 0;
+}
+
+/* One cache point's counters, summed over the stages (a point sits in one stage). */
+struct point {
+	const char *layer, *kind;
+	int index;
+	bool enabled;
+	float threshold;
+	int entries;
+	uint64_t evictions, lookups, hits, macs_saved;
+};
+
+/* The current set's points; returns how many (at most max). */
+static int points(struct point *p, int max)
+{
+	int n = 0;
+	fz_app_caches_read_lock();
+	const struct fz_cache_set *cs = fz_app_caches_current();
+	const uint64_t full = fz_app.net ? fz_net_macs(fz_app.net, 0, fz_app.model->n_layers - 1) : 0;
+	for (int i = 0; cs && i < cs->n_caches && n < max; i++) {
+		const struct fz_cache *c = cs->caches[i];
+		const int l = fz_app_cache_layer(c);
+		if (l < 0 || l >= 64)
+			continue;
+		struct point *q = &p[n++];
+		*q = (struct point){.layer = fz_app.model->layers[l].name,
+				    .kind = fz_cache_kind_name(fz_cache_params(c)->kind), .index = l,
+				    .enabled = fz_cache_enabled(c), .threshold = fz_cache_threshold(c),
+				    .entries = fz_cache_entries(c), .evictions = fz_cache_evictions(c)};
+		for (int s = 0; s < fz_app.n_stages; s++) {
+			q->lookups += rd(&fz_app.stages[s].st.lookups_by_layer[l]);
+			q->hits += rd(&fz_app.stages[s].st.exits_by_layer[l]);
+		}
+		if (q->hits > q->lookups) /* a batch in between: its exits counted first */
+			q->lookups = q->hits;
+		q->macs_saved = q->hits * (full - fz_net_macs(fz_app.net, 0, l));
+	}
+	fz_app_caches_read_unlock();
+	return n;
+}
+
+static int tel_layers(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)cmd;
+	(void)params;
+	struct point p[64];
+	int n = points(p, 64);
+	rte_tel_data_start_dict(d);
+	for (int i = 0; i < n; i++) {
+		struct rte_tel_data *x = rte_tel_data_alloc();
+		if (!x)
+			return -1;
+		rte_tel_data_start_dict(x);
+		rte_tel_data_add_dict_int(x, "layer_index", p[i].index);
+		rte_tel_data_add_dict_string(x, "kind", p[i].kind);
+		rte_tel_data_add_dict_int(x, "enabled", p[i].enabled);
+		rte_tel_data_add_dict_u64(x, "lookups", p[i].lookups);
+		rte_tel_data_add_dict_u64(x, "hits", p[i].hits);
+		rte_tel_data_add_dict_u64(x, "misses", p[i].lookups - p[i].hits);
+		rte_tel_data_add_dict_int(x, "entries", p[i].entries);
+		rte_tel_data_add_dict_u64(x, "evictions", p[i].evictions);
+		rte_tel_data_add_dict_u64(x, "macs_saved", p[i].macs_saved);
+		char thr[32];
+		snprintf(thr, sizeof(thr), "%.9g", (double)p[i].threshold);
+		rte_tel_data_add_dict_string(x, "threshold", thr);
+		rte_tel_data_add_dict_container(d, p[i].layer, x, 0);
 	}
 	return 0;
 }
@@ -189,6 +263,9 @@ int fz_app_telemetry_init(void)
 					 "Drop counters by named reason. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/stages", tel_stages,
 					 "Per-stage requests, batches, hits, cycles. No parameters");
+	rc |= rte_telemetry_register_cmd("/freeze/layers", tel_layers,
+					 "Per cache point: lookups, hits, misses, entries, evictions, MACs "
+					 "saved, threshold. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/front", tel_front,
 					 "Front tiers: exact, flow, near hits, coalescing, tables. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/reload", tel_reload,
@@ -239,6 +316,18 @@ void fz_app_summary(FILE *f)
 	}
 	fprintf(f, "cache hits         %" PRIu64 " (%.1f%% of requests)\n", t.hits,
 		t.received ? 100.0 * t.hits / t.received : 0);
+	struct point p[64];
+	int np = points(p, 64);
+	if (np)
+		fprintf(f, "cache points       %-10s %-8s %10s %10s %10s %8s %9s %12s %s\n", "layer",
+			"kind", "lookups", "hits", "misses", "entries", "evictions", "GMACs saved",
+			"threshold");
+	for (int i = 0; i < np; i++)
+		fprintf(f, "                   %-10s %-8s %10" PRIu64 " %10" PRIu64 " %10" PRIu64
+			   " %8d %9" PRIu64 " %12.2f %.6g%s\n",
+			p[i].layer, p[i].kind, p[i].lookups, p[i].hits, p[i].lookups - p[i].hits,
+			p[i].entries, p[i].evictions, p[i].macs_saved / 1e9, (double)p[i].threshold,
+			p[i].enabled ? "" : " (off)");
 	front_summary(f);
 	uint64_t lookup_errors = 0;
 	for (int s = 0; s < fz_app.n_stages; s++)

@@ -110,6 +110,7 @@ struct fz_stage_stats {
 	uint64_t lookup_errors; /* cache lookups that failed: those rows ran on, as misses */
 	uint64_t drop[FZ_APP_DROP__COUNT];
 	uint64_t exits_by_layer[64];
+	uint64_t lookups_by_layer[64]; /* rows looked up at the cache after each layer */
 };
 
 struct fz_tx_stats {

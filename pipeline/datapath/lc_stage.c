@@ -295,6 +295,13 @@ int fz_lcore_stage(void *arg)
 		unsigned na = 0, nd = 0;
 		int rc = fz_cascade_run(cc, &run, rows, &n, ans, &na);
 		io_in_done(&io); /* a failed first group */
+		/* lookups before the exits are counted: a reader never sees more hits than lookups */
+		for (int k = 0; k < fz_cascade_groups(cc); k++) {
+			const int l = fz_cascade_group_last(cc, k);
+			if (l >= 0 && l < 64) /* relaxed store: telemetry reads it */
+				__atomic_store_n(&s->st.lookups_by_layer[l],
+						 fz_cascade_stats(cc)->lookups[k], __ATOMIC_RELAXED);
+		}
 		for (unsigned i = 0; i < na; i++) {
 			struct fz_req *rq = ans[i].user;
 			rq->label = (int16_t)ans[i].label;

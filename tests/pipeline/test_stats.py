@@ -1,0 +1,164 @@
+#!/usr/bin/python3
+"""Operator's view of a running appliance: tools/fzstats.py --prometheus parses as Prometheus text
+format (names, types, labels, values) and its counters add up, and against the summary the
+appliance prints at exit; fzstats.py --watch draws the live view in a terminal (tmux)."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import appliance_util as U  # noqa: E402
+
+FAILS = []
+FZSTATS = os.path.join(U.SRC, "tools", "fzstats.py")
+NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})? '
+                    r'(\S+)$')
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILS.append(what)
+
+
+def fzstats(prefix, *args):
+    p = subprocess.run([sys.executable, FZSTATS, "--file-prefix", prefix, *args],
+                       capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stdout, p.stderr
+
+
+def parse(text):
+    """Prometheus text format, strictly: {(name, frozenset(labels)): value}, {family: type}."""
+    samples, types, helps, bad = {}, {}, set(), []
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            helps.add(line.split()[2])
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            if name in types or kind not in ("counter", "gauge") or not NAME.fullmatch(name):
+                bad.append(line)
+            types[name] = kind
+        elif line:
+            m = SAMPLE.match(line)
+            if not m or m.group(1) not in types:
+                bad.append(line)
+                continue
+            labels = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            try:
+                v = float(m.group(3))
+            except ValueError:
+                bad.append(line)
+                continue
+            samples[(m.group(1), labels)] = v
+    return samples, types, helps, bad
+
+
+def val(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())))
+
+
+def wait_answered(prefix, n, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        rc, out, _ = fzstats(prefix, "/freeze/stats")
+        if rc == 0:
+            st = __import__("json").loads(out)["/freeze/stats"]
+            if st["answered_ok"] + st["answered_error"] + st["dropped"] >= n and st["in_flight"] == 0:
+                return True
+        time.sleep(0.3)
+    return False
+
+
+def main():
+    U.need_model()
+    d = U.tmpdir()
+    n = 1500
+    req, meta = U.gen(d, "stats", "-n", str(n), "--first", "4000")
+    resp = os.path.join(d, "stats-resp.pcap")
+    a = U.Appliance(f"net_pcap0,rx_pcap={req},tx_pcap={resp}", ["--exit-idle", "8000"])
+    prefix = f"fzt{os.getpid()}_{U._prefix[0]}"
+    check(a.started, "stats: the appliance serves")
+    if not a.started:
+        print("".join(a.lines)[-3000:])
+        sys.exit(1)
+    check(wait_answered(prefix, n), f"stats: the appliance answered all {n} requests")
+    rc, text, err = fzstats(prefix, "--prometheus")
+    check(rc == 0, f"prometheus: fzstats --prometheus runs ({err.strip()[:200]})")
+    samples, types, helps, bad = parse(text)
+    check(not bad, f"prometheus: every line parses as text format ({bad[:3]})")
+    check(all(t in helps for t in types), "prometheus: every family has HELP and TYPE")
+    check(all(name.startswith("freeze_") for name in types), "prometheus: names carry the freeze_ prefix")
+    check(all(name.endswith("_total") == (kind == "counter") for name, kind in types.items()),
+          "prometheus: counters and only counters end in _total")
+    req_n = val(samples, "freeze_requests_total")
+    ok = val(samples, "freeze_answers_total", status="ok")
+    er = val(samples, "freeze_answers_total", status="error")
+    dr = val(samples, "freeze_requests_dropped_total")
+    fl = val(samples, "freeze_requests_in_flight")
+    check(req_n == n and None not in (ok, er, dr, fl) and ok + er + dr + fl == req_n,
+          f"prometheus: requests {req_n} = answered {ok}+{er} + dropped {dr} + in flight {fl}")
+    layers = sorted({dict(k[1])["layer"] for k in samples if k[0] == "freeze_cache_lookups_total"},
+                    key=lambda l: U.layer_index(l) if hasattr(U, "layer_index") else l)
+    check(len(layers) > 0, f"prometheus: per cache point metrics ({len(layers)} points)")
+    for l in layers:
+        lk, h, m = (val(samples, f"freeze_cache_{k}_total", layer=l) for k in ("lookups", "hits", "misses"))
+        if lk != h + m:
+            check(False, f"prometheus: {l}: lookups {lk} != hits {h} + misses {m}")
+    check(all(val(samples, "freeze_cache_lookups_total", layer=l) ==
+              val(samples, "freeze_cache_hits_total", layer=l) +
+              val(samples, "freeze_cache_misses_total", layer=l) for l in layers),
+          "prometheus: per point lookups = hits + misses")
+    front_req = val(samples, "freeze_front_requests_total")
+    tiers = sum(v for k, v in samples.items() if k[0] == "freeze_front_hits_total")
+    ran = val(samples, "freeze_front_ran_total")
+    followers = val(samples, "freeze_front_followers_total")
+    coalesced = val(samples, "freeze_front_hits_total", tier="coalesced")
+    check(front_req == n and ran is not None and
+          front_req == tiers - coalesced + followers + ran,
+          f"prometheus: front requests {front_req} = tier hits + followers + ran")
+    busy = [v for k, v in samples.items() if k[0] == "freeze_stage_busy_ratio"]
+    check(len(busy) == 4 and all(0 <= b <= 1 for b in busy), f"prometheus: busy ratio per stage {busy}")
+
+    # the live view under tmux
+    if shutil.which("tmux"):
+        sess = f"fzwatch{os.getpid()}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", sess, "-x", "150", "-y", "45",
+                        f"{sys.executable} {FZSTATS} --file-prefix {prefix} --watch 0.5"], check=True)
+        time.sleep(2.5)
+        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", sess], capture_output=True,
+                                text=True).stdout
+        subprocess.run(["tmux", "kill-session", "-t", sess], capture_output=True)
+        check(f"requests {n}" in screen and all(s in screen for s in ("s1", "s4", "busy")),
+              "watch: the live view shows requests and the load per stage")
+        check(all(l in screen for l in layers) and "hit rate" in screen,
+              "watch: the live view shows every cache point's hit rate")
+        check("front tier" in screen and "exact" in screen, "watch: the live view shows the front tiers")
+        if FAILS:
+            print(screen)
+    else:
+        check(False, "watch: tmux is installed (tools/setup-debian.sh)")
+
+    # against the summary printed at exit
+    rc, out = a.stop(timeout=60)
+    check(rc == 0, "stats: the appliance stops cleanly")
+    check(U.summary_value(out, "requests") == req_n, "summary: requests as in the exposition")
+    for l in layers:
+        m = re.search(r"^\s+" + re.escape(l) + r"\s+\S+\s+(\d+)\s+(\d+)\s+(\d+)", out, re.M)
+        ok_ = m and (int(m.group(1)), int(m.group(2))) == (
+            val(samples, "freeze_cache_lookups_total", layer=l), val(samples, "freeze_cache_hits_total", layer=l))
+        if not ok_:
+            check(False, f"summary: {l}: lookups and hits as in the exposition")
+    m = re.search(r"^front tiers\s+requests (\d+) = exact (\d+) \+ flow (\d+) \+ near (\d+)", out, re.M)
+    check(m and int(m.group(1)) == front_req and
+          int(m.group(2)) == val(samples, "freeze_front_hits_total", tier="exact"),
+          "summary: front tier counts as in the exposition")
+    print(f"{len(FAILS)} failed")
+    sys.exit(1 if FAILS else 0)
+
+
+if __name__ == "__main__":
+    main()
