@@ -24,7 +24,7 @@ const char *fz_idle_name(enum fz_idle i)
 static const char *const top_keys[] = {"model", "cache", "caches", "online", "port", "rx", "tx",
 				       "stages", "rings", "pools", "reassembly", "idle",
 				       "exit_idle_ms", "run_as", "state_dir", "online_min_confidence",
-				       "front", NULL};
+				       "front", "verify", NULL};
 static const char *const port_keys[] = {"device", "ipv4", "udp_port", NULL};
 static const char *const lcore_keys[] = {"lcore", NULL};
 static const char *const stage_keys[] = {"name", "lcore", "layers", "max_batch", "idle", NULL};
@@ -34,6 +34,8 @@ static const char *const reasm_keys[] = {"entries", "timeout_ms", NULL};
 static const char *const idle_keys[] = {"policy", "spins", "sleep_us", NULL};
 static const char *const front_keys[] = {"enabled", "exact", "near", "flows", "coalesce", NULL};
 static const char *const front_exact_keys[] = {"entries", NULL};
+static const char *const verify_keys[] = {"sample", "target", "window", "min_samples", "margin",
+					  "every", NULL};
 static const char *const front_near_keys[] = {"entries", "freqs", "radius", "min_confidence",
 					       "exit_min_confidence", NULL};
 static const char *const front_flows_keys[] = {"entries", "timeout_ms", NULL};
@@ -165,6 +167,42 @@ static void defaults(struct fz_appcfg *c)
 	c->front.pending = 256;
 	c->front.followers = 64;
 	c->front.wait_us = 200000;
+	c->verify.sample = 0; /* a `verify:` section turns it on */
+	c->verify.target = 0.995;
+	c->verify.window = 4000;
+	c->verify.min_samples = 0;
+	c->verify.margin = 0.002;
+	c->verify.every = 50;
+}
+
+/* `verify:` (shadow sampling and guarded thresholds). */
+static int load_verify(struct fz_ydoc *doc, const struct fz_ynode *n, struct fz_appcfg *c)
+{
+	double sample = 0.01, target = c->verify.target, margin = c->verify.margin;
+	if (fz_ymap_check_keys(doc, n, verify_keys) ||
+	    fz_ymap_float(doc, n, "sample", FZ_Y_OPTIONAL, &sample) ||
+	    fz_ymap_float(doc, n, "target", FZ_Y_OPTIONAL, &target) ||
+	    fz_ymap_float(doc, n, "margin", FZ_Y_OPTIONAL, &margin) ||
+	    fz_ymap_int_pos(doc, n, "window", FZ_Y_OPTIONAL, &c->verify.window) ||
+	    fz_ymap_int_min(doc, n, "min_samples", FZ_Y_OPTIONAL, 0, &c->verify.min_samples) ||
+	    fz_ymap_int_pos(doc, n, "every", FZ_Y_OPTIONAL, &c->verify.every))
+		return -EINVAL;
+	if (!(sample >= 0 && sample <= 1))
+		return fz_yerr(doc, fz_ymap_get(n, "sample"),
+			       "expected the share of early answers checked, 0..1, found %g", sample);
+	if (!(target > 0 && target < 1))
+		return fz_yerr(doc, fz_ymap_get(n, "target"),
+			       "expected an agreement strictly between 0 and 1, found %g", target);
+	if (!(margin >= 0 && target + margin < 1))
+		return fz_yerr(doc, fz_ymap_get(n, "margin"),
+			       "expected a margin >= 0 with target + margin < 1, found %g", margin);
+	if (c->verify.window > (1 << 20))
+		return fz_yerr(doc, fz_ymap_get(n, "window"), "expected at most %d samples, found %d",
+			       1 << 20, c->verify.window);
+	c->verify.sample = sample;
+	c->verify.target = target;
+	c->verify.margin = margin;
+	return 0;
 }
 
 /* `front:` (tiers before the pipeline). Every size may be 0: that tier is off. */
@@ -317,6 +355,8 @@ static int load_doc(struct fz_ydoc *doc, struct fz_appcfg *c, const char *dir)
 	}
 	c->idle = idle_default;
 	if ((n = fz_ymap_get(top, "front")) && load_front(doc, n, c))
+		return -EINVAL;
+	if ((n = fz_ymap_get(top, "verify")) && load_verify(doc, n, c))
 		return -EINVAL;
 	struct fz_ynode *stages;
 	if (fz_ymap_find(doc, top, "stages", FZ_Y_REQUIRED, &stages))

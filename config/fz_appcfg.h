@@ -89,6 +89,19 @@ struct fz_appcfg {
 		int wait_us;         /* longest wait; then a follower runs itself */
 		struct fz_cfgpos pos;
 	} front;
+	/* Self-checking: a share of the early answers also runs through the whole model, off the
+	 * answer path (dropped, and counted, when the pipeline is busy); per cache point the
+	 * sampled agreement over a window, and a guard that tightens, switches off, relaxes and
+	 * switches on thresholds to keep its 95 % lower bound >= target. */
+	struct {
+		double sample;   /* share of early answers checked (0: off) */
+		double target;   /* agreement the guard keeps */
+		int window;      /* samples per cache point */
+		int min_samples; /* decide on at least this many (0: the fewest an all-agreeing
+				  * window needs to pass the target) */
+		double margin;   /* relax only this far above the target */
+		int every;       /* run the guard every this many samples of a point */
+	} verify;
 };
 
 /* The embedded default configuration (YAML text) and the name used for it in messages. */

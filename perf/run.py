@@ -32,6 +32,12 @@ Modes
               flow memory, near-duplicate inputs, coalescing); `learned` is the same without them
   front@R     the same with the near-duplicate radius R instead of the calibrated one (a sweep:
               --modes off,front,front@0.015,front@0.03 draws front_sweep.png)
+  verify      front with self-checking: a share of early answers checked against the full
+              model, thresholds guarded (--verify-sample, the drift scenario's subject)
+Scenario drift (live veth, needs root): the test set, then the same images contrast-stretched
+(x2 about mid-grey: a camera's exposure changing), at --drift-rate; off, front and verify.
+Agreement with the caches-off answers over a sliding window of requests, as CSV and drift.png,
+and the number of requests after the switch until verify is back at >= 99.5 % for good.
 """
 import argparse
 import csv
@@ -57,10 +63,11 @@ import workloads  # noqa: E402
 from pcap_io import read_pcap  # noqa: E402
 
 PY = "/usr/bin/python3"  # Debian's, with numpy, matplotlib and torch
-SCENARIOS = ("saturation", "profile", "load", "offline", "sweep", "peers")
-MODES = ("off", "learned", "kmeans", "knn", "online-off", "online", "front")
+SCENARIOS = ("saturation", "profile", "load", "offline", "sweep", "peers", "drift")
+MODES = ("off", "learned", "kmeans", "knn", "online-off", "online", "front", "verify")
 MODE_SNAPSHOT = {"off": "learned", "learned": "learned", "kmeans": "kmeans", "knn": "knn",
-                 "online-off": "online", "online": "online", "front": "learned"}
+                 "online-off": "online", "online": "online", "front": "learned",
+                 "verify": "learned"}
 COLORS = {"off": "black", "learned": "tab:red", "kmeans": "tab:blue", "knn": "tab:orange",
           "online-off": "tab:purple", "online": "tab:green", "front": "tab:brown"}
 # Snapshots looked for in the model folder before calibrating our own (first match wins).
@@ -275,7 +282,7 @@ class Harness:
         self.model = None
         self.wl = {}  # workload -> {"images", "labels", "meta", "pcap", "sidecar", "labelled"}
         self.ref = {}  # workload -> [full-model label per request]
-        self.rows = {k: [] for k in ("saturation", "load", "offline", "sweep", "peers")}
+        self.rows = {k: [] for k in ("saturation", "load", "offline", "sweep", "peers", "drift")}
         self.exits = []  # rows: scenario, workload, mode, exit, count
         self.cdf = {}  # (workload, mode, rate) -> {"all": [...], "hit": [...]}
         self.notes = []
@@ -411,7 +418,10 @@ class Harness:
             snap = self.snap[MODE_SNAPSHOT[base_mode(mode)]]
             text = re.sub(r"^cache:.*$", f"cache: {snap}\nstate_dir: {os.path.dirname(snap)}", text,
                           flags=re.M)
-            if base_mode(mode) != "front":  # the front tiers only where asked for
+            if mode == "verify":
+                text += (f"verify: {{sample: {self.a.verify_sample}, window: "
+                         f"{self.a.verify_window}}}\n")
+            if base_mode(mode) not in ("front", "verify"):  # the front tiers where asked for
                 text = re.sub(r"^front:.*?(?=^\S)", "front: {enabled: false}\n", text,
                               flags=re.M | re.S)
             elif "@" in mode:
@@ -644,6 +654,85 @@ class Harness:
         finally:
             self.veth_down()
 
+    # -- scenario: drift (live veth) --
+
+    def drift(self):
+        why = self.veth_up()
+        if why:
+            self.notes.append(f"drift scenario skipped: {why}")
+            log(f"drift: skipped ({why})")
+            return
+        try:
+            self._drift()
+        finally:
+            self.veth_down()
+
+    def _drift(self):
+        import numpy as np
+        a = self.a
+        img, lab = workloads._test_set()
+        rng = np.random.default_rng(a.seed)
+        n0, n1 = a.drift_before, a.drift_after
+        i0 = rng.permutation(len(img))[:n0]
+        i1 = rng.permutation(len(img))[:n1] if n1 <= len(img) else rng.integers(0, len(img), n1)
+        shifted = np.clip((img[i1].astype(np.float32) - 128) * 2 + 128, 0, 255).astype(np.uint8)
+        prefix = os.path.join(self.work, "drift")
+        workloads.write_idx(prefix + "-images-idx3-ubyte", np.concatenate([img[i0], shifted]))
+        workloads.write_idx(prefix + "-labels-idx1-ubyte", np.concatenate([lab[i0], lab[i1]]))
+        wl = {"images": prefix + "-images-idx3-ubyte", "labels": prefix + "-labels-idx1-ubyte"}
+        n = n0 + n1
+        got, guard = {}, {}
+        for mode in ("off", "front", "verify"):
+            log(f"drift: {mode}, {n} requests at {a.drift_rate:.0f} req/s "
+                f"({n0} test images, then {n1} contrast-stretched)")
+            app = Appliance(self, mode, f"net_af_packet0,iface={self.dev}")
+            try:
+                app.wait_serving()
+                sh(["ip", "netns", "exec", self.ns, "ping", "-c", "1", "-W", "2", APP_IP],
+                   check=False)
+                out = os.path.join(self.work, "drift.json")
+                r = sh(["ip", "netns", "exec", self.ns, PY, os.path.join(HERE, "loadgen.py"),
+                        "--host", APP_IP, "--images", wl["images"], "--labels", wl["labels"],
+                        "--rate", str(a.drift_rate), "--duration", str(n / a.drift_rate),
+                        "--warmup", "0", "--out", out], check=False)
+                if r.returncode != 0:
+                    raise RuntimeError(f"loadgen failed: {r.stderr[-2000:]}")
+                with open(out) as f:
+                    got[mode] = {x[0]: (x[4], x[3]) for x in json.load(f)["answers"]}
+            finally:
+                s = app.stop()
+            guard[mode] = re.findall(r"verify: (\S+): (tighten|relax|off|on), threshold", s["output"])
+            log(f"  {len(got[mode])} of {n} answered; guard changes: {len(guard[mode])}")
+        ref = got["off"]
+        win = a.drift_window
+        rows, recovered = [], None
+        for mode in ("front", "verify"):
+            agree = [None] * n
+            for k in range(n):
+                if k in got[mode] and k in ref:
+                    agree[k] = got[mode][k][0] == ref[k][0]
+            last_bad = None
+            for k in range(win, n + 1, max(1, win // 10)):
+                w = [x for x in agree[k - win:k] if x is not None]
+                if not w:
+                    continue
+                ag = sum(w) / len(w)
+                ex = sum(1 for j in range(k - win, k) if j in got[mode] and
+                         got[mode][j][1] != fzgen.EXIT_FULL) / win
+                rows.append({"mode": mode, "request": k, "agreement": ag, "early_share": ex,
+                             "window": win})
+                if mode == "verify" and k > n0 and ag < 0.995:
+                    last_bad = k
+            if mode == "verify":
+                recovered = (last_bad - n0) if last_bad is not None else 0
+        self.rows["drift"] = rows
+        self.drift_info = {"switch_at": n0, "requests": n, "rate": a.drift_rate, "window": win,
+                           "recovered_after": recovered,
+                           "guard_changes": {m: len(g) for m, g in guard.items()},
+                           "guard_log": guard.get("verify", [])[:20]}
+        log(f"drift: verify back at >= 99.5 % agreement (window {win}) for good "
+            f"{recovered} requests after the switch")
+
     def rates(self):
         if self.a.rates:
             return [float(x) for x in self.a.rates.split(",")]
@@ -825,6 +914,9 @@ class Harness:
                     cdf_rows.append({"workload": w, "mode": m, "offered_rps": rate,
                                      "requests": kind, "quantile": i / 100, "latency_us": v})
         self.write_csv("latency_cdf.csv", cdf_rows)
+        if getattr(self, "drift_info", None):
+            with open(os.path.join(self.out, "drift.json"), "w") as f:
+                json.dump(self.drift_info, f, indent=1)
         import report
         report.write(self)
         if not self.a.keep_work:
@@ -877,6 +969,13 @@ def parse_args(argv):
     ap.add_argument("--profile", default="iid/learned,temporal/online",
                     help="profile scenario: WORKLOAD/MODE cases run under `perf record`")
     ap.add_argument("--peer-limit", type=int, default=3000, help="peers: images per run")
+    ap.add_argument("--drift-rate", type=float, default=1500, help="drift: offered req/s")
+    ap.add_argument("--drift-before", type=int, default=8000, help="drift: test images first")
+    ap.add_argument("--drift-after", type=int, default=16000, help="drift: shifted ones after")
+    ap.add_argument("--drift-window", type=int, default=1000, help="drift: agreement window")
+    ap.add_argument("--verify-sample", type=float, default=0.25,
+                    help="verify mode: share of early answers checked")
+    ap.add_argument("--verify-window", type=int, default=1500, help="verify mode: samples kept per point")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="meson build dir")
     ap.add_argument("--no-build", action="store_true", help="use the existing build as it is")
     ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "resnet18-w16-fmnist"))
@@ -945,7 +1044,8 @@ def main(argv=None):
              ("load", lambda: h.load(a.load_modes, a.load_workloads)),
              ("offline", lambda: h.offline(a.modes)),
              ("sweep", h.sweep),
-             ("peers", h.peers)]
+             ("peers", h.peers),
+             ("drift", h.drift)]
     if "load" in a.scenarios and "saturation" not in a.scenarios:
         h.notes.append("no saturation run: the load sweep has no caches-off reference labels")
     for name, fn in steps:

@@ -91,6 +91,9 @@ def prometheus(snap):
     g("requests_in_flight", "Requests taken in and not yet answered", st.get("in_flight", 0))
     c("cache_reloads", "Cache snapshot reloads", st.get("reloads", 0), result="ok")
     c("cache_reloads", "Cache snapshot reloads", st.get("reload_failures", 0), result="refused")
+    for k in ("sent", "busy", "checked", "failed"):
+        c("shadows", "Early answers checked against the full model, by fate (busy: dropped)",
+          st.get(f"shadows_{k}", 0), result=k)
     for reason, v in sorted(snap["/freeze/drops"].items()):
         c("drops", "Frames and requests dropped, by named reason", v, reason=reason)
     for layer, p in snap["/freeze/layers"].items():
@@ -106,6 +109,22 @@ def prometheus(snap):
         g("cache_threshold", "A cache point's confidence threshold (+Inf: answers nothing)",
           "+Inf" if thr == float("inf") else repr(thr), layer=layer)
         g("cache_enabled", "1 when a cache point may answer", p["enabled"], layer=layer)
+        if "sampled" in p:  # self-checking on (verify:)
+            c("cache_checks", "Shadow samples that scored this point against the full model",
+              p["shadow_samples"], layer=layer)
+            g("cache_sampled", "Samples in the window the point answers at its threshold",
+              p["sampled"], layer=layer)
+            g("cache_sampled_agreement", "Agreement of those samples with the full model",
+              p["sampled_agree"] / p["sampled"] if p["sampled"] else "NaN", layer=layer)
+            g("cache_sampled_agreement_lower", "95 % Wilson lower bound of that agreement",
+              p["agreement_low"], layer=layer)
+            g("cache_sampled_agreement_upper", "95 % Wilson upper bound of that agreement",
+              p["agreement_high"], layer=layer)
+            g("cache_calibrated_threshold", "The threshold calibration set",
+              "+Inf" if float(p["calibrated_threshold"]) == float("inf")
+              else p["calibrated_threshold"], layer=layer)
+            c("cache_guard_changes", "Threshold changes by the guard", p["guard_changes"],
+              layer=layer)
     for name, s in snap["/freeze/stages"].items():
         c("stage_requests", "Requests into a stage", s["requests_in"], stage=name)
         c("stage_answered", "Requests a stage answered", s["answered"], stage=name)
@@ -188,9 +207,10 @@ def view(snap, prev, dt):
     for layer, p in snap["/freeze/layers"].items():
         hr = p["hits"] / p["lookups"] if p["lookups"] else 0.0
         state = "" if p["enabled"] else " off"
-        # sampled agreement needs shadow sampling (verify.sample); until then: not measured
+        # sampled agreement: with self-checking on (verify:), else not measured
+        ag = (f"{p['sampled_agree'] / p['sampled']:.2%}" if p.get("sampled") else "-")
         lines.append(f"{layer:<12} {p['kind']:<8} {p['lookups']:>9} {p['hits']:>9} {hr:>8.1%}  "
-                     f"{bar(hr)} {'-':>9} {p['threshold']:>9}{state}")
+                     f"{bar(hr)} {ag:>9} {float(p['threshold']):>9.4g}{state}")
     f = snap["/freeze/front"]
     if f.get("enabled"):
         n = f.get("requests", 0) or 1

@@ -229,7 +229,7 @@ static void lookup(struct fz_cascade *cc, int k, const struct fz_cascade_run *ru
 			run->lookup(run->arg, cg->cache_idx, rows + base, res, m);
 		for (unsigned i = 0; i < m; i++) {
 			struct fz_cascade_row *r = &rows[base + i];
-			hit[base + i] = res[i].hit && !run->no_exit;
+			hit[base + i] = res[i].hit && !run->no_exit && !r->shadow;
 			if (hit[base + i] || !cc->online || !r->keys)
 				continue;
 			memcpy(r->keys + cg->key_off, cc->keys + (size_t)i * dim,
@@ -356,9 +356,12 @@ int fz_cascade_run(struct fz_cascade *cc, const struct fz_cascade_run *run,
 			continue;
 		lookup(cc, k, run, out, &lay, rows, n, hit, res);
 		struct exits_to_answers x = {cg, res, ans, nans};
+		unsigned looked = n;
+		for (unsigned i = 0; i < n; i++)
+			looked -= rows[i].shadow;
 		const unsigned before = n;
 		n = fz_cascade_close_up(out, lay.sample_stride, rows, hit, n, answer_exit, &x);
-		cc->st.lookups[k] += before;
+		cc->st.lookups[k] += looked;
 		cc->st.hits[k] += before - n;
 		cc->st.lookup_ns[k] += now_ns(cc) - t1;
 	}

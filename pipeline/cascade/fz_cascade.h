@@ -23,6 +23,9 @@ struct fz_cascade_row {
 	/* with keys: where the set the keys came from is recorded (start it at NULL; it becomes
 	 * FZ_CASCADE_KEYS_MIXED once two sets, or a failed lookup, left the keys unusable) */
 	const struct fz_cache_set **keys_set;
+	/* a shadow: a sample checked against the full model, never exits (its lookups are still
+	 * reported through run->lookup, at switched-off points too); not counted in stats */
+	bool shadow;
 };
 #define FZ_CASCADE_KEYS_MIXED ((const struct fz_cache_set *)1)
 

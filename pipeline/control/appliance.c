@@ -21,6 +21,7 @@
 #include <rte_mbuf.h>
 
 #include "app_pvt.h"
+#include "verify.h"
 #include "fz_cli.h"
 #include "fz_control.h"
 #include "stage_cache.h"
@@ -437,7 +438,8 @@ int fz_appliance_main(int argc, char **argv)
 			cfg->mbufs, rte_strerror(rte_errno));
 		return 1;
 	}
-	if ((rc = reqs_init()) < 0 || (rc = batches_init()) < 0 || (rc = rings_init()) < 0) {
+	if ((rc = reqs_init()) < 0 || (rc = batches_init()) < 0 || (rc = rings_init()) < 0 ||
+	    (rc = fz_verify_init() < 0 ? -ENOMEM : 0) < 0) {
 		fprintf(stderr, "freeze: cannot allocate requests, batches and rings: %s\n",
 			strerror(-rc));
 		return 1;
@@ -511,6 +513,7 @@ int fz_appliance_main(int argc, char **argv)
 	 * after it every mbuf must be back in the pool */
 	rte_eth_dev_close(fz_app.port);
 	fz_app_summary(stdout);
+	fz_verify_fini();
 	fz_app_caches_free();
 	fz_net_free(fz_app.net);
 	fz_model_free(fz_app.model);

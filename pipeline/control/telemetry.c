@@ -68,6 +68,10 @@ static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d
 	rte_tel_data_add_dict_u64(d, "udp_csum_partial", rd(&fz_app.rx.udp_csum_partial));
 	rte_tel_data_add_dict_u64(d, "mean_latency_ns", t.lat_n ? t.lat_sum / t.lat_n : 0);
 	rte_tel_data_add_dict_u64(d, "reloads", rd(&fz_app.reloads));
+	rte_tel_data_add_dict_u64(d, "shadows_sent", rd(&fz_app.tx.shadows_sent));
+	rte_tel_data_add_dict_u64(d, "shadows_busy", rd(&fz_app.tx.shadows_busy));
+	rte_tel_data_add_dict_u64(d, "shadows_checked", rd(&fz_app.shadows_checked));
+	rte_tel_data_add_dict_u64(d, "shadows_failed", rd(&fz_app.shadows_failed));
 	rte_tel_data_add_dict_u64(d, "reload_failures", rd(&fz_app.reload_failures));
 	return 0;
 }
@@ -135,6 +139,10 @@ struct point {
 	float threshold;
 	int entries;
 	uint64_t evictions, lookups, hits, macs_saved;
+	/* self-checking: samples at the current threshold, agreeing, its interval, changes */
+	uint64_t sampled, agreed, checked, changes;
+	double lo, hi;
+	float calibrated;
 };
 
 /* The current set's points; returns how many (at most max). */
@@ -161,6 +169,12 @@ static int points(struct point *p, int max)
 		if (q->hits > q->lookups) /* a batch in between: its exits counted first */
 			q->lookups = q->hits;
 		q->macs_saved = q->hits * (full - fz_net_macs(fz_app.net, 0, l));
+		if (i < FZ_VERIFY_POINTS) {
+			const struct fz_verify_pub *v = &fz_app.verify_pub[i];
+			q->sampled = rd(&v->samples), q->agreed = rd(&v->agree);
+			q->checked = rd(&v->checked), q->changes = rd(&v->changes);
+			q->lo = v->lo, q->hi = v->hi, q->calibrated = v->calibrated;
+		}
 	}
 	fz_app_caches_read_unlock();
 	return n;
@@ -190,6 +204,18 @@ static int tel_layers(const char *cmd, const char *params, struct rte_tel_data *
 		char thr[32];
 		snprintf(thr, sizeof(thr), "%.9g", (double)p[i].threshold);
 		rte_tel_data_add_dict_string(x, "threshold", thr);
+		if (fz_app.cfg.verify.sample > 0) {
+			rte_tel_data_add_dict_u64(x, "shadow_samples", p[i].checked);
+			rte_tel_data_add_dict_u64(x, "sampled", p[i].sampled);
+			rte_tel_data_add_dict_u64(x, "sampled_agree", p[i].agreed);
+			snprintf(thr, sizeof(thr), "%.6f", p[i].lo);
+			rte_tel_data_add_dict_string(x, "agreement_low", thr);
+			snprintf(thr, sizeof(thr), "%.6f", p[i].hi);
+			rte_tel_data_add_dict_string(x, "agreement_high", thr);
+			snprintf(thr, sizeof(thr), "%.9g", (double)p[i].calibrated);
+			rte_tel_data_add_dict_string(x, "calibrated_threshold", thr);
+			rte_tel_data_add_dict_u64(x, "guard_changes", p[i].changes);
+		}
 		rte_tel_data_add_dict_container(d, p[i].layer, x, 0);
 	}
 	return 0;
@@ -328,6 +354,20 @@ void fz_app_summary(FILE *f)
 			p[i].layer, p[i].kind, p[i].lookups, p[i].hits, p[i].lookups - p[i].hits,
 			p[i].entries, p[i].evictions, p[i].macs_saved / 1e9, (double)p[i].threshold,
 			p[i].enabled ? "" : " (off)");
+	if (fz_app.cfg.verify.sample > 0) {
+		fprintf(f, "self-checking      shadows sent %" PRIu64 ", dropped (busy) %" PRIu64
+			   ", checked %" PRIu64 ", failed %" PRIu64 "\n",
+			rd(&fz_app.tx.shadows_sent), rd(&fz_app.tx.shadows_busy),
+			rd(&fz_app.shadows_checked), rd(&fz_app.shadows_failed));
+		for (int i = 0; i < np; i++)
+			if (p[i].checked)
+				fprintf(f, "                   %-10s sampled agreement %6.2f %% [%.2f, %.2f] "
+					   "over %" PRIu64 " at threshold %.4g (calibrated %.4g), guard "
+					   "changes %" PRIu64 "\n",
+					p[i].layer, p[i].sampled ? 100.0 * p[i].agreed / p[i].sampled : 0,
+					100 * p[i].lo, 100 * p[i].hi, p[i].sampled,
+					(double)p[i].threshold, (double)p[i].calibrated, p[i].changes);
+	}
 	front_summary(f);
 	uint64_t lookup_errors = 0;
 	for (int s = 0; s < fz_app.n_stages; s++)

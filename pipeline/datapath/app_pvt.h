@@ -22,6 +22,8 @@
 #include "fz_stages.h"
 #include "stage_batch.h"
 
+#define FZ_VERIFY_POINTS 16 /* cache points self-checking follows (the first ones of a set) */
+
 extern int fz_logtype_pipeline;
 #define FZ_LOG(level, fmt, ...)                                                                    \
 	rte_log(RTE_LOG_##level, fz_logtype_pipeline, "freeze: " fmt "\n", ##__VA_ARGS__)
@@ -69,6 +71,11 @@ struct fz_req {
 	uint32_t exact_gen, pend_gen, epoch;
 	struct fz_req *next;  /* a follower's link in its leader's list */
 	float fkey[FZ_FRONT_MAX_DIM]; /* input key (near tier on) */
+	/* self-checking (datapath/verify.c): a shadow is a copy of an early-answered request
+	 * that runs the whole model off the answer path; its lookups at each cache point */
+	uint8_t shadow;
+	int16_t sh_label[FZ_VERIFY_POINTS]; /* -1: not looked up there */
+	float sh_conf[FZ_VERIFY_POINTS];
 };
 #define FZ_KEYS_MIXED ((const struct fz_cache_set *)1) /* keys from two snapshots */
 
@@ -119,6 +126,7 @@ struct fz_tx_stats {
 	uint64_t latency_ns_sum;
 	uint64_t last_tsc; /* last response sent */
 	uint64_t lat_hist[64]; /* log2 buckets of ns inside the appliance */
+	uint64_t shadows_sent, shadows_busy; /* early answers sent to be checked; not (busy) */
 };
 
 struct fz_cache_set;
@@ -173,6 +181,15 @@ struct fz_app {
 	struct rte_ring *learn_ring; /* answered front leaders from TX back to RX, SP/SC, room
 				      * for every request (TX never waits on it) */
 	atomic_uint front_epoch;     /* bumped by a reload: the front tables forget all */
+	struct rte_ring *shadow_ring; /* shadows from TX to stage 1, SP/SC (verify on) */
+	/* what the last stage's guard publishes per cache point (its index in the set) */
+	struct fz_verify_pub {
+		uint64_t samples, agree, changes, checked;
+		double lo, hi;
+		float threshold, calibrated;
+		int on;
+	} verify_pub[FZ_VERIFY_POINTS];
+	uint64_t shadows_checked, shadows_failed;
 	struct fz_stage_rt stages[FZ_MAX_STAGES];
 	int n_stages;
 	uint64_t tsc_hz;

@@ -16,6 +16,7 @@
 #include "fz_cascade.h"
 #include "fz_proto.h"
 #include "stage_cache.h"
+#include "verify.h"
 
 #define STASH 16 /* batches taken off the ring at a time: small ones waiting are merged */
 #define MAX_BATCH FZ_CASCADE_MAX_BATCH
@@ -242,6 +243,10 @@ int fz_lcore_stage(void *arg)
 		unsigned n;
 		if (!s->in_pool) {
 			n = rte_ring_sc_dequeue_burst(s->in, (void **)batch, c->max_batch, NULL);
+			/* shadows only fill the room requests leave: the lowest priority */
+			if (fz_app.shadow_ring && n < (unsigned)c->max_batch)
+				n += rte_ring_sc_dequeue_burst(fz_app.shadow_ring, (void **)batch + n,
+							       c->max_batch - n, NULL);
 		} else {
 			stash.n += rte_ring_sc_dequeue_burst(s->in, (void **)stash.b + stash.n,
 							     STASH - stash.n, NULL);
@@ -257,7 +262,8 @@ int fz_lcore_stage(void *arg)
 			/* pairs with RX's release store once every request is answered (a batch
 			 * holds requests: none is left in a ring or the stash then) */
 			if (atomic_load_explicit(&fz_app.stop_all, memory_order_acquire) &&
-			    rte_ring_empty(s->in))
+			    rte_ring_empty(s->in) &&
+			    (s->in_pool || !fz_app.shadow_ring || rte_ring_empty(fz_app.shadow_ring)))
 				break;
 			fz_idle(c->idle, &empty);
 			continue;
@@ -288,9 +294,15 @@ int fz_lcore_stage(void *arg)
 		s->st.in += n;
 		s->st.batches++;
 		s->st.batch_sum += n;
-		for (unsigned i = 0; i < n; i++)
+		bool shadows = false;
+		for (unsigned i = 0; i < n; i++) {
 			rows[i] = (struct fz_cascade_row){.user = batch[i], .keys = batch[i]->keys,
-							  .keys_set = &batch[i]->keys_set};
+							  .keys_set = &batch[i]->keys_set,
+							  .shadow = batch[i]->shadow};
+			shadows |= batch[i]->shadow;
+		}
+		if (shadows) /* every point's answer for them, switched-off points too */
+			run.lookup = fz_verify_lookup;
 
 		unsigned na = 0, nd = 0;
 		int rc = fz_cascade_run(cc, &run, rows, &n, ans, &na);
@@ -304,6 +316,10 @@ int fz_lcore_stage(void *arg)
 		}
 		for (unsigned i = 0; i < na; i++) {
 			struct fz_req *rq = ans[i].user;
+			if (rq->shadow) { /* only the last stage answers a shadow (it never exits) */
+				fz_verify_done(rq, ans[i].label, cs);
+				continue;
+			}
 			rq->label = (int16_t)ans[i].label;
 			rq->confidence = ans[i].confidence;
 			rq->status = 0;
@@ -320,6 +336,11 @@ int fz_lcore_stage(void *arg)
 		if (rc < 0) {
 			for (unsigned i = 0; i < n; i++) {
 				struct fz_req *rq = rows[i].user;
+				if (rq->shadow) {
+					fz_app.shadows_failed++;
+					fz_verify_release(rq);
+					continue;
+				}
 				rq->status = FZ_PROTO_R_INTERNAL;
 				done[nd++] = rq;
 			}

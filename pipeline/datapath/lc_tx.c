@@ -7,6 +7,7 @@
 
 #include "app_pvt.h"
 #include "front.h"
+#include "verify.h"
 #include "fz_proto.h"
 
 #define TX_BURST 32
@@ -28,6 +29,10 @@ static uint16_t send_all(struct rte_mbuf **m, uint16_t n)
 
 static void release(struct fz_req *rq)
 {
+	if (rq->shadow) { /* never answered: a shadow that failed on its way */
+		fz_verify_release(rq);
+		return;
+	}
 	/* a front leader goes back to RX, which answers what waits for it and frees it; the
 	 * ring has room for every request */
 	if ((rq->front & FZ_FRONT_F_LEADER) && rte_ring_sp_enqueue(fz_app.learn_ring, rq) == 0)
@@ -107,6 +112,7 @@ int fz_lcore_tx(void *arg)
 			lat[nb] = resp.time_ns;
 			ok[nb] = rq->status == 0;
 			nb++;
+			fz_verify_tx(rq); /* a share of the early answers is checked */
 			release(rq);
 		}
 		uint16_t sent = send_all(m, (uint16_t)nb);

@@ -156,8 +156,53 @@ def main():
     check(m and int(m.group(1)) == front_req and
           int(m.group(2)) == val(samples, "freeze_front_hits_total", tier="exact"),
           "summary: front tier counts as in the exposition")
+    test_verify(d)
     print(f"{len(FAILS)} failed")
     sys.exit(1 if FAILS else 0)
+
+
+def test_verify(d):
+    """Self-checking on: shadows of early answers run through the whole model and score every
+    cache point, and never answer anybody; their counts add up, and show in the exposition."""
+    n = 1500
+    req, meta = U.gen(d, "verify", "-n", str(n), "--first", "6000")
+    with open(os.path.join(U.SRC, "config", "examples", "appliance.yaml")) as f:
+        text = f.read().replace("../../models", os.path.join(U.SRC, "models"))
+    cfg = os.path.join(d, "verify.yaml")
+    with open(cfg, "w") as f:
+        f.write(text + "verify: {sample: 1.0, window: 500, every: 25}\n")
+    resp = os.path.join(d, "verify-resp.pcap")
+    a = U.Appliance(f"net_pcap0,rx_pcap={req},tx_pcap={resp}",
+                    ["--config", cfg, "--exit-idle", "8000"])
+    prefix = f"fzt{os.getpid()}_{U._prefix[0]}"
+    check(a.started and wait_answered(prefix, n), "verify: the appliance serves and answers")
+    time.sleep(1.0)  # shadows still on their way
+    rc, text, _ = fzstats(prefix, "--prometheus")
+    samples, types, helps, bad = parse(text)
+    check(rc == 0 and not bad, f"verify: the exposition parses ({bad[:3]})")
+    sent = val(samples, "freeze_shadows_total", result="sent")
+    checked = val(samples, "freeze_shadows_total", result="checked")
+    failed = val(samples, "freeze_shadows_total", result="failed")
+    check(sent and sent > 0 and checked + failed == sent,
+          f"verify: every shadow sent was checked ({sent} sent, {checked} checked, {failed} failed)")
+    lows = {dict(k[1])["layer"]: v for k, v in samples.items()
+            if k[0] == "freeze_cache_sampled_agreement_lower"}
+    check(lows and all(0 <= v <= 1 for v in lows.values()),
+          f"verify: each point's sampled agreement has a lower bound ({len(lows)} points)")
+    rc, out = a.stop(timeout=60)
+    got = U.answers(resp, meta)
+    ids = [q["id"] for q in meta["requests"]]
+    check(all(len(got.get(i, [])) == 1 for i in ids) and len(got) == n,
+          "verify: each request answered exactly once, no shadow answered anybody")
+    m = re.search(r"^self-checking\s+shadows sent (\d+), dropped \(busy\) (\d+), checked (\d+), "
+                  r"failed (\d+)", out, re.M)
+    check(m and int(m.group(1)) == int(m.group(3)) + int(m.group(4)) == sent,
+          "verify: the summary's shadows add up and match the exposition")
+    check("in flight at exit  0" in out and "accounting         ok" in out,
+          "verify: nothing in flight at exit, accounting ok")
+    m = re.search(r"^pools at exit\s+mbufs (\d+)/(\d+) free, requests (\d+)/(\d+) free", out, re.M)
+    check(m and m.group(1) == m.group(2) and m.group(3) == m.group(4),
+          "verify: every request object (shadows too) is back in its pool")
 
 
 if __name__ == "__main__":
