@@ -90,6 +90,7 @@ struct fz_cache_result {
 	int label;   /* the cache's answer, or FZ_CACHE_LABEL_NONE when it holds nothing */
 	float conf;  /* confidence (>= 0; larger is surer) */
 	bool hit;    /* enabled && conf > threshold */
+	int slot;    /* the nearest entry's slot (knn, k-means), -1: none (learned, empty) */
 };
 
 /*
@@ -179,6 +180,9 @@ int fz_cache_lookup_burst(struct fz_cache *c, const float *act, const struct fz_
  * Returns 0, -EINVAL (bad label, or a key with a NaN or infinity) or -ENOSPC (capacity 0).
  */
 int fz_cache_insert(struct fz_cache *c, const float *key, int label);
+/* Forget an online entry (the writer thread): slot must be an online slot holding one. 0, or
+ * -EINVAL (a calibrated or empty slot, out of range). For entries the full model contradicts. */
+int fz_cache_forget(struct fz_cache *c, int slot);
 /* Online entries replaced so far (any thread may read it). */
 uint64_t fz_cache_evictions(const struct fz_cache *c);
 

@@ -69,6 +69,7 @@ void fz_cache_learned_answer(const struct fz_cache *c, const float *key,
 	r->label = FZ_CACHE_LABEL_NONE;
 	r->conf = 0.0f;
 	r->hit = false;
+	r->slot = -1;
 	if (!c->head_set || !(key[C] <= c->h_r2)) /* outside the guard (or NaN): abstain */
 		return;
 	for (int j = 1; j < C; j++)

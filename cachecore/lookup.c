@@ -45,8 +45,10 @@ static void answer(struct fz_cache *c, const struct topk *t, int k, uint32_t tic
 	r->label = FZ_CACHE_LABEL_NONE;
 	r->conf = 0.0f;
 	r->hit = false;
+	r->slot = -1;
 	if (!t->n)
 		return;
+	r->slot = t->slot[0];
 	if (c->p.kind == FZ_CACHE_KMEANS) {
 		r->label = t->lab[0];
 		r->conf = t->frac[0] / fmaxf(sqrtf(t->d[0]), FZ_DMIN);

@@ -79,6 +79,19 @@ static int pick_victim(struct fz_cache *c)
 	return c->hand;
 }
 
+int fz_cache_forget(struct fz_cache *c, int slot)
+{
+	if (slot < c->base_slots || slot >= c->base_slots + c->n_online ||
+	    __atomic_load_n(&c->labels[slot], __ATOMIC_RELAXED) ==
+		    FZ_CACHE_LABEL_NONE)
+		return -EINVAL;
+	static const float zero[FZ_CACHE_MAX_DIM];
+	/* an empty slot: no label, +inf norm (out of every GEMM), never a neighbour; a later
+	 * insert may take it again */
+	fz_cache_write_slot(c, slot, zero, FZ_CACHE_LABEL_NONE, 0.0f);
+	return 0;
+}
+
 uint64_t fz_cache_evictions(const struct fz_cache *c)
 {
 	return __atomic_load_n(&c->evictions, __ATOMIC_RELAXED);

@@ -125,6 +125,8 @@ def prometheus(snap):
               else p["calibrated_threshold"], layer=layer)
             c("cache_guard_changes", "Threshold changes by the guard", p["guard_changes"],
               layer=layer)
+            c("cache_online_forgotten", "Online entries forgotten: the full model disagreed",
+              p["online_forgotten"], layer=layer)
     for name, s in snap["/freeze/stages"].items():
         c("stage_requests", "Requests into a stage", s["requests_in"], stage=name)
         c("stage_answered", "Requests a stage answered", s["answered"], stage=name)

@@ -216,7 +216,7 @@ static void lookup(struct fz_cascade *cc, int k, const struct fz_cascade_run *ru
 			/* a failed lookup is a miss: the full model answers, no keys are kept */
 			cc->st.lookup_errors++;
 			for (unsigned i = 0; i < m; i++) {
-				res[i] = (struct fz_cache_result){FZ_CACHE_LABEL_NONE, 0, false};
+				res[i] = (struct fz_cache_result){FZ_CACHE_LABEL_NONE, 0, false, -1};
 				hit[base + i] = false;
 				if (rows[base + i].keys_set) /* a key missing: never inserted */
 					*rows[base + i].keys_set = FZ_CASCADE_KEYS_MIXED;

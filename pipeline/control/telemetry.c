@@ -140,7 +140,7 @@ struct point {
 	int entries;
 	uint64_t evictions, lookups, hits, macs_saved;
 	/* self-checking: samples at the current threshold, agreeing, its interval, changes */
-	uint64_t sampled, agreed, checked, changes;
+	uint64_t sampled, agreed, checked, changes, forgotten;
 	double lo, hi;
 	float calibrated;
 };
@@ -173,6 +173,7 @@ static int points(struct point *p, int max)
 			const struct fz_verify_pub *v = &fz_app.verify_pub[i];
 			q->sampled = rd(&v->samples), q->agreed = rd(&v->agree);
 			q->checked = rd(&v->checked), q->changes = rd(&v->changes);
+			q->forgotten = rd(&v->forgotten);
 			q->lo = v->lo, q->hi = v->hi, q->calibrated = v->calibrated;
 		}
 	}
@@ -215,6 +216,7 @@ static int tel_layers(const char *cmd, const char *params, struct rte_tel_data *
 			snprintf(thr, sizeof(thr), "%.9g", (double)p[i].calibrated);
 			rte_tel_data_add_dict_string(x, "calibrated_threshold", thr);
 			rte_tel_data_add_dict_u64(x, "guard_changes", p[i].changes);
+			rte_tel_data_add_dict_u64(x, "online_forgotten", p[i].forgotten);
 		}
 		rte_tel_data_add_dict_container(d, p[i].layer, x, 0);
 	}
@@ -363,10 +365,11 @@ void fz_app_summary(FILE *f)
 			if (p[i].checked)
 				fprintf(f, "                   %-10s sampled agreement %6.2f %% [%.2f, %.2f] "
 					   "over %" PRIu64 " at threshold %.4g (calibrated %.4g), guard "
-					   "changes %" PRIu64 "\n",
+					   "changes %" PRIu64 ", online entries forgotten %" PRIu64 "\n",
 					p[i].layer, p[i].sampled ? 100.0 * p[i].agreed / p[i].sampled : 0,
 					100 * p[i].lo, 100 * p[i].hi, p[i].sampled,
-					(double)p[i].threshold, (double)p[i].calibrated, p[i].changes);
+					(double)p[i].threshold, (double)p[i].calibrated, p[i].changes,
+					p[i].forgotten);
 	}
 	front_summary(f);
 	uint64_t lookup_errors = 0;

@@ -76,6 +76,7 @@ struct fz_req {
 	uint8_t shadow;
 	int16_t sh_label[FZ_VERIFY_POINTS]; /* -1: not looked up there */
 	float sh_conf[FZ_VERIFY_POINTS];
+	int32_t sh_slot[FZ_VERIFY_POINTS]; /* the entry that answered there, -1: none */
 };
 #define FZ_KEYS_MIXED ((const struct fz_cache_set *)1) /* keys from two snapshots */
 
@@ -184,7 +185,7 @@ struct fz_app {
 	struct rte_ring *shadow_ring; /* shadows from TX to stage 1, SP/SC (verify on) */
 	/* what the last stage's guard publishes per cache point (its index in the set) */
 	struct fz_verify_pub {
-		uint64_t samples, agree, changes, checked;
+		uint64_t samples, agree, changes, checked, forgotten;
 		double lo, hi;
 		float threshold, calibrated;
 		int on;

@@ -7,8 +7,10 @@
  * would have answered. At the last stage the full model's answer scores every point: one sample
  * (the point's confidence, agreed or not) into the point's window (cachecore/fz_verify.h), and
  * every verify.every samples the guard may tighten, switch off, relax or switch on the point's
- * threshold in the running snapshot; each change is logged and counted. The last stage is the
- * only writer of the windows; it publishes each point's numbers for telemetry.
+ * threshold in the running snapshot; each change is logged and counted. An online entry that
+ * answered a shadow differently from the full model is forgotten (the last stage inserts online
+ * entries too: one writer). The last stage is the only writer of the windows; it publishes each
+ * point's numbers for telemetry.
  * A shadow re-runs the layers before its exit point too (it starts from the model input): the
  * price of keeping the answer path free of copies.
  */
@@ -133,6 +135,7 @@ void fz_verify_lookup(void *arg, int cache, const struct fz_cascade_row *rows,
 			struct fz_req *rq = rows[i].user;
 			rq->sh_label[cache] = (int16_t)res[i].label;
 			rq->sh_conf[cache] = res[i].conf;
+			rq->sh_slot[cache] = res[i].slot;
 		}
 }
 
@@ -180,7 +183,13 @@ void fz_verify_done(struct fz_req *rq, int full_label, const struct fz_cache_set
 		if (rq->sh_label[i] < 0)
 			continue;
 		struct fz_cache *c = cs->caches[i];
-		fz_verify_add(V.win[i], rq->sh_conf[i], rq->sh_label[i] == full_label);
+		const bool agree = rq->sh_label[i] == full_label;
+		fz_verify_add(V.win[i], rq->sh_conf[i], agree);
+		/* an online entry the full model contradicts goes (this lcore inserts them too) */
+		if (!agree && rq->sh_slot[i] >= 0 && fz_cache_params(c)->online &&
+		    fz_cache_forget(c, rq->sh_slot[i]) == 0)
+			__atomic_store_n(&fz_app.verify_pub[i].forgotten,
+					 fz_app.verify_pub[i].forgotten + 1, __ATOMIC_RELAXED);
 		__atomic_store_n(&fz_app.verify_pub[i].checked, fz_app.verify_pub[i].checked + 1,
 				 __ATOMIC_RELAXED);
 		if (++V.since[i] < (unsigned)fz_app.cfg.verify.every) {

@@ -353,6 +353,35 @@ static void test_online_clock(void **state)
 	fz_cache_free(ca);
 }
 
+/* An online entry the full model contradicts is forgotten; calibrated entries cannot be. */
+static void test_online_forget(void **state)
+{
+	(void)state;
+	const int D = 4;
+	struct fz_cache *ca = mk(FZ_CACHE_KMEANS, D, 1, 0, false, 1, 4, 3);
+	float base[4 * 4] = { 100, 0, 0, 0, 0, 100, 0, 0, 0, 0, 100, 0, 0, 0, 0, 100 };
+	int bl[4] = { 0, 1, 2, 3 };
+	assert_int_equal(fz_cache_build(ca, base, bl, 4, 1), 0);
+	fz_cache_set_threshold(ca, 10.0f);
+	float k[4] = { 1, 1, 1, 1 };
+	struct fz_cache_result r;
+	assert_int_equal(fz_cache_insert(ca, k, 5), 0);
+	assert_int_equal(fz_cache_lookup_keys(ca, k, 1, &r), 0);
+	assert_true(r.hit);
+	assert_int_equal(r.label, 5);
+	const int online = r.slot;
+	assert_true(online >= 4);
+	assert_int_equal(fz_cache_lookup_keys(ca, base, 1, &r), 0);
+	assert_int_equal(fz_cache_forget(ca, r.slot), -EINVAL); /* calibrated */
+	assert_int_equal(fz_cache_forget(ca, online), 0);
+	assert_int_equal(fz_cache_forget(ca, online), -EINVAL); /* already empty */
+	assert_int_equal(fz_cache_lookup_keys(ca, k, 1, &r), 0);
+	assert_false(r.hit && r.label == 5);
+	assert_true(r.slot != online);
+	assert_int_equal(fz_cache_forget(ca, 99), -EINVAL);
+	fz_cache_free(ca);
+}
+
 /* LRU evicts the entry used longest ago. */
 static void test_online_lru(void **state)
 {
@@ -418,6 +447,7 @@ int main(void)
 		cmocka_unit_test(test_thresholds_known),
 		cmocka_unit_test(test_pca_subspace),
 		cmocka_unit_test(test_online_clock),
+		cmocka_unit_test(test_online_forget),
 		cmocka_unit_test(test_online_lru),
 		cmocka_unit_test(test_create_invalid),
 	};
