@@ -156,17 +156,21 @@ static void front_release(struct fz_req *rq)
 	atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
 }
 
-/* Answered leaders from TX: the front tables learn, their followers are answered or run. */
-static void front_learn(struct rx_ctx *x, uint64_t now_ns)
+/* Answered leaders from TX: the front tables learn, their followers are answered or run.
+ * Returns how many: work that frees requests, so RX does not idle after it. */
+static unsigned front_learn(struct rx_ctx *x, uint64_t now_ns)
 {
 	struct fz_req *rq[RX_BURST];
-	unsigned n;
+	unsigned n, all = 0;
 	do {
 		n = rte_ring_sc_dequeue_burst(fz_app.learn_ring, (void **)rq, RX_BURST, NULL);
 		for (unsigned i = 0; i < n; i++)
 			fz_front_learn(rq[i], now_ns);
+		all += n;
 	} while (n == RX_BURST);
-	flush_out(x);
+	if (all)
+		flush_out(x);
+	return all;
 }
 
 static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx,
@@ -404,8 +408,9 @@ int fz_lcore_rx(void *arg)
 			drain_deadline = tsc + 10 * fz_app.tsc_hz;
 			expire(&x, UINT64_MAX, FZ_PROTO_R_SHUTTING_DOWN);
 		}
-		if (fz_front_on())
-			front_learn(&x, tsc_to_ns(tsc));
+		/* leaders answered: their requests go back to the pool here, so a pool that ran
+		 * dry under load refills without waiting for RX's idle back-off */
+		const unsigned learned = fz_front_on() ? front_learn(&x, tsc_to_ns(tsc)) : 0;
 		if (draining) {
 			if (fz_front_on())
 				fz_front_expire(tsc_to_ns(tsc));
@@ -449,9 +454,11 @@ int fz_lcore_rx(void *arg)
 			}
 			next_expire = tsc + expire_every;
 		}
-		if (!n) {
+		if (!n && !learned) {
 			fz_app.rx.idle_polls++;
 			fz_idle(c->idle, &empty);
+		} else if (!n) {
+			empty = 0;
 		}
 	}
 	/* what RX still holds goes back, before the summary counts the pool */
