@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fmnist  # noqa: E402
+from workloads import shift, write_idx  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,15 +56,6 @@ def front_keys(images, freqs):
     return (k / np.where(n > 0, n, 1)).astype(np.float32)
 
 
-def shift(im, dx, dy):
-    out = np.zeros_like(im)
-    h, w = im.shape
-    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    out[yd, xd] = im[ys, xs]
-    return out
-
-
 def perturb(images, variants, max_shift, noise, gain, rng):
     out = np.empty((len(images) * variants, 28, 28), np.uint8)
     src = np.repeat(np.arange(len(images)), variants)
@@ -73,12 +65,6 @@ def perturb(images, variants, max_shift, noise, gain, rng):
         im = im * rng.uniform(1 - gain, 1 + gain) + rng.normal(0, rng.uniform(0, noise), im.shape)
         out[i] = np.clip(np.rint(im), 0, 255).astype(np.uint8)
     return out, src
-
-
-def write_idx(path, arr):
-    with open(path, "wb") as f:
-        f.write(bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape))
-        f.write(arr.tobytes())
 
 
 def answers(freeze, model, images, tmp, name):

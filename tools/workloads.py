@@ -49,7 +49,7 @@ def gen_iid(count, seed, **_):
     return img[idx].copy(), lab[idx].copy(), meta
 
 
-def _shift(im, dx, dy):
+def shift(im, dx, dy):
     """Translate by whole pixels, filling with the background (0)."""
     out = np.zeros_like(im)
     h, w = im.shape
@@ -81,7 +81,7 @@ def gen_temporal(count, seed, scene_len=32, max_shift=2, noise=6.0, brightness=0
                 dy = int(np.clip(dy + rng.integers(-1, 2), -max_shift, max_shift))
                 gain = float(np.clip(gain + rng.normal(0, brightness / 4),
                                      1 - brightness, 1 + brightness))
-            im = _shift(base, dx, dy) * gain + rng.normal(0, noise, base.shape)
+            im = shift(base, dx, dy) * gain + rng.normal(0, noise, base.shape)
             out[k] = np.clip(np.rint(im), 0, 255).astype(np.uint8)
             labels[k] = lab[src]
             meta.append({"src": src, "scene": scene, "frame": f, "dx": dx, "dy": dy,

@@ -16,6 +16,7 @@ import appliance_util as U  # noqa: E402
 
 sys.path.insert(0, os.path.join(U.SRC, "tools"))
 import fmnist  # noqa: E402
+from workloads import shift  # noqa: E402
 
 FAILS = []
 EXIT_FULL, FRONT = 0xFFFE, {0xFFF0: "exact", 0xFFF1: "flow", 0xFFF2: "near", 0xFFF3: "coalesced"}
@@ -108,15 +109,6 @@ def test_exact_repeats(d, test_img, test_lab):
     if acc:
         check(acc["ran"] == k and acc["near"] == 0 and acc["flow"] == 0,
               f"exact: only the {k} first occurrences ran ({acc['ran']})")
-
-
-def shift(im, dx, dy):
-    out = np.zeros_like(im)
-    h, w = im.shape
-    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    out[yd, xd] = im[ys, xs]
-    return out
 
 
 def test_near_duplicates(d, test_img, test_lab):
