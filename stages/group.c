@@ -514,8 +514,10 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 		if (nd->sum_in != FZ_VALUE_NONE) {
 			struct vstate *sc = vs_of(g, vs, nd->sum_in);
 			bool same = dnnl_memory_desc_equal(&sc->md, &dst_md);
+			/* in place only when the convolution does not read that buffer too
+			 * (y + conv(y): writing the sum over y while reading y is wrong) */
 			if (!out_direct && same && !live_after(g, nd->sum_in, pos) &&
-			    sc->buf != g->out_buf) {
+			    sc->buf != g->out_buf && sc->buf != src->buf) {
 				dst->buf = sc->buf;
 				buf_retag(g, sc->buf, g->nodes[pos]);
 			} else {

@@ -3,7 +3,7 @@
 set -eu
 PKGS="meson ninja-build pkg-config gcc clang libclang-rt-14-dev
  libdpdk-dev dpdk libdnnl-dev liburing-dev libcmocka-dev libyaml-dev libjansson-dev zlib1g-dev libpcap-dev
- dataset-fashion-mnist python3 python3-numpy python3-torch python3-matplotlib libopenblas0-pthread
+ dataset-fashion-mnist python3 python3-numpy python3-torch python3-matplotlib python3-onnx libopenblas0-pthread
  iproute2 ethtool iputils-ping tmux"
 missing=""
 for p in $PKGS; do

@@ -25,11 +25,12 @@ static void infer_usage(FILE *f)
 {
 	fprintf(f, "usage: freeze infer --model MODEL.yaml --images IDX[.gz] [--labels IDX[.gz]]\n"
 		   "                    [--batch N] [--threads N] [--limit N] [--json]\n"
-		   "                    [--answers FILE]\n"
+		   "                    [--answers FILE] [--logits FILE]\n"
 		   "  Runs every image through the whole model; prints images, accuracy (with\n"
 		   "  --labels) and images/s. --json prints one JSON object instead.\n"
 		   "  --answers FILE writes each image's answer and softmax probability, one\n"
-		   "  line \"LABEL PROBABILITY\" per image.\n");
+		   "  line \"LABEL PROBABILITY\" per image; --logits FILE the model's outputs,\n"
+		   "  one line of floats per image.\n");
 }
 
 int fz_cmd_infer(int argc, char **argv)
@@ -39,9 +40,11 @@ int fz_cmd_infer(int argc, char **argv)
 		{"labels", required_argument, 0, 'l'}, {"batch", required_argument, 0, 'b'},
 		{"threads", required_argument, 0, 't'}, {"limit", required_argument, 0, 'n'},
 		{"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
-		{"answers", required_argument, 0, 'a'}, {0, 0, 0, 0}};
+		{"answers", required_argument, 0, 'a'}, {"logits", required_argument, 0, 'L'},
+		{0, 0, 0, 0}};
 	const char *model_path = NULL, *images = NULL, *labels = NULL, *answers = NULL;
-	FILE *af = NULL;
+	const char *logits = NULL;
+	FILE *af = NULL, *lf = NULL;
 	int batch = 64, threads = 1, limit = 0, json = 0, c;
 	char err[1024];
 	int rc = 1;
@@ -57,6 +60,7 @@ int fz_cmd_infer(int argc, char **argv)
 		case 'n': limit = fz_opt_int("--limit", optarg, 1, 1 << 30); break;
 		case 'j': json = 1; break;
 		case 'a': answers = optarg; break;
+		case 'L': logits = optarg; break;
 		case 'h': infer_usage(stdout); return 0;
 		default: infer_usage(stderr); return 2;
 		}
@@ -119,6 +123,10 @@ int fz_cmd_infer(int argc, char **argv)
 		fprintf(stderr, "freeze: %s: %s\n", answers, strerror(errno));
 		goto out;
 	}
+	if (logits && !(lf = fopen(logits, "w"))) {
+		fprintf(stderr, "freeze: %s: %s\n", logits, strerror(errno));
+		goto out;
+	}
 	/* warm up the plans this run uses (full batches and the tail) outside the timing */
 	size_t tail = count % (size_t)batch;
 	fz_net_preprocess_u8(net, img.data, 1, fz_group_input(g));
@@ -146,6 +154,8 @@ int fz_cmd_infer(int argc, char **argv)
 					sum += exp((double)z[j] - z[pred[i + k]]);
 				fprintf(af, "%d %.6f\n", pred[i + k], 1.0 / sum);
 			}
+			for (int j = 0; lf && j < classes; j++) /* the model's raw outputs */
+				fprintf(lf, "%.9g%c", (double)z[j], j + 1 < classes ? ' ' : '\n');
 		}
 	}
 	double secs = fz_now_s() - t0;
@@ -190,6 +200,10 @@ int fz_cmd_infer(int argc, char **argv)
 out:
 	if (af && fclose(af) != 0 && rc == 0) {
 		fprintf(stderr, "freeze: %s: %s\n", answers, strerror(errno));
+		rc = 1;
+	}
+	if (lf && fclose(lf) != 0 && rc == 0) {
+		fprintf(stderr, "freeze: %s: %s\n", logits, strerror(errno));
 		rc = 1;
 	}
 	free(pred);
