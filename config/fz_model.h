@@ -18,7 +18,8 @@
 	_(AVGPOOL, "avgpool")                                                                      \
 	_(GAP, "global_avgpool")                                                                   \
 	_(FC, "fc")                                                                                \
-	_(BLOCK, "block")
+	_(BLOCK, "block")                                                                          \
+	_(MAXPOOL, "maxpool")
 
 enum fz_layer_kind {
 #define FZ_LK_ENUM(e, s) FZ_LAYER_##e,
@@ -46,8 +47,8 @@ struct fz_layer {
 	bool bias; /* conv: has a "<name>.bias" tensor */
 	/* batchnorm (and the batchnorms inside a block) */
 	float eps;
-	/* avgpool */
-	int pool_kernel, pool_stride;
+	/* avgpool, maxpool (maxpool pads every side by pool_pad; padding never wins the max) */
+	int pool_kernel, pool_stride, pool_pad;
 	/* fc */
 	int out_features;
 	/* where it was defined, for messages */

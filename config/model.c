@@ -55,6 +55,8 @@ static const char *const *const layer_keys[FZ_LAYER__COUNT] = {
 	[FZ_LAYER_FC] = (const char *const[]){LAYER_KEYS_COMMON, "input", "out_features", NULL},
 	[FZ_LAYER_BLOCK] = (const char *const[]){LAYER_KEYS_COMMON, "input", "out_channels",
 						  "stride", "eps", NULL},
+	[FZ_LAYER_MAXPOOL] = (const char *const[]){LAYER_KEYS_COMMON, "input", "kernel", "stride",
+						    "pad", NULL},
 };
 
 static const char *const top_keys[] = {"name", "weights", "input", "layers", "output", NULL};
@@ -304,12 +306,21 @@ static int parse_layer(struct loader *ld, int idx, const struct fz_ynode *map)
 			return r;
 		break;
 	case FZ_LAYER_AVGPOOL:
+	case FZ_LAYER_MAXPOOL:
 		if ((r = fz_ymap_int_pos(doc, map, "kernel", FZ_Y_REQUIRED, &l->pool_kernel)))
 			return r;
 		d->kernel_node = fz_ymap_get(map, "kernel");
 		l->pool_stride = l->pool_kernel;
+		l->pool_pad = 0;
 		if ((r = fz_ymap_int_pos(doc, map, "stride", FZ_Y_OPTIONAL, &l->pool_stride)))
 			return r;
+		if (l->kind == FZ_LAYER_MAXPOOL &&
+		    (r = fz_ymap_int_min(doc, map, "pad", FZ_Y_OPTIONAL, 0, &l->pool_pad)))
+			return r;
+		if (l->pool_pad >= l->pool_kernel)
+			return fz_yerr(doc, fz_ymap_get(map, "pad"),
+				       "expected a pad below the kernel (%d), found %d", l->pool_kernel,
+				       l->pool_pad);
 		break;
 	case FZ_LAYER_FC:
 		if ((r = fz_ymap_int_pos(doc, map, "out_features", FZ_Y_REQUIRED,
@@ -488,10 +499,11 @@ static int layer_shape(struct loader *ld, struct ldef *d)
 	l->out = in;
 	switch (l->kind) {
 	case FZ_LAYER_CONV:
-	case FZ_LAYER_AVGPOOL: {
+	case FZ_LAYER_AVGPOOL:
+	case FZ_LAYER_MAXPOOL: {
 		bool conv = l->kind == FZ_LAYER_CONV;
 		int k = conv ? l->kernel : l->pool_kernel, s = conv ? l->stride : l->pool_stride;
-		int pad = conv ? l->pad : 0;
+		int pad = conv ? l->pad : l->pool_pad;
 		oh = window_out(in.h, k, s, pad);
 		ow = window_out(in.w, k, s, pad);
 		if (oh == 0 || ow == 0)

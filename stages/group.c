@@ -574,14 +574,18 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 				   dst->buf);
 		break;
 	}
-	case FZ_NODE_AVGPOOL: {
+	case FZ_NODE_AVGPOOL:
+	case FZ_NODE_MAXPOOL: {
 		dnnl_pooling_desc_t pdsc;
-		dnnl_dims_t st = {nd->stride, nd->stride}, kr = {nd->kernel, nd->kernel}, z = {0, 0};
+		dnnl_dims_t st = {nd->stride, nd->stride}, kr = {nd->kernel, nd->kernel}, pl, pr;
+		fz_pool_pads(nd, pl, pr);
 		FZ_DNNL(dnnl_memory_desc_init_by_tag(&dst_md, 4, odims, dnnl_f32,
 						     dnnl_format_tag_any));
 		FZ_DNNL(dnnl_pooling_forward_desc_init(&pdsc, dnnl_forward_inference,
-						       dnnl_pooling_avg_exclude_padding, &src->md,
-						       &dst_md, st, kr, z, z));
+						       nd->op == FZ_NODE_MAXPOOL
+							       ? dnnl_pooling_max
+							       : dnnl_pooling_avg_exclude_padding,
+						       &src->md, &dst_md, st, kr, pl, pr));
 		FZ_DNNL(dnnl_primitive_desc_create(&pd, &pdsc, g->attr, g->eng, NULL));
 		if ((rc = check_impl(g, pos, "pooling", pd, true, n)) < 0)
 			goto out;
@@ -621,7 +625,8 @@ unary:
 	dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
 	{
 		bool out_direct = is_out && dnnl_memory_desc_equal(&dst_md, &out_md);
-		bool inplace = nd->op != FZ_NODE_AVGPOOL && !out_direct &&
+		bool inplace = nd->op != FZ_NODE_AVGPOOL && nd->op != FZ_NODE_MAXPOOL &&
+			       !out_direct &&
 			       !live_after(g, nd->in, pos) && src->buf != g->out_buf &&
 			       dnnl_memory_desc_equal(&src->md, &dst_md);
 		if (out_direct)

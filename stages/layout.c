@@ -112,6 +112,18 @@ static dnnl_status_t conv_try(dnnl_primitive_desc_t *pd, dnnl_alg_kind_t alg,
 	return dnnl_success;
 }
 
+void fz_pool_pads(const struct fz_node *nd, dnnl_dims_t pl, dnnl_dims_t pr)
+{
+	const struct fz_shape os = nd->out_shape, is = nd->in_shape;
+	/* left pad as given; right pad so that the output is floor((H + 2p - k) / s) + 1 */
+	pl[0] = pl[1] = nd->pad;
+	pr[0] = (os.h - 1) * nd->stride + nd->kernel - is.h - nd->pad;
+	pr[1] = (os.w - 1) * nd->stride + nd->kernel - is.w - nd->pad;
+	for (int k = 0; k < 2; k++)
+		if (pr[k] < 0)
+			pr[k] = 0;
+}
+
 dnnl_status_t fz_conv_pd_create(dnnl_primitive_desc_t *pd, const struct fz_node *nd, int n,
 				const dnnl_memory_desc_t *src_hint,
 				const_dnnl_primitive_attr_t attr, dnnl_engine_t eng)
@@ -188,14 +200,18 @@ static int value_md(struct fz_net *net, dnnl_engine_t eng, int v, char *err, siz
 				net->vmd[0] = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
 		}
 		break;
-	case FZ_NODE_AVGPOOL: {
+	case FZ_NODE_AVGPOOL:
+	case FZ_NODE_MAXPOOL: {
 		dnnl_pooling_desc_t p;
 		dnnl_memory_desc_t d;
-		dnnl_dims_t st2 = {nd->stride, nd->stride}, kr = {nd->kernel, nd->kernel}, z = {0, 0};
+		dnnl_dims_t st2 = {nd->stride, nd->stride}, kr = {nd->kernel, nd->kernel}, pl, pr;
+		fz_pool_pads(nd, pl, pr);
 		dnnl_memory_desc_init_by_tag(&d, 4, od, dnnl_f32, dnnl_format_tag_any);
 		st = dnnl_pooling_forward_desc_init(&p, dnnl_forward_inference,
-						    dnnl_pooling_avg_exclude_padding, src, &d, st2,
-						    kr, z, z);
+						    nd->op == FZ_NODE_MAXPOOL
+							    ? dnnl_pooling_max
+							    : dnnl_pooling_avg_exclude_padding,
+						    src, &d, st2, kr, pl, pr);
 		if (st == dnnl_success)
 			st = dnnl_primitive_desc_create(&pd, &p, NULL, eng, NULL);
 		if (st == dnnl_success)

@@ -266,6 +266,13 @@ static int lower_layer(struct lower *L, int i)
 		n->stride = ly->kind == FZ_LAYER_GAP ? ly->in.h : ly->pool_stride;
 		n->pad = 0;
 		break;
+	case FZ_LAYER_MAXPOOL:
+		n = new_node(L, FZ_NODE_MAXPOOL, i, ly->name);
+		n->in = in;
+		n->kernel = ly->pool_kernel;
+		n->stride = ly->pool_stride;
+		n->pad = ly->pool_pad;
+		break;
 	case FZ_LAYER_FC: {
 		n = new_node(L, FZ_NODE_FC, i, ly->name);
 		n->in = in;

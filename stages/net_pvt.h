@@ -24,6 +24,7 @@ enum fz_node_op {
 	FZ_NODE_ADD,
 	FZ_NODE_AVGPOOL,
 	FZ_NODE_FC,
+	FZ_NODE_MAXPOOL,
 };
 
 #define FZ_VALUE_INPUT (-1) /* value id of the model input; other ids are node indices */
@@ -73,6 +74,8 @@ int fz_layout_from_md(const dnnl_memory_desc_t *md, struct fz_act_layout *l, cha
  * direct otherwise; each tried first with the source in `src_hint`'s layout (where the value
  * already lives; may be NULL) so that no reorder is needed where a real kernel reads it. One function for both the boundary layouts and the groups, so they agree.
  */
+/* Pooling pads: left as the node says, right so the output size is floor((H + 2p - k) / s) + 1. */
+void fz_pool_pads(const struct fz_node *nd, dnnl_dims_t pl, dnnl_dims_t pr);
 dnnl_status_t fz_conv_pd_create(dnnl_primitive_desc_t *pd, const struct fz_node *nd, int n,
 				const dnnl_memory_desc_t *src_hint,
 				const_dnnl_primitive_attr_t attr, dnnl_engine_t eng);

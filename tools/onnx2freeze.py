@@ -8,11 +8,12 @@ the appliance.
 
 Reads opsets 11-17 (Debian's python3-onnx). Operators the engine runs today:
   Conv (group 1, dilation 1, a square kernel, equal strides, equal pads on every side),
-  BatchNormalization, Relu, Add, AveragePool (no padding), GlobalAveragePool,
+  BatchNormalization, Relu, Add, AveragePool (no padding), MaxPool (equal pads on every side),
+  GlobalAveragePool,
   Flatten or Reshape ahead of Gemm, Gemm (alpha = beta = 1) or MatMul + Add, and Pad or
   Identity nodes that change nothing (zero pads: PyTorch exports one before AveragePool).
 Anything else is refused with the node's name, its op type and why: grouped and depthwise
-convolutions, MaxPool and asymmetric padding are not in the engine yet.
+convolutions and asymmetric padding are not in the engine yet.
 The model takes one input of shape [N, C, H, W] fed with (pixels / 255 - mean) / std: give the
 mean and std the network was trained with (defaults 0 and 1: raw pixels / 255).
 """
@@ -229,7 +230,20 @@ def convert(model, mean, std, name, cache_points=None):
             pending_matmul[node.output[0]] = (x, wgt, node)
             continue
         if op == "MaxPool":
-            refuse(node, "max pooling is not in the engine yet")
+            x, (ic, ih, iw) = src(node)
+            k, st = a.get("kernel_shape"), a.get("strides", [1, 1])
+            pads = a.get("pads", [0, 0, 0, 0])
+            if a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1, 1])) or \
+                    len(node.output) > 1 and node.output[1]:
+                refuse(node, "max pooling with ceil_mode, dilation or indices")
+            if k[0] != k[1] or st[0] != st[1]:
+                refuse(node, f"kernel {k}, strides {st}: the engine pools square windows")
+            if len(set(pads)) != 1:
+                refuse(node, f"pads {pads}: asymmetric padding is not in the engine yet")
+            kk, s, p = int(k[0]), int(st[0]), int(pads[0])
+            emit(node, "maxpool", x, (ic, (ih + 2 * p - kk) // s + 1, (iw + 2 * p - kk) // s + 1),
+                 kernel=kk, stride=s, pad=p)
+            continue
         refuse(node, "not an operator the engine runs")
     if pending_matmul:
         n = next(iter(pending_matmul.values()))[2]

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """tools/onnx2freeze.py: small random PyTorch nets with every operator it imports (Conv with and
-without bias, BatchNormalization, Relu, Add, AveragePool, GlobalAveragePool, Flatten/Reshape,
-Gemm and MatMul + Add) go PyTorch -> ONNX -> Freeze and `freeze infer` gives PyTorch's logits
-within 1e-4; graphs it cannot run (MaxPool, grouped convolutions, asymmetric padding, unknown
-operators, a corrupt file) are refused with the node's name, its op type and why."""
+without bias, BatchNormalization, Relu, Add, AveragePool, MaxPool with padding,
+GlobalAveragePool, Flatten/Reshape, Gemm and MatMul + Add) go PyTorch -> ONNX -> Freeze and
+`freeze infer` gives PyTorch's logits within 1e-4; graphs it cannot run (MaxPool with ceil_mode,
+grouped convolutions, asymmetric padding, unknown operators, a corrupt file) are refused with the
+node's name, its op type and why."""
 import os
 import subprocess
 import sys
@@ -46,6 +47,7 @@ class Residual(nn.Module):
         self.b2 = nn.BatchNorm2d(8)  # after the add: stays a BatchNormalization node
         self.pool = nn.AvgPool2d(2)
         self.c3 = nn.Conv2d(8, 16, 5, stride=2, padding=2, bias=True)
+        self.mp = nn.MaxPool2d(3, stride=2, padding=1)
         self.head = head
         self.fc = nn.Linear(16, 10)
         for bn in (self.b1, self.b2):  # statistics that are not the identity
@@ -57,7 +59,7 @@ class Residual(nn.Module):
     def forward(self, x):
         y = torch.relu(self.b1(self.c1(x)))
         y = torch.relu(self.b2(y + self.c2(y)))
-        y = torch.relu(self.c3(self.pool(y)))
+        y = torch.relu(self.mp(self.c3(self.pool(y))))  # negative maxima: pads must not win
         y = nn.functional.adaptive_avg_pool2d(y, 1)
         if self.head == "gemm":
             return self.fc(torch.flatten(y, 1))
@@ -104,7 +106,7 @@ def test_logits(d):
             continue
         with open(os.path.join(out, "model.yaml")) as f:
             kinds = {l.split("kind: ")[1].split(",")[0] for l in f if "kind: " in l}
-        want = {"conv", "batchnorm", "relu", "add", "avgpool", "global_avgpool", "fc"}
+        want = {"conv", "batchnorm", "relu", "add", "avgpool", "maxpool", "global_avgpool", "fc"}
         check(want <= kinds, f"{head}/opset {opset}: every layer kind imported ({sorted(kinds)})")
         lg = os.path.join(d, f"{head}{opset}.logits")
         p = subprocess.run([FREEZE, "infer", "--model", os.path.join(out, "model.yaml"),
@@ -133,7 +135,8 @@ class Bad(nn.Module):
 
     def forward(self, x):
         y = self.c(x)
-        y = nn.functional.max_pool2d(y, 2) if self.what == "maxpool" else torch.sigmoid(y)
+        y = nn.functional.max_pool2d(y, 2, ceil_mode=True) if self.what == "maxpool" \
+            else torch.sigmoid(y)
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
 
 
@@ -161,7 +164,7 @@ def test_refused(d):
     for what in ("maxpool", "sigmoid"):
         path = os.path.join(d, f"bad-{what}.onnx")
         export(Bad(what), path, 13)
-        cases.append((what, path, {"maxpool": "(MaxPool): max pooling",
+        cases.append((what, path, {"maxpool": "(MaxPool): max pooling with ceil_mode",
                                    "sigmoid": "(Sigmoid): not an operator"}[what]))
     for what, group, pads, words in (("group", 2, [1, 1, 1, 1], "grouped convolution (group 2)"),
                                      ("asymmetric", 1, [1, 1, 0, 0], "asymmetric padding")):
