@@ -44,6 +44,7 @@ struct fz_layer {
 	struct fz_shape out; /* computed output shape (checked against `shape:` when given) */
 	/* conv, block */
 	int out_channels, kernel, stride, pad;
+	int groups; /* conv: groups of channels convolved apart (1; in channels = depthwise) */
 	bool bias; /* conv: has a "<name>.bias" tensor */
 	/* batchnorm (and the batchnorms inside a block) */
 	float eps;

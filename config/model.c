@@ -45,7 +45,7 @@ void fz_model_free(struct fz_model *m)
 #define LAYER_KEYS_COMMON "name", "kind", "shape"
 static const char *const *const layer_keys[FZ_LAYER__COUNT] = {
 	[FZ_LAYER_CONV] = (const char *const[]){LAYER_KEYS_COMMON, "input", "out_channels",
-						 "kernel", "stride", "pad", "bias", NULL},
+						 "kernel", "stride", "pad", "bias", "groups", NULL},
 	[FZ_LAYER_BATCHNORM] = (const char *const[]){LAYER_KEYS_COMMON, "input", "eps", NULL},
 	[FZ_LAYER_RELU] = (const char *const[]){LAYER_KEYS_COMMON, "input", NULL},
 	[FZ_LAYER_ADD] = (const char *const[]){LAYER_KEYS_COMMON, "inputs", NULL},
@@ -71,6 +71,7 @@ struct ldef {
 	const struct fz_ynode *inputs_node; /* add: the [a, b] sequence */
 	const struct fz_ynode *shape_node;  /* declared `shape:`, or NULL */
 	const struct fz_ynode *kernel_node;
+	const struct fz_ynode *groups_node;
 	struct fz_shape declared;
 	int in_file[2]; /* file index of each input layer, or FZ_INPUT_TENSOR */
 	int topo;       /* position in topological order */
@@ -283,10 +284,13 @@ static int parse_layer(struct loader *ld, int idx, const struct fz_ynode *map)
 		l->stride = 1;
 		l->pad = l->kernel / 2;
 		l->bias = false;
+		l->groups = 1;
 		if ((r = fz_ymap_int_pos(doc, map, "stride", FZ_Y_OPTIONAL, &l->stride)) ||
 		    (r = fz_ymap_int_min(doc, map, "pad", FZ_Y_OPTIONAL, 0, &l->pad)) ||
-		    (r = fz_ymap_bool(doc, map, "bias", FZ_Y_OPTIONAL, &l->bias)))
+		    (r = fz_ymap_bool(doc, map, "bias", FZ_Y_OPTIONAL, &l->bias)) ||
+		    (r = fz_ymap_int_pos(doc, map, "groups", FZ_Y_OPTIONAL, &l->groups)))
 			return r;
+		d->groups_node = fz_ymap_get(map, "groups");
 		break;
 	case FZ_LAYER_BLOCK:
 		if ((r = fz_ymap_int_pos(doc, map, "out_channels", FZ_Y_REQUIRED,
@@ -511,6 +515,11 @@ static int layer_shape(struct loader *ld, struct ldef *d)
 				       "layer '%s': kernel %d is larger than its input %dx%d "
 				       "(padded by %d)",
 				       l->name, k, in.h, in.w, pad);
+		if (conv && (in.c % l->groups || l->out_channels % l->groups))
+			return fz_yerr(doc, d->groups_node,
+				       "layer '%s': %d groups do not divide its %d input and %d output "
+				       "channels",
+				       l->name, l->groups, in.c, l->out_channels);
 		if (conv)
 			l->out.c = l->out_channels;
 		break;

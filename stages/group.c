@@ -486,7 +486,13 @@ static int build_node(struct fz_group *g, struct fz_plan *pl, struct vstate *vs,
 	case FZ_NODE_CONV: {
 		dnnl_memory_desc_t wmd, bmd, wplain;
 		dnnl_dims_t wd = {os.c, nd->in_shape.c, nd->kernel, nd->kernel}, bd = {os.c};
-		md_plain(&wplain, 4, wd);
+		const int ng = nd->groups > 1 ? nd->groups : 1;
+		dnnl_dims_t wdg = {ng, os.c / ng, nd->in_shape.c / ng, nd->kernel, nd->kernel};
+		/* the file's [oc, ic / g, k, k] is the plain G x OC/G x IC/G x K x K of a grouped one */
+		if (ng > 1)
+			FZ_DNNL(dnnl_memory_desc_init_by_tag(&wplain, 5, wdg, dnnl_f32, dnnl_abcde));
+		else
+			md_plain(&wplain, 4, wd);
 		md_plain(&bmd, 1, bd);
 		FZ_DNNL(dnnl_post_ops_create(&po));
 		if (nd->relu_pre)

@@ -131,7 +131,10 @@ dnnl_status_t fz_conv_pd_create(dnnl_primitive_desc_t *pd, const struct fz_node 
 	const struct fz_shape os = nd->out_shape, is = nd->in_shape;
 	dnnl_memory_desc_t s, w, d, bm, hint;
 	dnnl_dims_t sd = {n, is.c, is.h, is.w}, od = {n, os.c, os.h, os.w};
+	const int g = nd->groups > 1 ? nd->groups : 1;
+	/* grouped: G x OC/G x IC/G x K x K weights, which oneDNN takes as a grouped convolution */
 	dnnl_dims_t wd = {os.c, is.c, nd->kernel, nd->kernel}, bd = {os.c};
+	dnnl_dims_t wdg = {g, os.c / g, is.c / g, nd->kernel, nd->kernel};
 	dnnl_dims_t strides = {nd->stride, nd->stride}, pad = {nd->pad, nd->pad}, padr;
 	dnnl_status_t st;
 	/* right padding so that the output size matches floor((H + 2p - k)/s) + 1 */
@@ -139,7 +142,8 @@ dnnl_status_t fz_conv_pd_create(dnnl_primitive_desc_t *pd, const struct fz_node 
 		padr[k] = ((k ? os.w : os.h) - 1) * nd->stride + nd->kernel - (k ? is.w : is.h) -
 			  nd->pad;
 	if ((st = dnnl_memory_desc_init_by_tag(&s, 4, sd, dnnl_f32, dnnl_format_tag_any)) ||
-	    (st = dnnl_memory_desc_init_by_tag(&w, 4, wd, dnnl_f32, dnnl_format_tag_any)) ||
+	    (st = g > 1 ? dnnl_memory_desc_init_by_tag(&w, 5, wdg, dnnl_f32, dnnl_format_tag_any)
+			: dnnl_memory_desc_init_by_tag(&w, 4, wd, dnnl_f32, dnnl_format_tag_any)) ||
 	    (st = dnnl_memory_desc_init_by_tag(&d, 4, od, dnnl_f32, dnnl_format_tag_any)) ||
 	    (st = dnnl_memory_desc_init_by_tag(&bm, 1, bd, dnnl_f32, dnnl_a)))
 		return st;
@@ -149,7 +153,7 @@ dnnl_status_t fz_conv_pd_create(dnnl_primitive_desc_t *pd, const struct fz_node 
 	 * fewer multiplies for 3x3 stride-1 convolutions (perf/README). Then the direct
 	 * algorithm on the layout oneDNN asks for, or on the one the source already has when a
 	 * kernel as good reads it there (no reorder). */
-	if (nd->kernel == 3 && nd->stride == 1 && is.c >= 16 && winograd_on() &&
+	if (g == 1 && nd->kernel == 3 && nd->stride == 1 && is.c >= 16 && winograd_on() &&
 	    ((src_hint && conv_try(pd, dnnl_convolution_winograd, &hint, &w, &bm, &d, strides, pad,
 				   padr, attr, eng, true) == dnnl_success) ||
 	     conv_try(pd, dnnl_convolution_winograd, &s, &w, &bm, &d, strides, pad, padr, attr, eng,

@@ -73,9 +73,10 @@ static int value_of(const struct fz_net *net, int layer_idx)
 	return layer_idx == FZ_INPUT_TENSOR ? FZ_VALUE_INPUT : net->layer_node[layer_idx];
 }
 
-/* A convolution with `prefix`.weight [oc, ic, k, k] (and bias when `bias`). */
+/* A convolution with `prefix`.weight [oc, ic / groups, k, k] (and bias when `bias`). */
 static struct fz_node *lower_conv(struct lower *L, int layer, const char *prefix, int in_value,
-				  struct fz_shape in, int oc, int k, int stride, int pad, bool bias)
+				  struct fz_shape in, int oc, int k, int stride, int pad, bool bias,
+				  int groups)
 {
 	char name[FZ_NAME_MAX * 2 + 16];
 	struct fz_node *n = new_node(L, FZ_NODE_CONV, layer, prefix);
@@ -84,14 +85,16 @@ static struct fz_node *lower_conv(struct lower *L, int layer, const char *prefix
 	n->kernel = k;
 	n->stride = stride;
 	n->pad = pad;
+	n->groups = groups;
 	n->out_shape = (struct fz_shape){oc, (in.h + 2 * pad - k) / stride + 1,
 					 (in.w + 2 * pad - k) / stride + 1};
-	int64_t wd[4] = {oc, in.c, k, k};
+	const int icg = fz_conv_ic_per_group(n);
+	int64_t wd[4] = {oc, icg, k, k};
 	snprintf(name, sizeof(name), "%s.weight", prefix);
 	const float *w = tensor(L, name, 4, wd);
 	if (!w)
 		return NULL;
-	size_t wn = (size_t)oc * in.c * k * k;
+	size_t wn = (size_t)oc * icg * k * k;
 	n->w = malloc(wn * sizeof(float));
 	n->b = calloc(oc, sizeof(float));
 	if (!n->w || !n->b) {
@@ -142,7 +145,7 @@ static int fold_bn(struct lower *L, struct fz_node *n, const char *prefix, float
 	}
 	if ((rc = bn_params(L, prefix, oc, eps, scale, shift)) < 0)
 		goto out;
-	size_t per_oc = (size_t)n->in_shape.c * n->kernel * n->kernel;
+	size_t per_oc = (size_t)fz_conv_ic_per_group(n) * n->kernel * n->kernel;
 	for (int o = 0; o < oc; o++) {
 		for (size_t j = 0; j < per_oc; j++)
 			n->w[o * per_oc + j] *= scale[o];
@@ -169,7 +172,7 @@ static int lower_block(struct lower *L, int i, const struct fz_layer *ly)
 	int in = value_of(L->net, ly->inputs[0]);
 	int oc = ly->out_channels, s = ly->stride;
 	snprintf(p, sizeof(p), "%s.conv1", ly->name);
-	struct fz_node *c1 = lower_conv(L, i, p, in, ly->in, oc, 3, s, 1, false);
+	struct fz_node *c1 = lower_conv(L, i, p, in, ly->in, oc, 3, s, 1, false, 1);
 	snprintf(q, sizeof(q), "%s.bn1", ly->name);
 	if (!c1 || fold_bn(L, c1, q, ly->eps) < 0)
 		return -EINVAL;
@@ -178,14 +181,14 @@ static int lower_block(struct lower *L, int i, const struct fz_layer *ly)
 	int short_v = in;
 	if (s != 1 || ly->in.c != oc) {
 		snprintf(p, sizeof(p), "%s.down", ly->name);
-		struct fz_node *d = lower_conv(L, i, p, in, ly->in, oc, 1, s, 0, false);
+		struct fz_node *d = lower_conv(L, i, p, in, ly->in, oc, 1, s, 0, false, 1);
 		snprintf(q, sizeof(q), "%s.down_bn", ly->name);
 		if (!d || fold_bn(L, d, q, ly->eps) < 0)
 			return -EINVAL;
 		short_v = L->net->n_nodes - 1;
 	}
 	snprintf(p, sizeof(p), "%s.conv2", ly->name);
-	struct fz_node *c2 = lower_conv(L, i, p, c1v, c1->out_shape, oc, 3, 1, 1, false);
+	struct fz_node *c2 = lower_conv(L, i, p, c1v, c1->out_shape, oc, 3, 1, 1, false, 1);
 	snprintf(q, sizeof(q), "%s.bn2", ly->name);
 	if (!c2 || fold_bn(L, c2, q, ly->eps) < 0)
 		return -EINVAL;
@@ -208,7 +211,7 @@ static int lower_layer(struct lower *L, int i)
 	switch (ly->kind) {
 	case FZ_LAYER_CONV:
 		n = lower_conv(L, i, ly->name, in, ly->in, ly->out_channels, ly->kernel, ly->stride,
-			       ly->pad, ly->bias);
+			       ly->pad, ly->bias, ly->groups);
 		if (!n)
 			return -EINVAL;
 		break;
@@ -430,7 +433,8 @@ uint64_t fz_net_macs(const struct fz_net *net, int first, int last)
 			continue;
 		const struct fz_shape o = n->out_shape;
 		if (n->op == FZ_NODE_CONV)
-			macs += (uint64_t)o.c * o.h * o.w * n->in_shape.c * n->kernel * n->kernel;
+			macs += (uint64_t)o.c * o.h * o.w * fz_conv_ic_per_group(n) * n->kernel *
+				n->kernel;
 		else if (n->op == FZ_NODE_FC)
 			macs += (uint64_t)o.c * fz_shape_size(n->in_shape);
 	}

@@ -39,6 +39,7 @@ struct fz_node {
 	struct fz_shape in_shape, out_shape;
 	/* conv / pool */
 	int kernel, stride, pad;
+	int groups; /* conv: 0 or 1 = an ordinary convolution */
 	/* conv: folded weights OIHW and bias; post-ops in order: relu_pre, sum(sum_in), relu */
 	float *w, *b;
 	bool relu_pre;
@@ -74,6 +75,12 @@ int fz_layout_from_md(const dnnl_memory_desc_t *md, struct fz_act_layout *l, cha
  * direct otherwise; each tried first with the source in `src_hint`'s layout (where the value
  * already lives; may be NULL) so that no reorder is needed where a real kernel reads it. One function for both the boundary layouts and the groups, so they agree.
  */
+/* Input channels one output channel of a convolution reads (all of them, or its group's). */
+static inline int fz_conv_ic_per_group(const struct fz_node *n)
+{
+	return n->groups > 1 ? n->in_shape.c / n->groups : n->in_shape.c;
+}
+
 /* Pooling pads: left as the node says, right so the output size is floor((H + 2p - k) / s) + 1. */
 void fz_pool_pads(const struct fz_node *nd, dnnl_dims_t pl, dnnl_dims_t pr);
 dnnl_status_t fz_conv_pd_create(dnnl_primitive_desc_t *pd, const struct fz_node *nd, int n,

@@ -7,13 +7,14 @@ the appliance.
                        [--cache-points LAYER,...]
 
 Reads opsets 11-17 (Debian's python3-onnx). Operators the engine runs today:
-  Conv (group 1, dilation 1, a square kernel, equal strides, equal pads on every side),
+  Conv (grouped and depthwise too; dilation 1, a square kernel, equal strides, equal pads on
+  every side),
   BatchNormalization, Relu, Add, AveragePool (no padding), MaxPool (equal pads on every side),
   GlobalAveragePool,
   Flatten or Reshape ahead of Gemm, Gemm (alpha = beta = 1) or MatMul + Add, and Pad or
   Identity nodes that change nothing (zero pads: PyTorch exports one before AveragePool).
-Anything else is refused with the node's name, its op type and why: grouped and depthwise
-convolutions and asymmetric padding are not in the engine yet.
+Anything else is refused with the node's name, its op type and why: asymmetric padding is not in
+the engine yet.
 The model takes one input of shape [N, C, H, W] fed with (pixels / 255 - mean) / std: give the
 mean and std the network was trained with (defaults 0 and 1: raw pixels / 255).
 """
@@ -121,8 +122,10 @@ def convert(model, mean, std, name, cache_points=None):
             wgt = init.get(node.input[1])
             if wgt is None:
                 refuse(node, "its weights are not a constant initializer")
-            if a.get("group", 1) != 1:
-                refuse(node, f"grouped convolution (group {a['group']}): not in the engine yet")
+            grp = int(a.get("group", 1))
+            if ic % grp or wgt.shape[0] % grp:
+                refuse(node, f"{grp} groups do not divide {ic} input and {wgt.shape[0]} output "
+                             "channels")
             if any(d != 1 for d in a.get("dilations", [1, 1])):
                 refuse(node, f"dilation {a['dilations']}: the engine runs dilation 1 only")
             k = wgt.shape[2:]
@@ -136,13 +139,15 @@ def convert(model, mean, std, name, cache_points=None):
                 refuse(node, f"auto_pad {a['auto_pad']!r}: give explicit pads")
             if len(set(pads)) != 1:
                 refuse(node, f"pads {pads}: asymmetric padding is not in the engine yet")
-            if wgt.shape[1] != ic:
-                refuse(node, f"weights for {wgt.shape[1]} input channels, the input has {ic}")
+            if wgt.shape[1] * grp != ic:
+                refuse(node, f"weights for {wgt.shape[1]} input channels per group, the input "
+                             f"has {ic} in {grp} groups")
             oc, kk, s, p = int(wgt.shape[0]), int(k[0]), int(st[0]), int(pads[0])
             oh, ow = (ih + 2 * p - kk) // s + 1, (iw + 2 * p - kk) // s + 1
             bias = len(node.input) > 2 and node.input[2] in init
+            kw = {"groups": grp} if grp > 1 else {}
             ln = emit(node, "conv", x, (oc, oh, ow), out_channels=oc, kernel=kk, stride=s, pad=p,
-                      bias=bias)
+                      bias=bias, **kw)
             tensors[f"{ln}.weight"] = wgt
             if bias:
                 tensors[f"{ln}.bias"] = init[node.input[2]]

@@ -48,6 +48,9 @@ class Residual(nn.Module):
         self.pool = nn.AvgPool2d(2)
         self.c3 = nn.Conv2d(8, 16, 5, stride=2, padding=2, bias=True)
         self.mp = nn.MaxPool2d(3, stride=2, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)  # depthwise
+        self.b3 = nn.BatchNorm2d(16)
+        self.pw = nn.Conv2d(16, 16, 1)  # pointwise: a depthwise-separable pair
         self.head = head
         self.fc = nn.Linear(16, 10)
         for bn in (self.b1, self.b2):  # statistics that are not the identity
@@ -60,6 +63,7 @@ class Residual(nn.Module):
         y = torch.relu(self.b1(self.c1(x)))
         y = torch.relu(self.b2(y + self.c2(y)))
         y = torch.relu(self.mp(self.c3(self.pool(y))))  # negative maxima: pads must not win
+        y = torch.relu(self.pw(torch.relu(self.b3(self.dw(y)))))
         y = nn.functional.adaptive_avg_pool2d(y, 1)
         if self.head == "gemm":
             return self.fc(torch.flatten(y, 1))
@@ -144,7 +148,8 @@ def conv_graph(path, group, pads):
     """conv (group, pads) -> global pool -> flatten -> gemm, made with onnx.helper."""
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((4, 4 // group, 3, 3)).astype(np.float32), "w")
+    w = numpy_helper.from_array(rng.standard_normal((4, max(1, 4 // group), 3, 3)).astype(np.float32),
+                                "w")
     fw = numpy_helper.from_array(rng.standard_normal((10, 4)).astype(np.float32), "fw")
     fb = numpy_helper.from_array(np.zeros(10, np.float32), "fb")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="the_conv", group=group,
@@ -166,7 +171,7 @@ def test_refused(d):
         export(Bad(what), path, 13)
         cases.append((what, path, {"maxpool": "(MaxPool): max pooling with ceil_mode",
                                    "sigmoid": "(Sigmoid): not an operator"}[what]))
-    for what, group, pads, words in (("group", 2, [1, 1, 1, 1], "grouped convolution (group 2)"),
+    for what, group, pads, words in (("group", 3, [1, 1, 1, 1], "3 groups do not divide 4"),
                                      ("asymmetric", 1, [1, 1, 0, 0], "asymmetric padding")):
         path = os.path.join(d, f"bad-{what}.onnx")
         conv_graph(path, group, pads)
