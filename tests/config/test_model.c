@@ -215,6 +215,28 @@ static void test_add_of_input_twice(void **state)
 
 /* ---- errors ---- */
 
+/* grouped convolutions and max pooling: shapes, and the errors that name where */
+static void test_groups_and_maxpool(void **state)
+{
+	(void)state;
+	char err[512];
+	const char *ok = HEAD "  - {name: c, kind: conv, input: x, out_channels: 6, kernel: 3, "
+			      "groups: 3}\n"
+			      "  - {name: p, kind: maxpool, input: c, kernel: 3, stride: 2, pad: 1}\n"
+			      "output: p\n";
+	struct fz_model *m = fz_model_parse("dir/m.yaml", ok, strlen(ok), err, sizeof(err));
+	assert_non_null(m);
+	assert_int_equal(m->layers[0].groups, 3);
+	check_shape(m->layers[1].out, 6, 4, 4);
+	fz_model_free(m);
+	REFUSED(HEAD "  - {name: c, kind: conv, input: x, out_channels: 6, kernel: 3, groups: 2}\n"
+		     "output: c\n",
+		"dir/m.yaml:5:", "2 groups do not divide its 3 input and 6 output channels");
+	REFUSED(HEAD "  - {name: p, kind: maxpool, input: x, kernel: 2, pad: 2}\n"
+		     "output: p\n",
+		"dir/m.yaml:5:", "expected a pad below the kernel (2), found 2");
+}
+
 static void test_err_unknown_layer_kind(void **state)
 {
 	(void)state;
@@ -486,6 +508,7 @@ int main(void)
 		cmocka_unit_test(test_relative_weights_without_dir),
 		cmocka_unit_test(test_topological_sort_stable),
 		cmocka_unit_test(test_add_of_input_twice),
+		cmocka_unit_test(test_groups_and_maxpool),
 		cmocka_unit_test(test_err_unknown_layer_kind),
 		cmocka_unit_test(test_err_missing_layer_field),
 		cmocka_unit_test(test_err_missing_top_field),
