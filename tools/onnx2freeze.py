@@ -284,7 +284,7 @@ def convert(model, mean, std, name, cache_points=None):
             raise Refused(f"cache point '{p}': no such layer (layers: {', '.join(sorted(names))})")
     cc = ["# cache points of the imported model: after each residual block unless given",
           "# (tools/onnx2freeze.py --cache-points); k-means caches, calibrated by `freeze calibrate`",
-          "defaults: {kind: kmeans, key: {grid: 2, dims: 0, l2: true}, size: 256}",
+          "defaults: {kind: kmeans, key: {grid: 2, dims: 64, l2: true}, size: 256}",
           "caches:"] + [f"  - {{layer: {p}}}" for p in points]
     return "\n".join(y) + "\n", tensors, "\n".join(cc) + "\n" if points else None
 
