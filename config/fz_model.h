@@ -45,6 +45,9 @@ struct fz_layer {
 	/* conv, block */
 	int out_channels, kernel, stride, pad;
 	int groups; /* conv: groups of channels convolved apart (1; in channels = depthwise) */
+	/* conv, maxpool: padding top, left, bottom, right (`pad` sets all four; `pads` as ONNX's
+	 * [top, left, bottom, right]) */
+	int pads[4];
 	bool bias; /* conv: has a "<name>.bias" tensor */
 	/* batchnorm (and the batchnorms inside a block) */
 	float eps;

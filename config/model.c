@@ -45,7 +45,8 @@ void fz_model_free(struct fz_model *m)
 #define LAYER_KEYS_COMMON "name", "kind", "shape"
 static const char *const *const layer_keys[FZ_LAYER__COUNT] = {
 	[FZ_LAYER_CONV] = (const char *const[]){LAYER_KEYS_COMMON, "input", "out_channels",
-						 "kernel", "stride", "pad", "bias", "groups", NULL},
+						 "kernel", "stride", "pad", "pads", "bias", "groups",
+						 NULL},
 	[FZ_LAYER_BATCHNORM] = (const char *const[]){LAYER_KEYS_COMMON, "input", "eps", NULL},
 	[FZ_LAYER_RELU] = (const char *const[]){LAYER_KEYS_COMMON, "input", NULL},
 	[FZ_LAYER_ADD] = (const char *const[]){LAYER_KEYS_COMMON, "inputs", NULL},
@@ -56,7 +57,7 @@ static const char *const *const layer_keys[FZ_LAYER__COUNT] = {
 	[FZ_LAYER_BLOCK] = (const char *const[]){LAYER_KEYS_COMMON, "input", "out_channels",
 						  "stride", "eps", NULL},
 	[FZ_LAYER_MAXPOOL] = (const char *const[]){LAYER_KEYS_COMMON, "input", "kernel", "stride",
-						    "pad", NULL},
+						    "pad", "pads", NULL},
 };
 
 static const char *const top_keys[] = {"name", "weights", "input", "layers", "output", NULL};
@@ -194,6 +195,29 @@ static int parse_input(struct loader *ld, const struct fz_ynode *map)
 	return 0;
 }
 
+/* `pads: [top, left, bottom, right]` (when given; `pad` must not be) over *pads. */
+static int parse_pads(struct fz_ydoc *doc, const struct fz_ynode *map, int kernel, int *pads)
+{
+	const struct fz_ynode *v = fz_ymap_get(map, "pads");
+	int p[4];
+	size_t n = 0;
+	if (!v)
+		return 0;
+	if (fz_ymap_get(map, "pad"))
+		return fz_yerr(doc, v, "give 'pad' or 'pads', not both");
+	int r = fz_ynode_int_list(doc, v, p, 4, &n);
+	if (r)
+		return r;
+	if (n != 4)
+		return fz_yerr(doc, v, "expected [top, left, bottom, right], found %zu values", n);
+	for (int i = 0; i < 4; i++)
+		if (p[i] < 0 || p[i] >= kernel)
+			return fz_yerr(doc, v, "expected pads in 0..%d (below the kernel), found %d",
+				       kernel - 1, p[i]);
+	memcpy(pads, p, sizeof(p));
+	return 0;
+}
+
 static int parse_kind(struct fz_ydoc *doc, const struct fz_ynode *node, enum fz_layer_kind *out)
 {
 	char kind[FZ_NAME_MAX];
@@ -291,6 +315,10 @@ static int parse_layer(struct loader *ld, int idx, const struct fz_ynode *map)
 		    (r = fz_ymap_int_pos(doc, map, "groups", FZ_Y_OPTIONAL, &l->groups)))
 			return r;
 		d->groups_node = fz_ymap_get(map, "groups");
+		for (int i = 0; i < 4; i++)
+			l->pads[i] = l->pad;
+		if ((r = parse_pads(doc, map, l->kernel, l->pads)))
+			return r;
 		break;
 	case FZ_LAYER_BLOCK:
 		if ((r = fz_ymap_int_pos(doc, map, "out_channels", FZ_Y_REQUIRED,
@@ -325,6 +353,10 @@ static int parse_layer(struct loader *ld, int idx, const struct fz_ynode *map)
 			return fz_yerr(doc, fz_ymap_get(map, "pad"),
 				       "expected a pad below the kernel (%d), found %d", l->pool_kernel,
 				       l->pool_pad);
+		for (int i = 0; i < 4; i++)
+			l->pads[i] = l->pool_pad;
+		if (l->kind == FZ_LAYER_MAXPOOL && (r = parse_pads(doc, map, l->pool_kernel, l->pads)))
+			return r;
 		break;
 	case FZ_LAYER_FC:
 		if ((r = fz_ymap_int_pos(doc, map, "out_features", FZ_Y_REQUIRED,
@@ -508,8 +540,12 @@ static int layer_shape(struct loader *ld, struct ldef *d)
 		bool conv = l->kind == FZ_LAYER_CONV;
 		int k = conv ? l->kernel : l->pool_kernel, s = conv ? l->stride : l->pool_stride;
 		int pad = conv ? l->pad : l->pool_pad;
-		oh = window_out(in.h, k, s, pad);
-		ow = window_out(in.w, k, s, pad);
+		const bool padded = l->kind != FZ_LAYER_AVGPOOL;
+		/* window_out pads both sides by its argument: the two sides' sum, halved */
+		oh = padded ? window_out(in.h + l->pads[0] + l->pads[2] - 2 * pad, k, s, pad)
+			    : window_out(in.h, k, s, 0);
+		ow = padded ? window_out(in.w + l->pads[1] + l->pads[3] - 2 * pad, k, s, pad)
+			    : window_out(in.w, k, s, 0);
 		if (oh == 0 || ow == 0)
 			return fz_yerr(doc, d->kernel_node,
 				       "layer '%s': kernel %d is larger than its input %dx%d "

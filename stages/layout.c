@@ -116,9 +116,11 @@ void fz_pool_pads(const struct fz_node *nd, dnnl_dims_t pl, dnnl_dims_t pr)
 {
 	const struct fz_shape os = nd->out_shape, is = nd->in_shape;
 	/* left pad as given; right pad so that the output is floor((H + 2p - k) / s) + 1 */
-	pl[0] = pl[1] = nd->pad;
-	pr[0] = (os.h - 1) * nd->stride + nd->kernel - is.h - nd->pad;
-	pr[1] = (os.w - 1) * nd->stride + nd->kernel - is.w - nd->pad;
+	const bool own = nd->op == FZ_NODE_MAXPOOL; /* avg/global pools: nd->pad (0) both sides */
+	pl[0] = own ? nd->pad_t : nd->pad;
+	pl[1] = own ? nd->pad_l : nd->pad;
+	pr[0] = (os.h - 1) * nd->stride + nd->kernel - is.h - pl[0];
+	pr[1] = (os.w - 1) * nd->stride + nd->kernel - is.w - pl[1];
 	for (int k = 0; k < 2; k++)
 		if (pr[k] < 0)
 			pr[k] = 0;
@@ -135,12 +137,12 @@ dnnl_status_t fz_conv_pd_create(dnnl_primitive_desc_t *pd, const struct fz_node 
 	/* grouped: G x OC/G x IC/G x K x K weights, which oneDNN takes as a grouped convolution */
 	dnnl_dims_t wd = {os.c, is.c, nd->kernel, nd->kernel}, bd = {os.c};
 	dnnl_dims_t wdg = {g, os.c / g, is.c / g, nd->kernel, nd->kernel};
-	dnnl_dims_t strides = {nd->stride, nd->stride}, pad = {nd->pad, nd->pad}, padr;
+	dnnl_dims_t strides = {nd->stride, nd->stride}, pad = {nd->pad_t, nd->pad_l}, padr;
 	dnnl_status_t st;
-	/* right padding so that the output size matches floor((H + 2p - k)/s) + 1 */
+	/* right padding so that the output size matches floor((H + top + bottom - k)/s) + 1 */
 	for (int k = 0; k < 2; k++)
 		padr[k] = ((k ? os.w : os.h) - 1) * nd->stride + nd->kernel - (k ? is.w : is.h) -
-			  nd->pad;
+			  pad[k];
 	if ((st = dnnl_memory_desc_init_by_tag(&s, 4, sd, dnnl_f32, dnnl_format_tag_any)) ||
 	    (st = g > 1 ? dnnl_memory_desc_init_by_tag(&w, 5, wdg, dnnl_f32, dnnl_format_tag_any)
 			: dnnl_memory_desc_init_by_tag(&w, 4, wd, dnnl_f32, dnnl_format_tag_any)) ||

@@ -75,8 +75,8 @@ static int value_of(const struct fz_net *net, int layer_idx)
 
 /* A convolution with `prefix`.weight [oc, ic / groups, k, k] (and bias when `bias`). */
 static struct fz_node *lower_conv(struct lower *L, int layer, const char *prefix, int in_value,
-				  struct fz_shape in, int oc, int k, int stride, int pad, bool bias,
-				  int groups)
+				  struct fz_shape in, int oc, int k, int stride, const int *pads,
+				  bool bias, int groups)
 {
 	char name[FZ_NAME_MAX * 2 + 16];
 	struct fz_node *n = new_node(L, FZ_NODE_CONV, layer, prefix);
@@ -84,10 +84,11 @@ static struct fz_node *lower_conv(struct lower *L, int layer, const char *prefix
 	n->in_shape = in;
 	n->kernel = k;
 	n->stride = stride;
-	n->pad = pad;
+	n->pad = pads[0];
+	n->pad_t = pads[0], n->pad_l = pads[1];
 	n->groups = groups;
-	n->out_shape = (struct fz_shape){oc, (in.h + 2 * pad - k) / stride + 1,
-					 (in.w + 2 * pad - k) / stride + 1};
+	n->out_shape = (struct fz_shape){oc, (in.h + pads[0] + pads[2] - k) / stride + 1,
+					 (in.w + pads[1] + pads[3] - k) / stride + 1};
 	const int icg = fz_conv_ic_per_group(n);
 	int64_t wd[4] = {oc, icg, k, k};
 	snprintf(name, sizeof(name), "%s.weight", prefix);
@@ -172,7 +173,8 @@ static int lower_block(struct lower *L, int i, const struct fz_layer *ly)
 	int in = value_of(L->net, ly->inputs[0]);
 	int oc = ly->out_channels, s = ly->stride;
 	snprintf(p, sizeof(p), "%s.conv1", ly->name);
-	struct fz_node *c1 = lower_conv(L, i, p, in, ly->in, oc, 3, s, 1, false, 1);
+	static const int one[4] = {1, 1, 1, 1}, zero[4] = {0, 0, 0, 0};
+	struct fz_node *c1 = lower_conv(L, i, p, in, ly->in, oc, 3, s, one, false, 1);
 	snprintf(q, sizeof(q), "%s.bn1", ly->name);
 	if (!c1 || fold_bn(L, c1, q, ly->eps) < 0)
 		return -EINVAL;
@@ -181,14 +183,14 @@ static int lower_block(struct lower *L, int i, const struct fz_layer *ly)
 	int short_v = in;
 	if (s != 1 || ly->in.c != oc) {
 		snprintf(p, sizeof(p), "%s.down", ly->name);
-		struct fz_node *d = lower_conv(L, i, p, in, ly->in, oc, 1, s, 0, false, 1);
+		struct fz_node *d = lower_conv(L, i, p, in, ly->in, oc, 1, s, zero, false, 1);
 		snprintf(q, sizeof(q), "%s.down_bn", ly->name);
 		if (!d || fold_bn(L, d, q, ly->eps) < 0)
 			return -EINVAL;
 		short_v = L->net->n_nodes - 1;
 	}
 	snprintf(p, sizeof(p), "%s.conv2", ly->name);
-	struct fz_node *c2 = lower_conv(L, i, p, c1v, c1->out_shape, oc, 3, 1, 1, false, 1);
+	struct fz_node *c2 = lower_conv(L, i, p, c1v, c1->out_shape, oc, 3, 1, one, false, 1);
 	snprintf(q, sizeof(q), "%s.bn2", ly->name);
 	if (!c2 || fold_bn(L, c2, q, ly->eps) < 0)
 		return -EINVAL;
@@ -211,7 +213,7 @@ static int lower_layer(struct lower *L, int i)
 	switch (ly->kind) {
 	case FZ_LAYER_CONV:
 		n = lower_conv(L, i, ly->name, in, ly->in, ly->out_channels, ly->kernel, ly->stride,
-			       ly->pad, ly->bias, ly->groups);
+			       ly->pads, ly->bias, ly->groups);
 		if (!n)
 			return -EINVAL;
 		break;
@@ -275,6 +277,7 @@ static int lower_layer(struct lower *L, int i)
 		n->kernel = ly->pool_kernel;
 		n->stride = ly->pool_stride;
 		n->pad = ly->pool_pad;
+		n->pad_t = ly->pads[0], n->pad_l = ly->pads[1];
 		break;
 	case FZ_LAYER_FC: {
 		n = new_node(L, FZ_NODE_FC, i, ly->name);

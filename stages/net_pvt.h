@@ -40,6 +40,8 @@ struct fz_node {
 	/* conv / pool */
 	int kernel, stride, pad;
 	int groups; /* conv: 0 or 1 = an ordinary convolution */
+	int pad_t, pad_l; /* conv, maxpool: top and left padding (bottom and right follow from
+			   * the output shape) */
 	/* conv: folded weights OIHW and bias; post-ops in order: relu_pre, sum(sum_in), relu */
 	float *w, *b;
 	bool relu_pre;

@@ -7,14 +7,12 @@ the appliance.
                        [--cache-points LAYER,...]
 
 Reads opsets 11-17 (Debian's python3-onnx). Operators the engine runs today:
-  Conv (grouped and depthwise too; dilation 1, a square kernel, equal strides, equal pads on
-  every side),
-  BatchNormalization, Relu, Add, AveragePool (no padding), MaxPool (equal pads on every side),
+  Conv (grouped and depthwise too; dilation 1, a square kernel, equal strides, any pads),
+  BatchNormalization, Relu, Add, AveragePool (no padding), MaxPool (any pads),
   GlobalAveragePool,
   Flatten or Reshape ahead of Gemm, Gemm (alpha = beta = 1) or MatMul + Add, and Pad or
   Identity nodes that change nothing (zero pads: PyTorch exports one before AveragePool).
-Anything else is refused with the node's name, its op type and why: asymmetric padding is not in
-the engine yet.
+Anything else is refused with the node's name, its op type and why.
 The model takes one input of shape [N, C, H, W] fed with (pixels / 255 - mean) / std: give the
 mean and std the network was trained with (defaults 0 and 1: raw pixels / 255).
 """
@@ -137,16 +135,19 @@ def convert(model, mean, std, name, cache_points=None):
             pads = a.get("pads", [0, 0, 0, 0])
             if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
                 refuse(node, f"auto_pad {a['auto_pad']!r}: give explicit pads")
-            if len(set(pads)) != 1:
-                refuse(node, f"pads {pads}: asymmetric padding is not in the engine yet")
+            if any(p < 0 or p >= k[0] for p in pads):
+                refuse(node, f"pads {pads}: each below the kernel ({k[0]}) and not negative")
             if wgt.shape[1] * grp != ic:
                 refuse(node, f"weights for {wgt.shape[1]} input channels per group, the input "
                              f"has {ic} in {grp} groups")
             oc, kk, s, p = int(wgt.shape[0]), int(k[0]), int(st[0]), int(pads[0])
-            oh, ow = (ih + 2 * p - kk) // s + 1, (iw + 2 * p - kk) // s + 1
+            oh = (ih + pads[0] + pads[2] - kk) // s + 1
+            ow = (iw + pads[1] + pads[3] - kk) // s + 1
             bias = len(node.input) > 2 and node.input[2] in init
             kw = {"groups": grp} if grp > 1 else {}
-            ln = emit(node, "conv", x, (oc, oh, ow), out_channels=oc, kernel=kk, stride=s, pad=p,
+            # ONNX's [top, left, bottom, right]; one `pad` when all four are equal
+            kw.update({"pad": p} if len(set(pads)) == 1 else {"pads": [int(x) for x in pads]})
+            ln = emit(node, "conv", x, (oc, oh, ow), out_channels=oc, kernel=kk, stride=s,
                       bias=bias, **kw)
             tensors[f"{ln}.weight"] = wgt
             if bias:
@@ -243,11 +244,13 @@ def convert(model, mean, std, name, cache_points=None):
                 refuse(node, "max pooling with ceil_mode, dilation or indices")
             if k[0] != k[1] or st[0] != st[1]:
                 refuse(node, f"kernel {k}, strides {st}: the engine pools square windows")
-            if len(set(pads)) != 1:
-                refuse(node, f"pads {pads}: asymmetric padding is not in the engine yet")
-            kk, s, p = int(k[0]), int(st[0]), int(pads[0])
-            emit(node, "maxpool", x, (ic, (ih + 2 * p - kk) // s + 1, (iw + 2 * p - kk) // s + 1),
-                 kernel=kk, stride=s, pad=p)
+            if any(p < 0 or p >= k[0] for p in pads):
+                refuse(node, f"pads {pads}: each below the kernel ({k[0]}) and not negative")
+            kk, s = int(k[0]), int(st[0])
+            kw = {"pad": int(pads[0])} if len(set(pads)) == 1 else {"pads": [int(x) for x in pads]}
+            emit(node, "maxpool", x, (ic, (ih + pads[0] + pads[2] - kk) // s + 1,
+                                      (iw + pads[1] + pads[3] - kk) // s + 1),
+                 kernel=kk, stride=s, **kw)
             continue
         refuse(node, "not an operator the engine runs")
     if pending_matmul:

@@ -235,6 +235,20 @@ static void test_groups_and_maxpool(void **state)
 	REFUSED(HEAD "  - {name: p, kind: maxpool, input: x, kernel: 2, pad: 2}\n"
 		     "output: p\n",
 		"dir/m.yaml:5:", "expected a pad below the kernel (2), found 2");
+	/* ONNX-style pads [top, left, bottom, right] */
+	const char *asym = HEAD "  - {name: c, kind: conv, input: x, out_channels: 4, kernel: 3, "
+				"stride: 2, pads: [2, 0, 1, 2]}\n"
+				"output: c\n";
+	m = fz_model_parse("dir/m.yaml", asym, strlen(asym), err, sizeof(err));
+	assert_non_null(m);
+	check_shape(m->layers[0].out, 4, 5, 4); /* (8 + 3 - 3) / 2 + 1, (8 + 2 - 3) / 2 + 1 */
+	fz_model_free(m);
+	REFUSED(HEAD "  - {name: c, kind: conv, input: x, out_channels: 4, kernel: 3, pad: 1, "
+		     "pads: [1, 1, 1, 1]}\noutput: c\n",
+		"dir/m.yaml:5:", "give 'pad' or 'pads', not both");
+	REFUSED(HEAD "  - {name: c, kind: conv, input: x, out_channels: 4, kernel: 3, pads: [1, 1]}\n"
+		     "output: c\n",
+		"dir/m.yaml:5:", "expected [top, left, bottom, right], found 2 values");
 }
 
 static void test_err_unknown_layer_kind(void **state)

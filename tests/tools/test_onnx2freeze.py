@@ -144,7 +144,7 @@ class Bad(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
 
 
-def conv_graph(path, group, pads):
+def conv_graph(path, group, pads, dil=1):
     """conv (group, pads) -> global pool -> flatten -> gemm, made with onnx.helper."""
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(0)
@@ -153,7 +153,7 @@ def conv_graph(path, group, pads):
     fw = numpy_helper.from_array(rng.standard_normal((10, 4)).astype(np.float32), "fw")
     fb = numpy_helper.from_array(np.zeros(10, np.float32), "fb")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="the_conv", group=group,
-                              kernel_shape=[3, 3], pads=pads),
+                              kernel_shape=[3, 3], pads=pads, dilations=[dil, dil]),
              helper.make_node("GlobalAveragePool", ["c"], ["p"], name="gap"),
              helper.make_node("Flatten", ["p"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="head", transB=1)]
@@ -164,6 +164,57 @@ def conv_graph(path, group, pads):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
 
 
+def test_asymmetric_pads(d):
+    """ONNX pads [top, left, bottom, right] that differ, on a conv and a max pool (a graph made
+    with onnx.helper): freeze infer against the same arithmetic in PyTorch (explicit F.pad)."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    fw = rng.standard_normal((10, 4)).astype(np.float32)
+    fb = rng.standard_normal(10).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3],
+                              pads=[2, 0, 1, 2], strides=[2, 2]),
+             helper.make_node("MaxPool", ["c"], ["m"], name="pool", kernel_shape=[3, 3],
+                              pads=[0, 1, 2, 0], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["m"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="head", transB=1)]
+    g = helper.make_graph(nodes, "asym", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         [1, 1, 28, 28])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                          initializer=[numpy_helper.from_array(w, "w"),
+                                       numpy_helper.from_array(b, "b"),
+                                       numpy_helper.from_array(fw, "fw"),
+                                       numpy_helper.from_array(fb, "fb")])
+    path = os.path.join(d, "asym.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    out = os.path.join(d, "asym")
+    r = import_(path, out)
+    check(r.returncode == 0, f"asymmetric pads: imported ({r.stderr.strip()[:300]})")
+    if r.returncode:
+        return
+    im = images(32, 2)
+    idx = os.path.join(d, "asym-idx3-ubyte")
+    write_idx(idx, im)
+    lg = os.path.join(d, "asym.logits")
+    p = subprocess.run([FREEZE, "infer", "--model", os.path.join(out, "model.yaml"), "--images",
+                        idx, "--logits", lg], capture_output=True, text=True)
+    check(p.returncode == 0, f"asymmetric pads: freeze infer runs ({p.stderr.strip()[:300]})")
+    if p.returncode:
+        return
+    x = torch.from_numpy((im.astype(np.float32) / 255 - MEAN) / STD).unsqueeze(1)
+    F = nn.functional
+    with torch.no_grad():  # F.pad takes (left, right, top, bottom)
+        c = F.conv2d(F.pad(x, (0, 2, 2, 1)), torch.from_numpy(w), torch.from_numpy(b), stride=2)
+        m = F.max_pool2d(F.pad(c, (1, 0, 0, 2), value=float("-inf")), 3, stride=2)
+        ref = (F.adaptive_avg_pool2d(m, 1).flatten(1) @ torch.from_numpy(fw).t() +
+               torch.from_numpy(fb)).numpy()
+    got = np.loadtxt(lg, ndmin=2)
+    err = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
+    check(err <= 1e-4, f"asymmetric pads: logits within 1e-4 of PyTorch's (max error {err:.2e})")
+
+
 def test_refused(d):
     cases = []
     for what in ("maxpool", "sigmoid"):
@@ -171,15 +222,16 @@ def test_refused(d):
         export(Bad(what), path, 13)
         cases.append((what, path, {"maxpool": "(MaxPool): max pooling with ceil_mode",
                                    "sigmoid": "(Sigmoid): not an operator"}[what]))
-    for what, group, pads, words in (("group", 3, [1, 1, 1, 1], "3 groups do not divide 4"),
-                                     ("asymmetric", 1, [1, 1, 0, 0], "asymmetric padding")):
+    for what, group, pads, dil, words in (
+            ("group", 3, [1, 1, 1, 1], 1, "3 groups do not divide 4"),
+            ("dilation", 1, [1, 1, 1, 1], 2, "dilation [2, 2]: the engine runs dilation 1 only")):
         path = os.path.join(d, f"bad-{what}.onnx")
-        conv_graph(path, group, pads)
+        conv_graph(path, group, pads, dil)
         cases.append((what, path, words))
     for what, path, words in cases:
         r = import_(path, os.path.join(d, f"bad-{what}"))
         msg = r.stderr.strip()
-        named = "node 'the_conv' (Conv): " in msg if what in ("group", "asymmetric") else True
+        named = "node 'the_conv' (Conv): " in msg if what in ("group", "dilation") else True
         check(r.returncode == 1 and "refused: node '" in msg and words in msg and named,
               f"refused: {what}: {msg[:200]}")
         check(not os.path.exists(os.path.join(d, f"bad-{what}", "model.yaml")),
@@ -196,7 +248,7 @@ def main():
         print(f"SKIP: no {FREEZE}")
         sys.exit(77)
     d = tempfile.mkdtemp(prefix="fz-onnx-")
-    for t in (test_logits, test_refused):
+    for t in (test_logits, test_asymmetric_pads, test_refused):
         print(f"== {t.__name__}", flush=True)
         try:
             t(d)
