@@ -205,7 +205,7 @@ def main(argv=None):
         for row in rows:
             w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
     res = {"radius": radius, "min_confidence": min_conf, "exit_min_confidence": exit_conf,
-           "cache": a.cache, "freqs": a.freqs, "target": a.target,
+           "cache": os.path.relpath(a.cache, os.path.dirname(prefix)), "freqs": a.freqs, "target": a.target,
            "key_dim": int(ko.shape[1]),
            "rule": "the (min_confidence, radius) answering most perturbed copies such that the 95% "
                    "Wilson upper bounds of the share of wrong answers among perturbed copies "

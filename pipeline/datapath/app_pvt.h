@@ -210,6 +210,16 @@ struct fz_app {
 
 extern struct fz_app fz_app;
 
+/* A request done with goes back to the pool (through the calling lcore's cache); paired with
+ * RX's increment of in_flight when it took it. */
+static inline void fz_req_free(struct fz_req *rq)
+{
+	rq->keys = NULL;
+	rq->shadow = 0;
+	rte_mempool_put(fz_app.reqs, rq);
+	atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+}
+
 int fz_lcore_rx(void *arg);
 int fz_lcore_stage(void *arg);
 int fz_lcore_tx(void *arg);

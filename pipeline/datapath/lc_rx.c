@@ -151,9 +151,7 @@ static void front_run(struct fz_req *rq)
 /* A leader back from TX, done with: to the pool (TX's release, done here instead). */
 static void front_release(struct fz_req *rq)
 {
-	rq->keys = NULL;
-	rte_mempool_put(fz_app.reqs, rq);
-	atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+	fz_req_free(rq);
 }
 
 /* Answered leaders from TX: the front tables learn, their followers are answered or run.

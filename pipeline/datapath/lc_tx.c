@@ -37,11 +37,7 @@ static void release(struct fz_req *rq)
 	 * ring has room for every request */
 	if ((rq->front & FZ_FRONT_F_LEADER) && rte_ring_sp_enqueue(fz_app.learn_ring, rq) == 0)
 		return;
-	rq->keys = NULL;
-	/* into TX's per-lcore cache; past its flush threshold the cache goes back to the pool */
-	rte_mempool_put(fz_app.reqs, rq);
-	/* paired with RX's increment in req_take() */
-	atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+	fz_req_free(rq);
 }
 
 int fz_lcore_tx(void *arg)

@@ -141,9 +141,7 @@ void fz_verify_lookup(void *arg, int cache, const struct fz_cascade_row *rows,
 
 void fz_verify_release(struct fz_req *rq)
 {
-	rq->shadow = 0;
-	rte_mempool_put(fz_app.reqs, rq);
-	atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+	fz_req_free(rq);
 }
 
 static void publish(int i, struct fz_cache *c)
@@ -192,10 +190,10 @@ void fz_verify_done(struct fz_req *rq, int full_label, const struct fz_cache_set
 					 fz_app.verify_pub[i].forgotten + 1, __ATOMIC_RELAXED);
 		__atomic_store_n(&fz_app.verify_pub[i].checked, fz_app.verify_pub[i].checked + 1,
 				 __ATOMIC_RELAXED);
-		if (++V.since[i] < (unsigned)fz_app.cfg.verify.every) {
-			publish(i, c);
+		/* the guard and the published numbers (each a scan of the window) every
+		 * verify.every samples of the point */
+		if (++V.since[i] < (unsigned)fz_app.cfg.verify.every)
 			continue;
-		}
 		V.since[i] = 0;
 		/* a point calibration switched off (no payoff) stays off: the guard only keeps
 		 * the agreement of points that answer */

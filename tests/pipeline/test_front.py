@@ -16,6 +16,7 @@ import appliance_util as U  # noqa: E402
 
 sys.path.insert(0, os.path.join(U.SRC, "tools"))
 import fmnist  # noqa: E402
+import workloads  # noqa: E402
 from workloads import shift  # noqa: E402
 
 FAILS = []
@@ -32,11 +33,8 @@ def check(cond, what):
 
 
 def write_idx(prefix, images, labels):
-    with open(prefix + "-images-idx3-ubyte", "wb") as f:
-        f.write(bytes([0, 0, 8, 3]) + b"".join(int(x).to_bytes(4, "big") for x in images.shape))
-        f.write(images.astype(np.uint8).tobytes())
-    with open(prefix + "-labels-idx1-ubyte", "wb") as f:
-        f.write(bytes([0, 0, 8, 1]) + len(labels).to_bytes(4, "big") + labels.astype(np.uint8).tobytes())
+    workloads.write_idx(prefix + "-images-idx3-ubyte", images)
+    workloads.write_idx(prefix + "-labels-idx1-ubyte", labels)
     return prefix + "-images-idx3-ubyte", prefix + "-labels-idx1-ubyte"
 
 

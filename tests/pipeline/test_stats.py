@@ -101,13 +101,8 @@ def main():
     fl = val(samples, "freeze_requests_in_flight")
     check(req_n == n and None not in (ok, er, dr, fl) and ok + er + dr + fl == req_n,
           f"prometheus: requests {req_n} = answered {ok}+{er} + dropped {dr} + in flight {fl}")
-    layers = sorted({dict(k[1])["layer"] for k in samples if k[0] == "freeze_cache_lookups_total"},
-                    key=lambda l: U.layer_index(l) if hasattr(U, "layer_index") else l)
+    layers = sorted({dict(k[1])["layer"] for k in samples if k[0] == "freeze_cache_lookups_total"})
     check(len(layers) > 0, f"prometheus: per cache point metrics ({len(layers)} points)")
-    for l in layers:
-        lk, h, m = (val(samples, f"freeze_cache_{k}_total", layer=l) for k in ("lookups", "hits", "misses"))
-        if lk != h + m:
-            check(False, f"prometheus: {l}: lookups {lk} != hits {h} + misses {m}")
     check(all(val(samples, "freeze_cache_lookups_total", layer=l) ==
               val(samples, "freeze_cache_hits_total", layer=l) +
               val(samples, "freeze_cache_misses_total", layer=l) for l in layers),

@@ -17,6 +17,7 @@ BUILD = os.environ.get("FZ_BUILDDIR", os.path.join(SRC, "build"))
 FREEZE = os.path.join(BUILD, "pipeline", "freeze")
 TOOL = os.path.join(SRC, "tools", "onnx2freeze.py")
 sys.path.insert(0, os.path.join(SRC, "tools"))
+from workloads import write_idx  # noqa: E402
 FAILS = []
 
 try:
@@ -85,12 +86,6 @@ def import_(path, out, *extra):
 def images(n, seed):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-
-
-def write_idx(path, a):
-    with open(path, "wb") as f:
-        f.write(bytes([0, 0, 8, 3]) + b"".join(int(x).to_bytes(4, "big") for x in a.shape))
-        f.write(a.tobytes())
 
 
 def test_logits(d):
