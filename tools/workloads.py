@@ -19,12 +19,17 @@ request pcap, to `freeze eval`, or to `freeze infer`.
             (label byte 255): measure agreement with the full model on them instead.
 
 The caches are built from the train split only, so nothing here ever reaches calibration.
+
+Also here: the transformations of the transformation suite (`TRANSFORMS`, `transform(name,
+images, seed)`: inversion, contrast and brightness changes, blur, noise, small shifts and
+rotations, occlusion) and `digits(count)`, digits rendered in DejaVu fonts (another distribution).
 """
 import argparse
 import json
 import os
 import struct
 import sys
+import zlib
 
 import numpy as np
 
@@ -56,6 +61,129 @@ def shift(im, dx, dy):
     ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
     out[yd, xd] = im[ys, xs]
+    return out
+
+
+# ---- transformations: copies of images that a camera, a scanner or a client could send -------
+# Each takes u8 images [N, 28, 28] and a numpy Generator and returns new u8 images of the same
+# shape; the random ones draw per image from the generator, so `transform` with the same seed gives
+# the same copies. perf/transform.py sends each as its own stream after the originals and measures
+# agreement with the full model; tools/calibrate_front.py can take them as negatives.
+
+def _u8(a):
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def t_invert(images, rng):
+    """Negative: 255 - x (sign flipped about mid-grey)."""
+    return 255 - images
+
+
+def t_contrast_down(images, rng):
+    """Half the contrast, lifted to mid-grey: x / 2 + 64."""
+    return _u8(images.astype(np.float32) / 2 + 64)
+
+
+def t_contrast_up(images, rng):
+    """1.5x the contrast about mid-grey: (x - 128) * 1.5 + 128, clipped."""
+    return _u8((images.astype(np.float32) - 128) * 1.5 + 128)
+
+
+def t_brightness_up(images, rng):
+    """Brighter: x + 40, clipped (the black background turns dark grey)."""
+    return _u8(images.astype(np.float32) + 40)
+
+
+def t_brightness_down(images, rng):
+    """Darker: x - 40, clipped (faint parts vanish into the background)."""
+    return _u8(images.astype(np.float32) - 40)
+
+
+def _gauss_kernel(sigma, radius):
+    x = np.arange(-radius, radius + 1, dtype=np.float32)
+    k = np.exp(-x * x / (2 * sigma * sigma))
+    return k / k.sum()
+
+
+def t_blur(images, rng, sigma=1.0):
+    """Gaussian blur, sigma 1 pixel (5x5, separable; outside the image counts as background 0)."""
+    k = _gauss_kernel(sigma, 2)
+    a = np.pad(images.astype(np.float32), ((0, 0), (2, 2), (2, 2)))
+    h, w = images.shape[1:]
+    rows = sum(k[j] * a[:, j:j + h, :] for j in range(5))
+    return _u8(sum(k[j] * rows[:, :, j:j + w] for j in range(5)))
+
+
+def t_noise(images, rng, sigma=12.0):
+    """Gaussian sensor noise of sigma 12 grey levels, independent per pixel."""
+    return _u8(images.astype(np.float32) + rng.normal(0, sigma, images.shape))
+
+
+def t_shift(images, rng):
+    """Moved by 1 or 2 pixels (dx, dy in -2..2, not both 0), background filling in."""
+    out = np.empty_like(images)
+    for i, im in enumerate(images):
+        while True:
+            dx, dy = (int(v) for v in rng.integers(-2, 3, 2))
+            if dx or dy:
+                break
+        out[i] = shift(im, dx, dy)
+    return out
+
+
+def rotate(im, degrees):
+    """Rotate one image about its centre (bilinear; outside the image counts as background 0)."""
+    h, w = im.shape
+    th = np.deg2rad(degrees)
+    c, s = np.cos(th), np.sin(th)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    # inverse map: the source of each output pixel
+    sx = c * (x - cx) + s * (y - cy) + cx
+    sy = -s * (x - cx) + c * (y - cy) + cy
+    a = np.pad(im.astype(np.float64), 1)
+    x0, y0 = np.floor(sx), np.floor(sy)
+    fx, fy = sx - x0, sy - y0
+    x0 = np.clip(x0.astype(int) + 1, 0, w)
+    y0 = np.clip(y0.astype(int) + 1, 0, h)
+    x1, y1 = np.clip(x0 + 1, 0, w + 1), np.clip(y0 + 1, 0, h + 1)
+    inside = (sx > -1) & (sx < w) & (sy > -1) & (sy < h)
+    v = (a[y0, x0] * (1 - fx) * (1 - fy) + a[y0, x1] * fx * (1 - fy) +
+         a[y1, x0] * (1 - fx) * fy + a[y1, x1] * fx * fy)
+    return _u8(np.where(inside, v, 0))
+
+
+def t_rotate(images, rng):
+    """Turned by 4 to 10 degrees either way, about the centre."""
+    out = np.empty_like(images)
+    for i, im in enumerate(images):
+        out[i] = rotate(im, float(rng.uniform(4, 10) * rng.choice((-1, 1))))
+    return out
+
+
+def t_occlude(images, rng, size=8):
+    """An 8x8 black patch somewhere in the central 20x20 (where the garment is)."""
+    out = images.copy()
+    for im in out:
+        y, x = (int(v) for v in rng.integers(4, 24 - size + 1, 2))
+        im[y:y + size, x:x + size] = 0
+    return out
+
+
+TRANSFORMS = {"invert": t_invert, "contrast_down": t_contrast_down, "contrast_up": t_contrast_up,
+              "brightness_up": t_brightness_up, "brightness_down": t_brightness_down,
+              "blur": t_blur, "noise": t_noise, "shift": t_shift, "rotate": t_rotate,
+              "occlude": t_occlude}
+
+
+def transform(name, images, seed=1):
+    """Transformed copies (u8 [N, 28, 28]) of u8 images by TRANSFORMS[name]; the same name, images
+    and seed give the same copies, whatever else was drawn before."""
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transformation {name!r}; known: {', '.join(TRANSFORMS)}")
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    out = TRANSFORMS[name](np.asarray(images, np.uint8), rng)
+    assert out.dtype == np.uint8 and out.shape == np.shape(images)
     return out
 
 
@@ -103,11 +231,16 @@ def gen_zipf(count, seed, zipf_s=1.0, zipf_items=1000, **_):
     return img[idx].copy(), lab[idx].copy(), meta
 
 
-def _glyph(rng, fonts):
+def _fonts():
+    return sorted(os.path.join(FONT_DIR, f) for f in os.listdir(FONT_DIR)
+                  if f.endswith(".ttf")) if os.path.isdir(FONT_DIR) else []
+
+
+def _glyph(rng, fonts, chars="0123456789ABEGHKMRWXYZaegkqrs"):
     """A digit or letter rendered in a DejaVu font, like an MNIST/EMNIST sample."""
     from PIL import Image, ImageDraw, ImageFont
 
-    ch = str(rng.choice(list("0123456789ABEGHKMRWXYZaegkqrs")))
+    ch = str(rng.choice(list(chars)))
     font = ImageFont.truetype(fonts[rng.integers(len(fonts))], int(rng.integers(16, 25)))
     canvas = Image.new("L", (56, 56), 0)
     ImageDraw.Draw(canvas).text((14, 10), ch, fill=255, font=font)
@@ -118,6 +251,23 @@ def _glyph(rng, fonts):
         cy, cx = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2
         a = np.roll(a, (28 - cy, 28 - cx), axis=(0, 1))
     return a[14:42, 14:42], {"glyph": ch}
+
+
+def digits(count, seed=1):
+    """count handwriting-like digits rendered in DejaVu fonts (MNIST's distribution, not Fashion-
+    MNIST's), turned by up to 20 degrees: (u8 images [count, 28, 28], digit labels). Raises
+    RuntimeError without the fonts or PIL."""
+    fonts = _fonts()
+    if not fonts:
+        raise RuntimeError(f"no DejaVu fonts in {FONT_DIR}")
+    rng = np.random.default_rng([seed, zlib.crc32(b"digits")])
+    out = np.empty((count, 28, 28), np.uint8)
+    labels = np.empty(count, np.uint8)
+    for k in range(count):
+        a, m = _glyph(rng, fonts, "0123456789")
+        out[k] = _u8(a)
+        labels[k] = int(m["glyph"])
+    return out, labels
 
 
 def _pattern(rng):
@@ -142,8 +292,7 @@ def gen_ood(count, seed, **_):
     """Equal parts uniform noise, inverted test images, rendered glyphs and synthetic patterns."""
     img, _lab = _test_set()
     rng = np.random.default_rng(seed)
-    fonts = sorted(os.path.join(FONT_DIR, f) for f in os.listdir(FONT_DIR)
-                   if f.endswith(".ttf")) if os.path.isdir(FONT_DIR) else []
+    fonts = _fonts()
     kinds = [k for k in OOD_KINDS if k != "glyph" or fonts]
     out = np.empty((count, 28, 28), np.uint8)
     meta = []
@@ -154,7 +303,7 @@ def gen_ood(count, seed, **_):
             a = rng.uniform(0, 256, (28, 28))
         elif kind == "inverted":
             src = int(rng.integers(len(img)))
-            a = 255.0 - img[src]
+            a = t_invert(img[src], rng)
             m["src"] = src
         elif kind == "glyph":
             a, extra = _glyph(rng, fonts)
