@@ -1,60 +1,59 @@
-/* Front tiers (fz_front.h): input keys, the exact table, near-duplicate keys, per-flow memory. */
+/* Front tiers (fz_front.h): input keys, the exact table, near-duplicate inputs, per-flow memory. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache_pvt.h"
 #include "fz_cache.h"
 #include "fz_front.h"
 
 /* ---- input keys ---- */
 
 struct fz_front_keyer {
-	int c, h, w, freqs, nx, dim; /* nx = 2 freqs - 1 column frequencies, -(freqs-1)..freqs-1 */
-	float *cx, *sx;             /* [nx][w]: cos/sin(2 pi kx x / w) */
-	float *cy, *sy;             /* [freqs][h] */
-	float *row_re, *row_im;     /* [h][nx] scratch (one keyer per thread) */
-	float *plane;               /* [w][h] scratch: the channel transposed (scaled to 0..1) */
+	int c, h, w, grid, dim;
+	size_t pixels;
+	int *y0, *x0; /* [grid + 1]: cell edges */
+	float *wt;    /* [grid * grid]: sqrt(cell pixels / channel pixels / c) / (255 * pixels) */
 };
 
-struct fz_front_keyer *fz_front_keyer_create(int c, int h, int w, int freqs)
+int fz_front_grid_auto(int c, int h, int w)
 {
-	if (c < 1 || h < 1 || w < 1 || h > 4096 || w > 4096 || freqs < 2 ||
-	    freqs > FZ_FRONT_MAX_FREQS || freqs > h || freqs > w ||
-	    c * 2 * freqs * (freqs - 1) > FZ_FRONT_MAX_DIM) {
+	int g = 1;
+	while (c * (g + 1) * (g + 1) <= FZ_FRONT_MAX_DIM && g + 1 <= h && g + 1 <= w)
+		g++;
+	return g;
+}
+
+struct fz_front_keyer *fz_front_keyer_create(int c, int h, int w, int grid)
+{
+	if (c < 1 || h < 1 || w < 1 || h > 4096 || w > 4096 || grid < 1 || grid > h || grid > w ||
+	    c * grid * grid > FZ_FRONT_MAX_DIM) {
 		errno = EINVAL;
 		return NULL;
 	}
 	struct fz_front_keyer *k = calloc(1, sizeof(*k));
 	if (!k)
 		return NULL;
-	k->c = c, k->h = h, k->w = w, k->freqs = freqs, k->nx = 2 * freqs - 1;
-	k->dim = c * 2 * freqs * (freqs - 1); /* (freqs - 1) at ky = 0, nx at each other ky */
-	k->cx = malloc(sizeof(float) * (size_t)(k->nx * w));
-	k->sx = malloc(sizeof(float) * (size_t)(k->nx * w));
-	k->cy = malloc(sizeof(float) * (size_t)(freqs * h));
-	k->sy = malloc(sizeof(float) * (size_t)(freqs * h));
-	k->row_re = malloc(sizeof(float) * (size_t)(h * k->nx)); /* [nx][h] */
-	k->row_im = malloc(sizeof(float) * (size_t)(h * k->nx));
-	k->plane = malloc(sizeof(float) * (size_t)h * w);
-	if (!k->cx || !k->sx || !k->cy || !k->sy || !k->row_re || !k->row_im || !k->plane) {
+	k->c = c, k->h = h, k->w = w, k->grid = grid, k->dim = c * grid * grid;
+	k->pixels = (size_t)c * h * w;
+	k->y0 = malloc(sizeof(int) * (size_t)(grid + 1));
+	k->x0 = malloc(sizeof(int) * (size_t)(grid + 1));
+	k->wt = malloc(sizeof(float) * (size_t)grid * grid);
+	if (!k->y0 || !k->x0 || !k->wt) {
 		fz_front_keyer_free(k);
 		errno = ENOMEM;
 		return NULL;
 	}
-	for (int i = 0; i < k->nx; i++) {
-		int kx = i - (freqs - 1);
-		for (int x = 0; x < w; x++) {
-			double a = 2 * M_PI * (double)((long)kx * x % w) / w;
-			k->cx[i * w + x] = (float)cos(a);
-			k->sx[i * w + x] = (float)-sin(a);
-		}
+	for (int i = 0; i <= grid; i++) {
+		k->y0[i] = (int)((long)i * h / grid);
+		k->x0[i] = (int)((long)i * w / grid);
 	}
-	for (int ky = 0; ky < freqs; ky++)
-		for (int y = 0; y < h; y++) {
-			double a = 2 * M_PI * (double)((long)ky * y % h) / h;
-			k->cy[ky * h + y] = (float)cos(a);
-			k->sy[ky * h + y] = (float)-sin(a);
+	/* key = cell sum * wt: the mean / 255 times sqrt(cell pixels / all pixels) */
+	for (int i = 0; i < grid; i++)
+		for (int j = 0; j < grid; j++) {
+			double np = (double)(k->y0[i + 1] - k->y0[i]) * (k->x0[j + 1] - k->x0[j]);
+			k->wt[i * grid + j] = (float)(sqrt(np / (double)k->pixels) / (255.0 * np));
 		}
 	return k;
 }
@@ -63,7 +62,7 @@ void fz_front_keyer_free(struct fz_front_keyer *k)
 {
 	if (!k)
 		return;
-	free(k->cx), free(k->sx), free(k->cy), free(k->sy), free(k->row_re), free(k->row_im), free(k->plane);
+	free(k->y0), free(k->x0), free(k->wt);
 	free(k);
 }
 
@@ -72,82 +71,47 @@ int fz_front_key_dim(const struct fz_front_keyer *k)
 	return k->dim;
 }
 
-/* One channel's magnitudes (planeT[w][h], already scaled) into out; returns how many. Along
- * the rows first (each against the column frequencies, all rows at once: the inner loop runs
- * over rows, so it vectorises without reordering any sum), then down the columns. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static int key_channel(const struct fz_front_keyer *k, const float *planeT, float *out)
+size_t fz_front_key_pixels(const struct fz_front_keyer *k)
 {
-	const int h = k->h, w = k->w, nx = k->nx, f = k->freqs;
-	for (int i = 0; i < nx; i++) {
-		float *re = k->row_re + (size_t)i * h, *im = k->row_im + (size_t)i * h;
-		const float *cx = k->cx + (size_t)i * w, *sx = k->sx + (size_t)i * w;
-		for (int y = 0; y < h; y++)
-			re[y] = im[y] = 0;
-		for (int x = 0; x < w; x++) {
-			const float c = cx[x], sn = sx[x], *col = planeT + (size_t)x * h;
-			for (int y = 0; y < h; y++) {
-				re[y] += col[y] * c;
-				im[y] += col[y] * sn;
-			}
-		}
-	}
-	int o = 0;
-	for (int ky = 0; ky < f; ky++)
-		for (int i = ky ? 0 : f; i < nx; i++) { /* kx >= 1 at ky = 0: no DC */
-			const float *re = k->row_re + (size_t)i * h, *im = k->row_im + (size_t)i * h;
-			const float *cy = k->cy + (size_t)ky * h, *sy = k->sy + (size_t)ky * h;
-			float fr = 0, fi = 0;
-			for (int y = 0; y < h; y++) {
-				fr += re[y] * cy[y] - im[y] * sy[y];
-				fi += re[y] * sy[y] + im[y] * cy[y];
-			}
-			out[o++] = sqrtf(fr * fr + fi * fi);
-		}
-	return o;
+	return k->pixels;
 }
 
-static void normalise(float *key, int dim)
+void fz_front_key_u8(const struct fz_front_keyer *k, const uint8_t *img, float *key)
 {
-	double s = 0;
-	for (int i = 0; i < dim; i++)
-		s += (double)key[i] * key[i];
-	if (s <= 0)
-		return;
-	float inv = (float)(1.0 / sqrt(s));
-	for (int i = 0; i < dim; i++)
-		key[i] *= inv;
-}
-
-void fz_front_key_u8(const struct fz_front_keyer *k, const uint8_t *raw, float *key)
-{
-	const size_t hw = (size_t)k->h * k->w;
-	int o = 0;
+	const int g = k->grid;
 	for (int ch = 0; ch < k->c; ch++) {
-		const uint8_t *p = raw + ch * hw;
-		for (int y = 0; y < k->h; y++)
-			for (int x = 0; x < k->w; x++)
-				k->plane[(size_t)x * k->h + y] = p[y * k->w + x] * (1.f / 255);
-		o += key_channel(k, k->plane, key + o);
+		const uint8_t *p = img + (size_t)ch * k->h * k->w;
+		for (int i = 0; i < g; i++)
+			for (int j = 0; j < g; j++) {
+				uint32_t sum = 0; /* at most 4096^2 * 255: fits */
+				for (int y = k->y0[i]; y < k->y0[i + 1]; y++)
+					for (int x = k->x0[j]; x < k->x0[j + 1]; x++)
+						sum += p[(size_t)y * k->w + x];
+				key[(ch * g + i) * g + j] = (float)sum * k->wt[i * g + j];
+			}
 	}
-	normalise(key, k->dim);
 }
 
-void fz_front_key_f32(const struct fz_front_keyer *k, const float *raw, float *key)
+int fz_front_image_f32(const float *raw, size_t n, uint8_t *img)
 {
-	const size_t hw = (size_t)k->h * k->w;
-	int o = 0;
-	for (int ch = 0; ch < k->c; ch++) {
-		/* a non-finite value would make every distance NaN: it counts as 0 */
-		const float *p = raw + ch * hw;
-		for (int y = 0; y < k->h; y++)
-			for (int x = 0; x < k->w; x++) {
-				float v = p[y * k->w + x];
-				k->plane[(size_t)x * k->h + y] = isfinite(v) ? v * (1.f / 255) : 0.f;
-			}
-		o += key_channel(k, k->plane, key + o);
+	for (size_t i = 0; i < n; i++) {
+		const float v = raw[i];
+		/* NaN fails both comparisons */
+		if (!(v >= 0.f && v <= 255.f) || v != (float)(int)v)
+			return -ERANGE;
+		img[i] = (uint8_t)v;
 	}
-	normalise(key, k->dim);
+	return 0;
+}
+
+uint64_t fz_front_sse(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint64_t s = 0;
+	for (size_t i = 0; i < n; i++) {
+		const int d = (int)a[i] - (int)b[i];
+		s += (uint64_t)(d * d);
+	}
+	return s;
 }
 
 float fz_front_d2(const float *a, const float *b, int dim)
@@ -358,46 +322,66 @@ const struct fz_exact_stats *fz_exact_stats(const struct fz_exact *e)
 	return &e->st;
 }
 
-/* ---- near-duplicate keys ---- */
+/* ---- near-duplicate inputs ---- */
 
 struct near_slot {
 	uint32_t gen;
-	uint8_t used, ref;
+	uint8_t used, ref, findable;
 	struct fz_front_answer ans;
 };
 
-/* Keys in blocks of NB slots, dimension-major inside a block (keys[block][dim][NB]): one
- * query meets NB keys per vector step, each key's sum taken in dimension order. */
+/* Keys in blocks of NB slots, dimension-major inside a block (keys[block][dim][NB]), the layout
+ * of cachecore's dist_blocks kernel: one query meets NB keys per vector step. */
 #define NB 16
 
 struct fz_near {
 	unsigned cap, hand, count, hi; /* hi: slots [0, hi) may be in use (a scan stops there) */
 	int dim;
 	bool evict;
-	float *keys; /* [cap / NB][dim][NB] */
+	size_t pixels;
+	float *keys;   /* [cap / NB][dim][NB]; a free slot's key is +inf (never a candidate) */
+	float *dist;   /* [cap / NB * NB] scan scratch */
+	uint8_t *imgs; /* [cap][pixels] */
 	struct near_slot *slot;
 	unsigned *free_list, n_free;
 	struct fz_near_stats st;
 };
 
-struct fz_near *fz_near_create(unsigned entries, int dim, bool evict)
+static float *near_key(const struct fz_near *n, unsigned slot, int d)
 {
-	if (!entries || dim < 1 || dim > FZ_FRONT_MAX_DIM || entries > (1u << 20)) {
+	return n->keys + ((size_t)(slot / NB) * n->dim + d) * NB + slot % NB;
+}
+
+static void near_key_set(struct fz_near *n, unsigned s, const float *key)
+{
+	for (int d = 0; d < n->dim; d++)
+		*near_key(n, s, d) = key ? key[d] : INFINITY;
+}
+
+struct fz_near *fz_near_create(unsigned entries, int dim, size_t pixels, bool evict)
+{
+	if (!entries || dim < 1 || dim > FZ_FRONT_MAX_DIM || entries > (1u << 20) || !pixels ||
+	    pixels > ((size_t)1 << 32) / entries) {
 		errno = EINVAL;
 		return NULL;
 	}
 	struct fz_near *n = calloc(1, sizeof(*n));
 	if (!n)
 		return NULL;
-	n->cap = entries, n->dim = dim, n->evict = evict;
-	n->keys = calloc((size_t)(entries + NB - 1) / NB * NB * dim, sizeof(float));
+	const size_t blocks = (entries + NB - 1) / NB;
+	n->cap = entries, n->dim = dim, n->evict = evict, n->pixels = pixels;
+	n->keys = malloc(blocks * NB * dim * sizeof(float));
+	n->dist = malloc(blocks * NB * sizeof(float));
+	n->imgs = malloc((size_t)entries * pixels);
 	n->slot = calloc(entries, sizeof(*n->slot));
 	n->free_list = malloc(entries * sizeof(*n->free_list));
-	if (!n->keys || !n->slot || !n->free_list) {
+	if (!n->keys || !n->dist || !n->imgs || !n->slot || !n->free_list) {
 		fz_near_free(n);
 		errno = ENOMEM;
 		return NULL;
 	}
+	for (size_t i = 0; i < blocks * NB * dim; i++)
+		n->keys[i] = INFINITY;
 	fz_near_clear(n);
 	n->st.clears = 0;
 	return n;
@@ -407,7 +391,7 @@ void fz_near_free(struct fz_near *n)
 {
 	if (!n)
 		return;
-	free(n->keys), free(n->slot), free(n->free_list);
+	free(n->keys), free(n->dist), free(n->imgs), free(n->slot), free(n->free_list);
 	free(n);
 }
 
@@ -423,72 +407,75 @@ unsigned fz_near_count(const struct fz_near *n)
 
 size_t fz_near_bytes(const struct fz_near *n)
 {
-	return sizeof(*n) + (size_t)(n->cap + NB - 1) / NB * NB * n->dim * sizeof(float) +
-	       (size_t)n->cap * (sizeof(struct near_slot) + sizeof(unsigned));
+	const size_t blocks = (n->cap + NB - 1) / NB;
+	return sizeof(*n) + blocks * NB * (n->dim + 1) * sizeof(float) +
+	       (size_t)n->cap * (n->pixels + sizeof(struct near_slot) + sizeof(unsigned));
 }
 
-static float *near_key(const struct fz_near *n, unsigned slot, int d)
+/* The squared rms distance of img to slot's image as a limit on the sum of squared
+ * differences: rms <= r  <=>  sse <= r^2 255^2 pixels (in double: exact enough for any r). */
+static bool near_confirm(const struct fz_near *n, unsigned s, const uint8_t *img, float r,
+			 float *rms2)
 {
-	return n->keys + ((size_t)(slot / NB) * n->dim + d) * NB + slot % NB;
+	const uint64_t sse = fz_front_sse(n->imgs + (size_t)s * n->pixels, img, n->pixels);
+	const double m = (double)sse / (255.0 * 255.0 * (double)n->pixels);
+	if (rms2)
+		*rms2 = (float)m;
+	return m <= (double)r * r;
 }
 
-/* Squared distances of key to the NB keys of block b (the kernel every SIMD level runs; the
- * same sums in the same order on each, so the same bits). */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void near_block(const float *blk, const float *key, int dim, float *d2)
+int fz_near_find(struct fz_near *n, const float *key, const uint8_t *img, float r, float *rms2,
+		 bool count)
 {
-	float acc[NB] = {0};
-	for (int d = 0; d < dim; d++) {
-		const float q = key[d], *kb = blk + (size_t)d * NB;
-		for (int j = 0; j < NB; j++) {
-			const float t = kb[j] - q;
-			acc[j] += t * t;
-		}
-	}
-	memcpy(d2, acc, sizeof(acc));
-}
-
-float fz_near_dist2(const struct fz_near *n, int slot, const float *key)
-{
-	float s = 0;
-	for (int d = 0; d < n->dim; d++) {
-		const float t = *near_key(n, (unsigned)slot, d) - key[d];
-		s += t * t;
-	}
-	return s;
-}
-
-int fz_near_find(struct fz_near *n, const float *key, float r2, float *d2, bool count)
-{
-	int best = -1;
-	float bd = r2;
 	if (count)
 		n->st.lookups++;
-	if (!n->count)
+	if (!n->count || !img || !(r > 0))
 		return -1;
-	float dist[NB];
-	for (unsigned b = 0; b * NB < n->hi; b++) {
-		near_block(n->keys + (size_t)b * n->dim * NB, key, n->dim, dist);
-		for (unsigned j = 0; j < NB && b * NB + j < n->hi; j++)
-			if (dist[j] <= bd && n->slot[b * NB + j].used) {
-				bd = dist[j];
-				best = (int)(b * NB + j);
-			}
+	/* the keys' distance is at most the images' (fz_front.h); the float sums may round it
+	 * up by a few ulps of the key norms (at most 1): a margin well above that */
+	const float lim = r * r * (1 + 1e-5f) + 1e-6f;
+	const unsigned nb = (n->hi + NB - 1) / NB;
+	fz_cache_kern_get()->dist_blocks(key, n->keys, (int)nb, n->dim, n->dist);
+	/* the nearest few within lim, ascending (free and unfindable slots hold +inf keys) */
+	int cand[FZ_NEAR_CANDIDATES];
+	float cd[FZ_NEAR_CANDIDATES];
+	int nc = 0;
+	for (unsigned j = 0; j < n->hi; j++) {
+		const float d = n->dist[j];
+		if (!(d <= lim) || (nc == FZ_NEAR_CANDIDATES && d >= cd[nc - 1]))
+			continue;
+		int at = nc < FZ_NEAR_CANDIDATES ? nc++ : nc - 1;
+		while (at > 0 && cd[at - 1] > d) {
+			cd[at] = cd[at - 1], cand[at] = cand[at - 1];
+			at--;
+		}
+		cd[at] = d, cand[at] = (int)j;
 	}
-	if (best >= 0) {
-		n->slot[best].ref = 1;
-		if (count)
-			n->st.hits++;
-		if (d2)
-			*d2 = bd;
+	for (int i = 0; i < nc; i++) {
+		n->st.candidates++;
+		if (near_confirm(n, (unsigned)cand[i], img, r, rms2)) {
+			n->slot[cand[i]].ref = 1;
+			if (count)
+				n->st.hits++;
+			return cand[i];
+		}
+		n->st.refuted++;
 	}
-	return best;
+	return -1;
 }
 
-int fz_near_put(struct fz_near *n, const float *key, const struct fz_front_answer *a,
-		uint32_t *gen)
+bool fz_near_within(const struct fz_near *n, int slot, uint32_t gen, const uint8_t *img, float r)
 {
-	for (int i = 0; i < n->dim; i++)
+	if (!img || slot < 0 || (unsigned)slot >= n->cap || !n->slot[slot].used ||
+	    !n->slot[slot].findable || n->slot[slot].gen != gen)
+		return false;
+	return near_confirm(n, (unsigned)slot, img, r, NULL);
+}
+
+int fz_near_put(struct fz_near *n, const float *key, const uint8_t *img,
+		const struct fz_front_answer *a, uint32_t *gen)
+{
+	for (int i = 0; img && i < n->dim; i++)
 		if (!isfinite(key[i]))
 			return -EINVAL;
 	unsigned s;
@@ -508,13 +495,15 @@ int fz_near_put(struct fz_near *n, const float *key, const struct fz_front_answe
 		n->st.evictions++;
 		n->count--;
 	}
-	for (int d = 0; d < n->dim; d++)
-		*near_key(n, s, d) = key[d];
+	near_key_set(n, s, img ? key : NULL);
+	if (img)
+		memcpy(n->imgs + (size_t)s * n->pixels, img, n->pixels);
 	if (s >= n->hi)
 		n->hi = s + 1;
 	struct near_slot *sl = &n->slot[s];
 	sl->gen++;
 	sl->used = 1;
+	sl->findable = img != NULL;
 	sl->ref = 0;
 	sl->ans = a ? *a : (struct fz_front_answer){.label = -1};
 	n->count++;
@@ -548,6 +537,7 @@ int fz_near_remove(struct fz_near *n, int slot, uint32_t gen)
 		return -ESTALE;
 	n->slot[slot].used = 0;
 	n->slot[slot].gen++;
+	near_key_set(n, (unsigned)slot, NULL);
 	n->free_list[n->n_free++] = (unsigned)slot;
 	n->count--;
 	return 0;
@@ -557,8 +547,10 @@ void fz_near_clear(struct fz_near *n)
 {
 	n->n_free = 0;
 	for (unsigned i = n->cap; i-- > 0;) {
-		if (n->slot[i].used)
+		if (n->slot[i].used) {
 			n->slot[i].gen++;
+			near_key_set(n, i, NULL);
+		}
 		n->slot[i].used = 0;
 		n->slot[i].ref = 0;
 		n->free_list[n->n_free++] = i; /* slot 0 is taken first */

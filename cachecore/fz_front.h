@@ -1,6 +1,6 @@
 /* Freeze cachecore, front tiers: what answers a request before any layer runs. An exact table
- * (raw tensor bytes -> answer), an input-level near-duplicate key (|DFT| of the raw input) and a
- * table of such keys, and a per-flow memory. Plain C, single-threaded: the appliance's RX lcore
+ * (raw tensor bytes -> answer), a table of answered input images searched by distance (through
+ * a key that bounds it), and a per-flow memory. Plain C, single-threaded: the appliance's RX lcore
  * owns them (pipeline/datapath/front.c), `freeze calibrate-front` and the tests drive them too. */
 #ifndef FZ_FRONT_H
 #define FZ_FRONT_H
@@ -10,33 +10,43 @@
 #include <stdint.h>
 
 #define FZ_FRONT_MAX_DIM 64   /* most floats in an input key */
-#define FZ_FRONT_MAX_FREQS 8  /* most frequencies per axis */
+#define FZ_NEAR_CANDIDATES 4 /* key-space candidates a near lookup confirms on their pixels */
 #define FZ_FRONT_WAYS 8       /* ways per set of the exact and flow tables */
 
 /* ---- input keys ---- */
 
 /*
- * The key of an input tensor: for each channel the magnitudes |F(ky, kx)| of its 2-D discrete
- * Fourier transform at the lowest frequencies, ky in [0, freqs) and kx in (-freqs, freqs), but
- * at ky = 0 only kx >= 1 (kx < 0 has the same magnitudes there, and the DC term is left out),
- * L2-normalised over the whole key. Magnitudes do not change when the picture moves
- * (circularly; nearly so for an object on a plain background), the normalisation removes a
- * change of brightness (gain), and low frequencies average sensor noise away: consecutive
- * frames of a camera stay near one another, different pictures do not. Without the DC term,
- * which dominates every picture's magnitudes, pictures with little structure at low
- * frequencies (noise, fine patterns) do not all fall together.
+ * The near-duplicate tiers compare inputs as u8 images (c x h x w, the wire's u8 values; an f32
+ * request takes part only when every value is an integer in 0..255, so it equals such an image).
+ * Two images are near when their root-mean-square difference on the 0..1 scale,
+ *   rms(a, b) = sqrt(sum (a_i - b_i)^2 / (255^2 n)),
+ * is at most the radius. Nothing is thrown away: the mean level, the contrast and the sign of
+ * an image all count, so an inverted or contrast-changed copy is far from its original.
+ * The key makes the search cheap: per channel a grid x grid grid of cells (cell edges at
+ * floor(i h / grid)), each cell's mean / 255 weighted by sqrt(cell pixels / channel pixels /
+ * c). By Cauchy-Schwarz inside each cell, |key(a) - key(b)| <= rms(a, b): a scan of keys within
+ * the radius never misses an image within it, and every candidate is then confirmed on its
+ * pixels (fz_near_find). The same bits on every CPU: sums of integers, one division and one
+ * multiplication per cell.
  */
 struct fz_front_keyer;
 
-/* A keyer for c x h x w inputs; NULL with errno EINVAL (freqs < 2, > FZ_FRONT_MAX_FREQS or
- * > h or w; h or w > 4096; key longer than FZ_FRONT_MAX_DIM) or ENOMEM. */
-struct fz_front_keyer *fz_front_keyer_create(int c, int h, int w, int freqs);
+/* Cells per axis for a c x h x w input when the config leaves it out: the most with
+ * c * grid^2 <= FZ_FRONT_MAX_DIM and grid <= h, w. */
+int fz_front_grid_auto(int c, int h, int w);
+/* A keyer for c x h x w inputs and grid x grid cells; NULL with errno EINVAL (grid < 1, grid >
+ * h or w, c * grid^2 > FZ_FRONT_MAX_DIM, h or w > 4096) or ENOMEM. */
+struct fz_front_keyer *fz_front_keyer_create(int c, int h, int w, int grid);
 void fz_front_keyer_free(struct fz_front_keyer *k);
-int fz_front_key_dim(const struct fz_front_keyer *k); /* c * 2 freqs (freqs - 1) */
-/* raw[c][h][w] (u8, or f32 on the u8 scale) -> key[key_dim]. A constant-zero input gives the
- * zero key. */
-void fz_front_key_u8(const struct fz_front_keyer *k, const uint8_t *raw, float *key);
-void fz_front_key_f32(const struct fz_front_keyer *k, const float *raw, float *key);
+int fz_front_key_dim(const struct fz_front_keyer *k);      /* c * grid^2 */
+size_t fz_front_key_pixels(const struct fz_front_keyer *k); /* c * h * w: bytes of an image */
+/* img[c][h][w] -> key[key_dim]. */
+void fz_front_key_u8(const struct fz_front_keyer *k, const uint8_t *img, float *key);
+/* f32 values (on the u8 scale) -> the u8 image they are: 0, or -ERANGE when a value is not an
+ * integer in 0..255 (NaN and infinities included); such a request has no key. */
+int fz_front_image_f32(const float *raw, size_t n, uint8_t *img);
+/* Sum of squared differences of two images of n bytes (exact). */
+uint64_t fz_front_sse(const uint8_t *a, const uint8_t *b, size_t n);
 
 /* Squared L2 distance of two keys of dim floats. */
 float fz_front_d2(const float *a, const float *b, int dim);
@@ -92,39 +102,49 @@ void fz_exact_clear(struct fz_exact *e);
 unsigned fz_exact_count(const struct fz_exact *e); /* slots pending or filled */
 const struct fz_exact_stats *fz_exact_stats(const struct fz_exact *e);
 
-/* ---- near-duplicate keys ---- */
+/* ---- near-duplicate inputs ---- */
 
 /*
- * A table of input keys with answers, searched for the nearest within a radius (an exact scan
- * of a few hundred keys of a few dozen floats, 16 keys per vector step, dispatched to AVX-512,
- * AVX2 or SSE2 at run time with the same results). `evict`: a put into a full table replaces a slot
- * by CLOCK; without, it fails (the appliance's table of requests in flight, which must not
- * forget one). Slots carry generations, as in the exact table.
+ * A table of input images (and their keys) with answers, searched for an image within a radius
+ * of a query: the keys within it are candidates (an exact scan of a few hundred keys, 16 per
+ * vector step, through cachecore's kernels: AVX-512, AVX2 or portable as fz_cache_isa() says,
+ * the same results on each), the FZ_NEAR_CANDIDATES nearest of them are confirmed on their
+ * pixels in order, and the first within the radius answers. `evict`: a put into a full table
+ * replaces a slot by CLOCK; without, it fails (the appliance's table of requests in flight,
+ * which must not forget one). Slots carry generations, as in the exact table. A slot put
+ * without an image (a request that has none) is kept but never found.
  */
 struct fz_near;
 
 struct fz_near_stats {
 	uint64_t lookups, hits, inserts, evictions, full, clears;
+	uint64_t candidates, refuted; /* key-space candidates, and those the pixels ruled out */
 };
 
-struct fz_near *fz_near_create(unsigned entries, int dim, bool evict);
+/* entries slots for keys of dim floats and images of `pixels` bytes. NULL with errno EINVAL
+ * (entries 0 or > 2^20, dim outside 1..FZ_FRONT_MAX_DIM, pixels 0) or ENOMEM. */
+struct fz_near *fz_near_create(unsigned entries, int dim, size_t pixels, bool evict);
 void fz_near_free(struct fz_near *n);
 unsigned fz_near_capacity(const struct fz_near *n);
 unsigned fz_near_count(const struct fz_near *n);
 size_t fz_near_bytes(const struct fz_near *n);
-/* The nearest slot with d2 <= r2 (its CLOCK bit set, *d2 its distance), or -1. Counts a
- * lookup (and a hit) when `count`. */
-int fz_near_find(struct fz_near *n, const float *key, float r2, float *d2, bool count);
-/* Store key with answer a (may be NULL); *gen receives the slot's generation. Returns the
- * slot, or -ENOSPC (full, no eviction) or -EINVAL (a key with a NaN or infinity). */
-int fz_near_put(struct fz_near *n, const float *key, const struct fz_front_answer *a,
-		uint32_t *gen);
+/* The slot whose image is within radius r (rms, fz_front_key_u8 above) of img (key: its key),
+ * or -1: the nearest confirmed of the key-space candidates; its CLOCK bit is set, *rms2 (may
+ * be NULL) receives its squared rms distance. Counts a lookup (and a hit) when `count`. */
+int fz_near_find(struct fz_near *n, const float *key, const uint8_t *img, float r,
+		 float *rms2, bool count);
+/* Is slot (of generation gen) within radius r of img? (One confirmation, no scan.) */
+bool fz_near_within(const struct fz_near *n, int slot, uint32_t gen, const uint8_t *img,
+		    float r);
+/* Store key and img (NULL: kept, never found) with answer a (may be NULL); *gen receives the
+ * slot's generation. Returns the slot, or -ENOSPC (full, no eviction) or -EINVAL (a key with
+ * a NaN or infinity). */
+int fz_near_put(struct fz_near *n, const float *key, const uint8_t *img,
+		const struct fz_front_answer *a, uint32_t *gen);
 /* Slot contents (key copied out, key or a may be NULL), when it still holds generation gen
  * (gen UINT32_MAX: any): 0 or -ESTALE. */
 int fz_near_get(const struct fz_near *n, int slot, uint32_t gen, float *key,
 		struct fz_front_answer *a);
-/* Squared distance of key to slot's key. */
-float fz_near_dist2(const struct fz_near *n, int slot, const float *key);
 uint32_t fz_near_gen(const struct fz_near *n, int slot); /* its current generation */
 int fz_near_remove(struct fz_near *n, int slot, uint32_t gen);
 void fz_near_clear(struct fz_near *n);
@@ -135,7 +155,7 @@ const struct fz_near_stats *fz_near_stats(const struct fz_near *n);
 /*
  * The last near-table slot (and its generation) that answered each source (IPv4 address, UDP
  * port): `entries` in sets of FZ_FRONT_WAYS, the oldest of a set replaced; an entry older than
- * timeout_ns is not used. The caller checks the slot's key against the request's.
+ * timeout_ns is not used. The caller confirms the slot against the request (fz_near_within).
  */
 struct fz_flows;
 

@@ -36,7 +36,7 @@ static const char *const front_keys[] = {"enabled", "exact", "near", "flows", "c
 static const char *const front_exact_keys[] = {"entries", NULL};
 static const char *const verify_keys[] = {"sample", "target", "window", "min_samples", "margin",
 					  "every", NULL};
-static const char *const front_near_keys[] = {"entries", "freqs", "radius", "min_confidence",
+static const char *const front_near_keys[] = {"entries", "grid", "radius", "min_confidence",
 					       "exit_min_confidence", NULL};
 static const char *const front_flows_keys[] = {"entries", "timeout_ms", NULL};
 static const char *const front_coalesce_keys[] = {"pending", "followers", "wait_us", NULL};
@@ -158,7 +158,7 @@ static void defaults(struct fz_appcfg *c)
 	c->front.enabled = false; /* a `front:` section turns them on */
 	c->front.exact_entries = 4096;
 	c->front.near_entries = 512;
-	c->front.near_freqs = 4;
+	c->front.near_grid = 0; /* the most cells a key holds (fz_front_grid_auto) */
 	c->front.near_radius = 0;
 	c->front.near_min_confidence = 0.95f;
 	c->front.near_exit_min_confidence = 1.0f;
@@ -221,9 +221,14 @@ static int load_front(struct fz_ydoc *doc, const struct fz_ynode *n, struct fz_a
 	     fz_ymap_int_min(doc, m, "entries", FZ_Y_OPTIONAL, 0, &c->front.exact_entries)))
 		return -EINVAL;
 	if ((m = fz_ymap_get(n, "near"))) {
+		if (fz_ymap_get(m, "freqs"))
+			return fz_yerr(doc, fz_ymap_get(m, "freqs"),
+				       "`freqs` (a key of |DFT| magnitudes, blind to sign, gain and "
+				       "offset) is gone: expected `grid` (cells per axis of the key) "
+				       "and a radius from tools/calibrate_front.py");
 		if (fz_ymap_check_keys(doc, m, front_near_keys) ||
 		    fz_ymap_int_min(doc, m, "entries", FZ_Y_OPTIONAL, 0, &c->front.near_entries) ||
-		    fz_ymap_int_pos(doc, m, "freqs", FZ_Y_OPTIONAL, &c->front.near_freqs) ||
+		    fz_ymap_int_min(doc, m, "grid", FZ_Y_OPTIONAL, 0, &c->front.near_grid) ||
 		    fz_ymap_float(doc, m, "radius", FZ_Y_OPTIONAL, &radius) ||
 		    fz_ymap_float(doc, m, "min_confidence", FZ_Y_OPTIONAL, &min_conf) ||
 		    fz_ymap_float(doc, m, "exit_min_confidence", FZ_Y_OPTIONAL, &exit_conf))
@@ -237,14 +242,14 @@ static int load_front(struct fz_ydoc *doc, const struct fz_ynode *n, struct fz_a
 				       "found %g", exit_conf);
 		c->front.near_min_confidence = (float)min_conf;
 		c->front.near_exit_min_confidence = (float)exit_conf;
-		if (!(radius >= 0 && radius <= 2)) /* distances of unit keys are at most 2 */
+		if (!(radius >= 0 && radius <= 1)) /* rms of pixels on the 0..1 scale */
 			return fz_yerr(doc, fz_ymap_get(m, "radius"),
-				       "expected a key distance in 0..2 (from `freeze calibrate-front`), "
-				       "found %g", radius);
-		if (c->front.near_freqs < 2 || c->front.near_freqs > 8)
-			return fz_yerr(doc, fz_ymap_get(m, "freqs"),
-				       "expected 2..8 frequencies per axis, found %d",
-				       c->front.near_freqs);
+				       "expected a root-mean-square pixel difference in 0..1 (from "
+				       "tools/calibrate_front.py), found %g", radius);
+		if (c->front.near_grid > 64)
+			return fz_yerr(doc, fz_ymap_get(m, "grid"),
+				       "expected 0 (automatic) or 1..64 cells per axis, found %d",
+				       c->front.near_grid);
 		if (c->front.near_entries > (1 << 20))
 			return fz_yerr(doc, fz_ymap_get(m, "entries"),
 				       "expected at most %d entries (every lookup scans them), found %d",

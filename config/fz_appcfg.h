@@ -73,9 +73,10 @@ struct fz_appcfg {
 		bool enabled;        /* a `front:` section; `enabled: false` keeps it off */
 		int exact_entries;   /* exact (raw bytes) answers kept, CLOCK */
 		int near_entries;    /* near-duplicate input keys kept, CLOCK */
-		int near_freqs;      /* |DFT| frequencies per axis of the input key */
-		float near_radius;   /* key distance within which an answer is shared (calibrated,
-				      * `freeze calibrate-front`); 0 = near, flows and coalescing
+		int near_grid;       /* cells per axis of the input key (0: automatic) */
+		float near_radius;   /* root-mean-square pixel difference (0..1 scale) within
+				      * which an answer is shared (calibrated,
+				      * tools/calibrate_front.py); 0 = near, flows and coalescing
 				      * of near-duplicates off */
 		float near_min_confidence; /* a full-model answer is shared (near, flows,
 					    * coalescing) when its probability is at least this */

@@ -142,6 +142,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--ref-count", type=int, default=300)
+    ap.add_argument("--train-count", type=int, default=50000,
+                    help="train on train[0, N); train[N, 60k) stays unseen for calibration (default 50000)")
     ap.add_argument("--limit", type=int, default=0, help="train on the first N images only (smoke runs)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -153,8 +155,8 @@ def main():
 
     tr_img, tr_lab = fmnist.load("train")
     te_img, te_lab = fmnist.load("t10k")
-    if args.limit:
-        tr_img, tr_lab = tr_img[:args.limit], tr_lab[:args.limit]
+    count = min(args.limit or args.train_count, args.train_count)
+    tr_img, tr_lab = tr_img[:count], tr_lab[:count]
     xtr, ytr = normalise(tr_img), torch.from_numpy(tr_lab.astype(np.int64))
     xte, yte = normalise(te_img), torch.from_numpy(te_lab.astype(np.int64))
 
@@ -202,6 +204,7 @@ def main():
     export_yaml(model, os.path.join(args.out, "model.yaml"), name, "weights.safetensors")
     report = {"model": name, "width": args.width, "epochs": args.epochs, "batch": args.batch,
               "lr": args.lr, "seed": args.seed, "train_images": int(xtr.shape[0]),
+              "train": [0, int(xtr.shape[0])],
               "test_images": int(xte.shape[0]), "test_accuracy": acc,
               "test_correct": int(round(acc * xte.shape[0])), "train_seconds": round(time.time() - t0, 1),
               "torch": torch.__version__}

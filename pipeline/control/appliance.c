@@ -152,6 +152,7 @@ static void req_init(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
 	struct fz_req *r = obj;
 	memset(r, 0, sizeof(*r));
 	r->act = fz_app.arena + (size_t)idx * fz_app.act_floats;
+	r->fimg = fz_app.img_floats ? (uint8_t *)(r->act + fz_app.img_at) : NULL;
 }
 
 /*
@@ -167,8 +168,14 @@ static int reqs_init(void)
 	const struct fz_appcfg *c = &fz_app.cfg;
 	/* the model input in the layout oneDNN chose on this CPU (lc_rx.c: load_tensor) */
 	size_t floats = fz_net_layout(fz_app.net, FZ_INPUT_TENSOR).sample_stride;
-	/* input, then the cache keys kept for online inserts (lc_rx.c: submit) */
-	fz_app.act_floats = ((floats + 15) & ~(size_t)15) + fz_app_key_floats();
+	/* input, the input as a u8 image (the front tiers' near-duplicate search), then the
+	 * cache keys kept for online inserts (lc_rx.c: submit) */
+	fz_app.img_at = (floats + 15) & ~(size_t)15;
+	fz_app.img_floats = 0;
+	if (c->front.enabled && c->caches && c->front.near_radius > 0)
+		fz_app.img_floats = ((fz_shape_size(fz_app.model->input.shape) + 3) / 4 + 15) &
+				    ~(size_t)15;
+	fz_app.act_floats = fz_app.img_at + fz_app.img_floats + fz_app_key_floats();
 	size_t bytes = (size_t)c->requests * fz_app.act_floats * sizeof(float);
 	fz_app.arena = aligned_alloc(64, bytes);
 	if (!fz_app.arena)

@@ -71,6 +71,8 @@ struct fz_req {
 	uint32_t exact_gen, pend_gen, epoch;
 	struct fz_req *next;  /* a follower's link in its leader's list */
 	float fkey[FZ_FRONT_MAX_DIM]; /* input key (near tier on) */
+	uint8_t *fimg;        /* the input as a u8 image (near tier on; in the arena) */
+	uint8_t fimg_ok;      /* fimg and fkey hold this request's (it is a u8 image) */
 	/* self-checking (datapath/verify.c): a shadow is a copy of an early-answered request
 	 * that runs the whole model off the answer path; its lookups at each cache point */
 	uint8_t shadow;
@@ -90,7 +92,8 @@ struct fz_req {
 	_(followers_answered) _(followers_ran) _(followers_expired) _(ran) _(leaders)             \
 	_(pending_full) _(followers_full) _(exact_inserts) _(exact_evictions) _(near_lookups)     \
 	_(near_inserts) _(near_evictions) _(flow_lookups) _(flow_expired) _(flow_replaced)        \
-	_(clears) _(learned) _(stale) _(followers_relead) _(followers_rewaited)
+	_(clears) _(learned) _(stale) _(followers_relead) _(followers_rewaited)                  \
+	_(near_no_image) _(near_candidates) _(near_refuted)
 
 struct fz_front_stats {
 #define FZ_FS_FIELD(f) uint64_t f;
@@ -175,7 +178,8 @@ struct fz_app {
 	/* struct fz_req: RX gets, RX and TX put, each through its per-lcore cache */
 	struct rte_mempool *reqs;
 	float *arena;      /* the requests' input and key rows (appliance.c: reqs_init) */
-	size_t act_floats; /* per request: the model input, then the cache keys */
+	size_t act_floats; /* per request: the model input, its u8 image, then the cache keys */
+	size_t img_at, img_floats; /* where the u8 image starts (floats), its room (0: none) */
 	struct fz_bpool bpools[FZ_MAX_STAGES - 1]; /* bpools[i]: between stages i and i + 1 */
 	struct rte_ring *tx_ring;   /* answered requests, MP/SC: every stage answers */
 	struct rte_ring *ctl_ring;  /* ARP/ICMP replies (mbufs) from RX to TX, SP/SC */

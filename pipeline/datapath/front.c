@@ -3,8 +3,9 @@
  *   1. the exact table: the same (model, dtype, dims, bytes) answered before -> that answer;
  *      the same in flight -> it waits for it;
  *   2. its source's memory: the near-table entry that answered this (IPv4, UDP port) last,
- *      if the input key is within the radius of it (one distance instead of a scan);
- *   3. the near table: the nearest answered input key within the radius;
+ *      if the input is within the radius of it (one comparison instead of a scan);
+ *   3. the near table: an answered input within the radius (root-mean-square pixel difference,
+ *      cachecore/fz_front.h: found through keys that bound it, confirmed on the pixels);
  *   4. the requests in flight: one within the radius -> it waits for that one (coalescing;
  *      inside a burst as across batches in flight, the same table);
  * and otherwise runs as a leader, which the others may wait for. Once answered, TX hands the
@@ -12,8 +13,10 @@
  * memory keep its key when the answer is one to share (its probability at least
  * near.min_confidence, calibrated with the radius), and its followers take its answer or, when
  * it is not one to share, wait for another request alike or run themselves. A follower waits at most wait_us. The radius comes from
- * calibration (`freeze calibrate-front`): within it, held-out requests and their perturbations
- * got the same answer from the full model.
+ * calibration (tools/calibrate_front.py): within it, held-out requests and transformed copies
+ * of them (noise, blur, shifts, and the changes of level, contrast and sign the model answers
+ * differently) got the same answer from the full model. Only inputs that are u8 images (u8
+ * requests, f32 ones of integer values 0..255) take part in 2-4; the others still meet 1.
  * Everything here is RX's alone: no locks, no atomics but the reload epoch.
  */
 #include <errno.h>
@@ -43,7 +46,8 @@ static struct {
 		int32_t p;
 		uint32_t g;
 	} *exact_pend;                /* [exact capacity]: the leader a pending slot belongs to */
-	float r2, min_conf, exit_min_conf;
+	float r, min_conf, exit_min_conf;
+	size_t pixels; /* bytes of an input image (c h w) */
 	bool logodds[64]; /* layers whose early exits carry log(p / (1 - p)) (learned caches) */
 	uint64_t wait_ns;
 	unsigned max_followers;
@@ -90,7 +94,7 @@ int fz_front_init(const struct fz_front_io *io)
 	}
 	F.wait_ns = (uint64_t)c->front.wait_us * 1000;
 	F.max_followers = (unsigned)c->front.followers;
-	F.r2 = c->front.near_radius * c->front.near_radius;
+	F.r = c->front.near_radius;
 	F.epoch = atomic_load(&fz_app.front_epoch);
 	const size_t max_bytes = fz_shape_size(in->shape) * 4; /* f32 is the larger dtype */
 	int dim = 1;
@@ -98,18 +102,20 @@ int fz_front_init(const struct fz_front_io *io)
 	    !(F.exact = fz_exact_create((unsigned)c->front.exact_entries, max_bytes)))
 		goto fail;
 	if (c->front.near_radius > 0) {
-		if (!(F.keyer = fz_front_keyer_create(in->shape.c, in->shape.h, in->shape.w,
-						      c->front.near_freqs))) {
-			FZ_LOG(ERR, "front: no input key of %d frequencies for %dx%dx%d inputs (at "
-				    "most %d floats)",
-			       c->front.near_freqs, in->shape.c, in->shape.h, in->shape.w,
-			       FZ_FRONT_MAX_DIM);
+		int grid = c->front.near_grid ? c->front.near_grid
+					      : fz_front_grid_auto(in->shape.c, in->shape.h, in->shape.w);
+		if (!(F.keyer = fz_front_keyer_create(in->shape.c, in->shape.h, in->shape.w, grid))) {
+			FZ_LOG(ERR, "front: no input key of %dx%d cells for %dx%dx%d inputs (at "
+				    "most %d floats, at most one cell per pixel)",
+			       grid, grid, in->shape.c, in->shape.h, in->shape.w, FZ_FRONT_MAX_DIM);
 			fz_front_fini();
 			return -EINVAL;
 		}
 		dim = fz_front_key_dim(F.keyer);
+		F.pixels = fz_front_key_pixels(F.keyer);
 		F.near_on = c->front.near_entries > 0;
-		if (F.near_on && !(F.near = fz_near_create((unsigned)c->front.near_entries, dim, true)))
+		if (F.near_on && !(F.near = fz_near_create((unsigned)c->front.near_entries, dim,
+							    F.pixels, true)))
 			goto fail;
 		if (F.near_on && c->front.flow_entries &&
 		    !(F.flows = fz_flows_create((unsigned)c->front.flow_entries,
@@ -117,7 +123,8 @@ int fz_front_init(const struct fz_front_io *io)
 			goto fail;
 	}
 	if (c->front.pending && c->front.followers && (F.exact || F.keyer)) {
-		if (!(F.pend = fz_near_create((unsigned)c->front.pending, dim, false)) ||
+		if (!(F.pend = fz_near_create((unsigned)c->front.pending, dim,
+					      F.pixels ? F.pixels : 1, false)) ||
 		    !(F.pr = calloc((size_t)c->front.pending, sizeof(*F.pr))))
 			goto fail;
 		if (F.exact && !(F.exact_pend = calloc(fz_exact_capacity(F.exact),
@@ -125,7 +132,8 @@ int fz_front_init(const struct fz_front_io *io)
 			goto fail;
 	}
 	F.on = F.exact || F.keyer;
-	FZ_LOG(INFO, "front: exact %u entries (%zu KiB), near %u keys of %d floats within %.4f, "
+	FZ_LOG(INFO, "front: exact %u entries (%zu KiB), near %u inputs (keys of %d floats) within "
+		     "rms %.4f, "
 		     "flows %u, coalescing %d in flight x %d followers for <= %d us",
 	       F.exact ? fz_exact_capacity(F.exact) : 0,
 	       F.exact ? fz_exact_bytes(F.exact) / 1024 : 0, F.near ? fz_near_capacity(F.near) : 0,
@@ -151,6 +159,8 @@ static void sync_stats(void)
 	if (F.near) {
 		st->near_inserts = fz_near_stats(F.near)->inserts;
 		st->near_evictions = fz_near_stats(F.near)->evictions;
+		st->near_candidates = fz_near_stats(F.near)->candidates;
+		st->near_refuted = fz_near_stats(F.near)->refuted;
 	}
 	if (F.flows) {
 		st->flow_expired = fz_flows_stats(F.flows)->expired;
@@ -213,11 +223,12 @@ static bool follow(struct fz_req *rq, int p, uint32_t g, bool exact)
 static void lead(struct fz_req *rq, const struct fz_reasm_req *r, uint64_t h, bool claim_exact,
 		 uint64_t now_ns)
 {
-	static const float zero[FZ_FRONT_MAX_DIM];
 	uint32_t gen;
 	int p = -1, slot;
 	if (F.pend) {
-		if ((p = fz_near_put(F.pend, F.keyer ? rq->fkey : zero, NULL, &gen)) >= 0) {
+		/* without an image it is found only as an exact repeat (exact_pend) */
+		if ((p = fz_near_put(F.pend, rq->fkey, rq->fimg_ok ? rq->fimg : NULL, NULL, &gen)) >=
+		    0) {
 			F.pr[p] = (struct pend_rec){.t0_ns = now_ns};
 			rq->pend_slot = p;
 			rq->pend_gen = gen;
@@ -276,16 +287,25 @@ enum fz_front_verdict fz_front_submit(struct fz_req *rq, const struct fz_reasm_r
 			break;
 		}
 	}
+	rq->fimg_ok = 0;
 	if (F.keyer) {
+		/* the input as a u8 image: the bytes of a u8 request, an f32 one's values when they
+		 * are integers 0..255 (else it has none and meets the exact tier only) */
 		if (r->dtype == FZ_PROTO_DT_U8)
-			fz_front_key_u8(F.keyer, host, rq->fkey);
+			memcpy(rq->fimg, host, F.pixels), rq->fimg_ok = 1;
 		else
-			fz_front_key_f32(F.keyer, host, rq->fkey);
+			rq->fimg_ok = fz_front_image_f32(host, F.pixels, rq->fimg) == 0;
+		if (rq->fimg_ok)
+			fz_front_key_u8(F.keyer, rq->fimg, rq->fkey);
+		else
+			st->near_no_image++;
+	}
+	if (rq->fimg_ok) {
 		if (F.flows) {
 			st->flow_lookups++;
 			if (fz_flows_get(F.flows, r->reply.ip, r->reply.port, now_ns, &slot, &gen) == 0 &&
-			    fz_near_get(F.near, slot, gen, NULL, &a) == 0 &&
-			    fz_near_dist2(F.near, slot, rq->fkey) <= F.r2) {
+			    fz_near_within(F.near, slot, gen, rq->fimg, F.r) &&
+			    fz_near_get(F.near, slot, gen, NULL, &a) == 0) {
 				set_answer(rq, &a, FZ_PROTO_EXIT_FLOW);
 				st->flow_hits++;
 				return FZ_FRONT_ANSWERED;
@@ -293,7 +313,7 @@ enum fz_front_verdict fz_front_submit(struct fz_req *rq, const struct fz_reasm_r
 		}
 		if (F.near) {
 			st->near_lookups++;
-			if ((slot = fz_near_find(F.near, rq->fkey, F.r2, NULL, true)) >= 0) {
+			if ((slot = fz_near_find(F.near, rq->fkey, rq->fimg, F.r, NULL, true)) >= 0) {
 				fz_near_get(F.near, slot, UINT32_MAX, NULL, &a);
 				set_answer(rq, &a, FZ_PROTO_EXIT_NEAR);
 				if (F.flows)
@@ -303,8 +323,8 @@ enum fz_front_verdict fz_front_submit(struct fz_req *rq, const struct fz_reasm_r
 				return FZ_FRONT_ANSWERED;
 			}
 		}
-		if (F.pend && follow(rq, fz_near_find(F.pend, rq->fkey, F.r2, NULL, false), UINT32_MAX,
-				     false))
+		if (F.pend && follow(rq, fz_near_find(F.pend, rq->fkey, rq->fimg, F.r, NULL, false),
+				     UINT32_MAX, false))
 			return FZ_FRONT_WAITING;
 	}
 	/* it runs: a leader the alike may wait for, and whose answer the tables learn */
@@ -341,10 +361,10 @@ static void release_followers(int p, uint32_t gen, const struct fz_front_answer 
 			set_answer(f, a, FZ_PROTO_EXIT_COALESCED);
 			st->followers_answered++;
 			F.io.answer(f);
-		} else if (!expired && F.keyer && waited_ns(f, now_ns) < F.wait_ns &&
+		} else if (!expired && f->fimg_ok && waited_ns(f, now_ns) < F.wait_ns &&
 			   !exact /* an exact repeat of an unsure answer would get the same */) {
-			if (follow(f, fz_near_find(F.pend, f->fkey, F.r2, NULL, false), UINT32_MAX,
-				   false)) {
+			if (follow(f, fz_near_find(F.pend, f->fkey, f->fimg, F.r, NULL, false),
+				   UINT32_MAX, false)) {
 				st->followers--; /* not a new follower: one waiting again */
 				st->followers_rewaited++;
 			} else {
@@ -394,9 +414,9 @@ void fz_front_learn(struct fz_req *rq, uint64_t now_ns)
 			else
 				fz_exact_drop(F.exact, rq->exact_slot, rq->exact_gen);
 		}
-		if (F.near && share) {
+		if (F.near && share && rq->fimg_ok) {
 			uint32_t gen;
-			int s = fz_near_put(F.near, rq->fkey, &a, &gen);
+			int s = fz_near_put(F.near, rq->fkey, rq->fimg, &a, &gen);
 			if (s >= 0 && F.flows) {
 				struct fz_proto_addr to;
 				memcpy(&to, rq->reply, sizeof(to));

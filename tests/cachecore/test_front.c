@@ -1,5 +1,6 @@
-/* Tests of the front tiers (fz_front.h): input keys against a direct DFT and under shifts and
- * gain, the exact table's repeats, pending slots, CLOCK eviction and generations, the near
+/* Tests of the front tiers (fz_front.h): input keys as weighted cell means that bound the pixels'
+ * distance and keep level, contrast and sign; the near table's confirmed search on every SIMD
+ * level; the exact table's repeats, pending slots, CLOCK eviction and generations, the near
  * table's nearest-within-radius, and the flow table's timeout. */
 #include <errno.h>
 #include <math.h>
@@ -12,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "fz_cache.h"
 #include "fz_front.h"
 
 static uint64_t rs = 11;
@@ -33,70 +35,106 @@ static void blob(uint8_t *im, int cx, int cy, int r, float gain)
 		}
 }
 
-static void key_matches_direct_dft(void **state)
+/* Root-mean-square difference of two 28x28 images on the 0..1 scale. */
+static double rms(const uint8_t *a, const uint8_t *b)
+{
+	double s = 0;
+	for (int i = 0; i < 784; i++)
+		s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+	return sqrt(s / 784) / 255;
+}
+
+static void key_is_weighted_cell_means(void **state)
 {
 	(void)state;
-	struct fz_front_keyer *k = fz_front_keyer_create(1, 28, 28, 4);
+	assert_int_equal(fz_front_grid_auto(1, 28, 28), 8);
+	assert_int_equal(fz_front_grid_auto(3, 224, 224), 4);
+	assert_int_equal(fz_front_grid_auto(1, 2, 3), 2);
+	struct fz_front_keyer *k = fz_front_keyer_create(1, 28, 28, 7);
 	assert_non_null(k);
-	assert_int_equal(fz_front_key_dim(k), 3 + 3 * 7);
+	assert_int_equal(fz_front_key_dim(k), 49);
+	assert_int_equal(fz_front_key_pixels(k), 784);
 	uint8_t im[784];
 	for (int i = 0; i < 784; i++)
 		im[i] = (uint8_t)urand();
-	float key[FZ_FRONT_MAX_DIM], ref[FZ_FRONT_MAX_DIM];
+	float key[FZ_FRONT_MAX_DIM];
 	fz_front_key_u8(k, im, key);
-	int o = 0;
-	double norm = 0;
-	for (int ky = 0; ky < 4; ky++)
-		for (int kx = ky ? -3 : 1; kx <= 3; kx++) {
-			double re = 0, im_ = 0;
-			for (int y = 0; y < 28; y++)
-				for (int x = 0; x < 28; x++) {
-					double a = -2 * M_PI * (ky * y / 28.0 + kx * x / 28.0);
-					re += im[y * 28 + x] / 255.0 * cos(a);
-					im_ += im[y * 28 + x] / 255.0 * sin(a);
-				}
-			ref[o] = (float)sqrt(re * re + im_ * im_);
-			norm += (double)ref[o] * ref[o];
-			o++;
+	for (int i = 0; i < 7; i++)
+		for (int j = 0; j < 7; j++) {
+			double s = 0;
+			for (int y = 4 * i; y < 4 * i + 4; y++)
+				for (int x = 4 * j; x < 4 * j + 4; x++)
+					s += im[y * 28 + x];
+			assert_float_equal(key[i * 7 + j], s / 16 / 255 * sqrt(16.0 / 784), 1e-6);
 		}
-	for (int i = 0; i < o; i++)
-		assert_float_equal(key[i], ref[i] / sqrt(norm), 1e-4);
-	/* the f32 path (values on the u8 scale) gives the same key */
-	float f[784], key2[FZ_FRONT_MAX_DIM];
-	for (int i = 0; i < 784; i++)
-		f[i] = im[i];
-	fz_front_key_f32(k, f, key2);
-	for (int i = 0; i < o; i++)
-		assert_float_equal(key[i], key2[i], 1e-6);
-	/* all zero: the zero key, no NaN */
-	memset(im, 0, sizeof(im));
-	fz_front_key_u8(k, im, key);
-	for (int i = 0; i < o; i++)
-		assert_true(key[i] == 0.f);
+	fz_front_keyer_free(k);
+	/* keys too long, or cells smaller than a pixel, are refused */
+	assert_null(fz_front_keyer_create(3, 28, 28, 5)); /* 75 floats */
+	assert_int_equal(errno, EINVAL);
+	assert_null(fz_front_keyer_create(1, 2, 2, 3));
+	assert_null(fz_front_keyer_create(1, 28, 28, 0));
+}
+
+/* The key's distance is a lower bound of the images' (what makes the scan exact), uneven
+ * cells included; and it keeps what a model is sensitive to: level, contrast and sign. */
+static void key_bounds_rms_and_keeps_level_contrast_sign(void **state)
+{
+	(void)state;
+	for (int grid = 1; grid <= 8; grid++) {
+		struct fz_front_keyer *k = fz_front_keyer_create(1, 28, 28, grid);
+		const int d = fz_front_key_dim(k);
+		for (int t = 0; t < 200; t++) {
+			uint8_t a[784], b[784];
+			float ka[FZ_FRONT_MAX_DIM], kb[FZ_FRONT_MAX_DIM];
+			blob(a, 8 + (int)(urand() % 12), 8 + (int)(urand() % 12), 3 + (int)(urand() % 6),
+			     1.f);
+			for (int i = 0; i < 784; i++) { /* a random change: noise, a patch, a shift */
+				int v = t % 3 == 0   ? a[i] + (int)(urand() % 41) - 20
+					: t % 3 == 1 ? ((i % 28) > 10 && (i / 28) < 9 ? 255 : a[i])
+						     : a[(i + 1) % 784];
+				b[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+			}
+			fz_front_key_u8(k, a, ka);
+			fz_front_key_u8(k, b, kb);
+			assert_true(sqrt(fz_front_d2(ka, kb, d)) <= rms(a, b) * (1 + 1e-5) + 1e-6);
+		}
+		fz_front_keyer_free(k);
+	}
+	struct fz_front_keyer *k = fz_front_keyer_create(1, 28, 28, 7);
+	uint8_t a[784], inv[784], half[784], dark[784];
+	float ka[FZ_FRONT_MAX_DIM], kx[FZ_FRONT_MAX_DIM];
+	blob(a, 14, 14, 7, 1.f);
+	for (int i = 0; i < 784; i++) {
+		inv[i] = (uint8_t)(255 - a[i]);
+		half[i] = (uint8_t)(a[i] / 2 + 64);
+		dark[i] = (uint8_t)(a[i] * 3 / 4);
+	}
+	fz_front_key_u8(k, a, ka);
+	const uint8_t *other[] = {inv, half, dark};
+	for (int i = 0; i < 3; i++) {
+		fz_front_key_u8(k, other[i], kx);
+		/* far: the shipped radius is a few hundredths */
+		assert_true(sqrt(fz_front_d2(ka, kx, 49)) > 0.05);
+	}
 	fz_front_keyer_free(k);
 }
 
-static void key_is_near_for_shift_and_gain_far_for_others(void **state)
+static void f32_requests_are_images_only_when_integers_0_255(void **state)
 {
 	(void)state;
-	struct fz_front_keyer *k = fz_front_keyer_create(1, 28, 28, 4);
-	const int d = fz_front_key_dim(k);
-	uint8_t a[784], b[784], c[784];
-	float ka[FZ_FRONT_MAX_DIM], kb[FZ_FRONT_MAX_DIM], kc[FZ_FRONT_MAX_DIM];
-	blob(a, 14, 14, 6, 1.0f);
-	blob(b, 15, 13, 6, 1.1f); /* a pixel over and up, 10 % brighter: same picture */
-	blob(c, 14, 14, 9, 1.0f); /* a larger object */
-	fz_front_key_u8(k, a, ka);
-	fz_front_key_u8(k, b, kb);
-	fz_front_key_u8(k, c, kc);
-	float near = fz_front_d2(ka, kb, d), far = fz_front_d2(ka, kc, d);
-	assert_true(near < 0.01f * far);
-	fz_front_keyer_free(k);
-	/* keys too long or frequencies beyond the picture are refused */
-	assert_null(fz_front_keyer_create(3, 28, 28, 4)); /* 72 floats */
-	assert_int_equal(errno, EINVAL);
-	assert_null(fz_front_keyer_create(1, 2, 2, 4));
-	assert_null(fz_front_keyer_create(1, 28, 28, 1)); /* nothing but DC */
+	const float ok[4] = {0, 1, 254, 255}, frac[4] = {0, 1.5f, 2, 3}, big[4] = {0, 256, 1, 1},
+		    neg[4] = {-1, 0, 0, 0}, nan[4] = {0, NAN, 0, 0}, inf[4] = {INFINITY, 0, 0, 0};
+	uint8_t img[4];
+	assert_int_equal(fz_front_image_f32(ok, 4, img), 0);
+	assert_int_equal(img[2], 254);
+	assert_int_equal(img[3], 255);
+	assert_int_equal(fz_front_image_f32(frac, 4, img), -ERANGE);
+	assert_int_equal(fz_front_image_f32(big, 4, img), -ERANGE);
+	assert_int_equal(fz_front_image_f32(neg, 4, img), -ERANGE);
+	assert_int_equal(fz_front_image_f32(nan, 4, img), -ERANGE);
+	assert_int_equal(fz_front_image_f32(inf, 4, img), -ERANGE);
+	const uint8_t x[3] = {0, 10, 255}, y[3] = {3, 10, 0};
+	assert_int_equal(fz_front_sse(x, y, 3), 9 + 255 * 255);
 }
 
 static void exact_repeats_pending_and_stale_fills(void **state)
@@ -173,51 +211,157 @@ static void exact_clock_keeps_what_is_used(void **state)
 	fz_exact_free(e);
 }
 
-static void near_finds_nearest_within_radius(void **state)
+/* Images 1 x 4 x 4 (16 pixels) of one level, for the near table. */
+static void flat(uint8_t *im, int v)
+{
+	memset(im, v, 16);
+}
+
+static void near_finds_within_radius_confirmed_on_pixels(void **state)
 {
 	(void)state;
-	struct fz_near *n = fz_near_create(4, 2, true);
-	const float k0[2] = {0, 0}, k1[2] = {1, 0}, q[2] = {0.8f, 0};
+	struct fz_front_keyer *k = fz_front_keyer_create(1, 4, 4, 2);
+	struct fz_near *n = fz_near_create(4, 4, 16, true);
+	assert_non_null(n);
+	uint8_t i0[16], i1[16], q[16];
+	float k0[4], k1[4], kq[4];
+	flat(i0, 0), flat(i1, 100), flat(q, 90);
+	fz_front_key_u8(k, i0, k0), fz_front_key_u8(k, i1, k1), fz_front_key_u8(k, q, kq);
 	struct fz_front_answer a0 = {.label = 0}, a1 = {.label = 1}, got;
 	uint32_t g0, g1;
-	int s0 = fz_near_put(n, k0, &a0, &g0), s1 = fz_near_put(n, k1, &a1, &g1);
-	float d2;
-	assert_int_equal(fz_near_find(n, q, 0.05f, &d2, true), s1);
-	assert_float_equal(d2, 0.04f, 1e-6);
-	assert_int_equal(fz_near_find(n, q, 0.01f, &d2, true), -1);
+	int s0 = fz_near_put(n, k0, i0, &a0, &g0), s1 = fz_near_put(n, k1, i1, &a1, &g1);
+	float m2;
+	/* q is 10 grey levels from i1: rms 10 / 255 */
+	assert_int_equal(fz_near_find(n, kq, q, 11.f / 255, &m2, true), s1);
+	assert_float_equal(m2, (10.f / 255) * (10.f / 255), 1e-7);
+	assert_int_equal(fz_near_find(n, kq, q, 9.f / 255, &m2, true), -1);
+	assert_true(fz_near_within(n, s1, g1, q, 11.f / 255));
+	assert_false(fz_near_within(n, s1, g1 + 1, q, 11.f / 255));
+	assert_false(fz_near_within(n, s0, g0, q, 11.f / 255));
 	assert_int_equal(fz_near_get(n, s1, g1, NULL, &got), 0);
 	assert_int_equal(got.label, 1);
 	assert_int_equal(fz_near_stats(n)->lookups, 2);
 	assert_int_equal(fz_near_stats(n)->hits, 1);
+	/* a candidate by key whose pixels are far is refuted: same cell means, checkerboard */
+	uint8_t cb[16];
+	for (int i = 0; i < 16; i++)
+		cb[i] = (i + i / 4) % 2 ? 200 : 0;
+	float kcb[4];
+	fz_front_key_u8(k, cb, kcb);
+	struct fz_near *m = fz_near_create(4, 4, 16, true);
+	uint8_t mid[16];
+	flat(mid, 100);
+	fz_near_put(m, k1, mid, &a1, NULL);
+	assert_float_equal(fz_front_d2(kcb, k1, 4), 0, 1e-9); /* the keys cannot tell them apart */
+	assert_int_equal(fz_near_find(m, kcb, cb, 0.05f, NULL, true), -1);
+	assert_int_equal(fz_near_stats(m)->candidates, 1);
+	assert_int_equal(fz_near_stats(m)->refuted, 1);
+	/* ... while a nearer one behind it in key order is still found */
+	uint8_t cb2[16];
+	memcpy(cb2, cb, 16);
+	cb2[0] = 10;
+	float kcb2[4];
+	fz_front_key_u8(k, cb2, kcb2);
+	int s = fz_near_put(m, kcb2, cb2, &a0, NULL);
+	assert_int_equal(fz_near_find(m, kcb, cb, 0.05f, NULL, true), s);
+	fz_near_free(m);
 	/* removed: gone, and its old generation is stale */
 	assert_int_equal(fz_near_remove(n, s0, g0), 0);
 	assert_int_equal(fz_near_get(n, s0, g0, NULL, NULL), -ESTALE);
 	assert_int_equal(fz_near_count(n), 1);
-	const float bad[2] = {NAN, 0};
-	assert_int_equal(fz_near_put(n, bad, &a0, &g0), -EINVAL);
+	assert_int_equal(fz_near_find(n, k0, i0, 0.01f, NULL, false), -1);
+	const float bad[4] = {NAN, 0, 0, 0};
+	assert_int_equal(fz_near_put(n, bad, i0, &a0, &g0), -EINVAL);
+	/* kept without an image: never found */
+	int sx = fz_near_put(n, k0, NULL, &a0, &g0);
+	assert_true(sx >= 0);
+	assert_int_equal(fz_near_find(n, k0, i0, 0.01f, NULL, false), -1);
+	assert_false(fz_near_within(n, sx, g0, i0, 1.f));
 	/* full with eviction: CLOCK replaces one not used since; without: refused */
-	for (int i = 0; i < 3; i++) {
-		float k[2] = {10.f + i, 0};
-		assert_true(fz_near_put(n, k, &a0, NULL) >= 0);
+	for (int i = 0; i < 2; i++) {
+		uint8_t im[16];
+		float ki[4];
+		flat(im, 200 + 20 * i);
+		fz_front_key_u8(k, im, ki);
+		assert_true(fz_near_put(n, ki, im, &a0, NULL) >= 0);
 	}
 	assert_int_equal(fz_near_count(n), 4);
-	fz_near_find(n, k1, 0.1f, NULL, false); /* k1 used */
-	float k5[2] = {20, 0};
-	assert_true(fz_near_put(n, k5, &a0, NULL) >= 0);
+	fz_near_find(n, k1, i1, 0.01f, NULL, false); /* i1 used */
+	uint8_t i5[16];
+	float k5[4];
+	flat(i5, 50);
+	fz_front_key_u8(k, i5, k5);
+	assert_true(fz_near_put(n, k5, i5, &a0, NULL) >= 0);
 	assert_int_equal(fz_near_count(n), 4);
 	assert_int_equal(fz_near_stats(n)->evictions, 1);
-	assert_int_equal(fz_near_find(n, k1, 0.1f, NULL, false), s1);
+	assert_int_equal(fz_near_find(n, k1, i1, 0.01f, NULL, false), s1);
 	fz_near_free(n);
 
-	struct fz_near *p = fz_near_create(2, 2, false);
-	assert_true(fz_near_put(p, k0, NULL, NULL) >= 0);
-	assert_true(fz_near_put(p, k1, NULL, NULL) >= 0);
-	assert_int_equal(fz_near_put(p, q, NULL, NULL), -ENOSPC);
+	struct fz_near *p = fz_near_create(2, 4, 16, false);
+	assert_true(fz_near_put(p, k0, i0, NULL, NULL) >= 0);
+	assert_true(fz_near_put(p, k1, i1, NULL, NULL) >= 0);
+	assert_int_equal(fz_near_put(p, kq, q, NULL, NULL), -ENOSPC);
 	assert_int_equal(fz_near_stats(p)->full, 1);
 	fz_near_clear(p);
 	assert_int_equal(fz_near_count(p), 0);
-	assert_int_equal(fz_near_find(p, k0, 1.f, NULL, false), -1);
+	assert_int_equal(fz_near_find(p, k0, i0, 1.f, NULL, false), -1);
 	fz_near_free(p);
+	fz_front_keyer_free(k);
+	assert_null(fz_near_create(4, 4, 0, true));
+}
+
+/* The scan through cachecore's kernels: the same slot and distance at every SIMD level (and
+ * with the ISA capped as ONEDNN_MAX_CPU_ISA would), against a plain search, over tables that
+ * are not whole blocks. */
+static void near_scan_same_on_every_isa(void **state)
+{
+	(void)state;
+	static const char *const isa[] = {"portable", "avx2", "avx512"};
+	struct fz_front_keyer *k = fz_front_keyer_create(1, 28, 28, 7);
+	enum { N = 301, Q = 60 };
+	static uint8_t imgs[N][784], qs[Q][784];
+	float keys[N][FZ_FRONT_MAX_DIM];
+	for (int i = 0; i < N; i++) {
+		blob(imgs[i], 6 + (int)(urand() % 16), 6 + (int)(urand() % 16), 3 + (int)(urand() % 7),
+		     0.6f + (float)(urand() % 60) / 100);
+		fz_front_key_u8(k, imgs[i], keys[i]);
+	}
+	for (int j = 0; j < Q; j++) /* noisy copies */
+		for (int p = 0; p < 784; p++) {
+			int v = imgs[(j * 5) % N][p] + (int)(urand() % 13) - 6;
+			qs[j][p] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+		}
+	int want[Q];
+	for (int j = 0; j < Q; j++) { /* nearest within 0.03 by rms over all entries */
+		want[j] = -1;
+		double best = 0.03;
+		for (int i = 0; i < N; i++)
+			if (rms(qs[j], imgs[i]) <= best)
+				best = rms(qs[j], imgs[i]), want[j] = i;
+	}
+	for (size_t l = 0; l < sizeof(isa) / sizeof(isa[0]); l++) {
+		if (fz_cache_isa_set(isa[l]) < 0)
+			continue; /* this CPU lacks it */
+		struct fz_near *n = fz_near_create(N, 49, 784, true);
+		for (int i = 0; i < N; i++)
+			assert_int_equal(fz_near_put(n, keys[i], imgs[i], NULL, NULL), i);
+		int hits = 0;
+		for (int j = 0; j < Q; j++) {
+			float kq[FZ_FRONT_MAX_DIM];
+			fz_front_key_u8(k, qs[j], kq);
+			int s = fz_near_find(n, kq, qs[j], 0.03f, NULL, false);
+			/* the first confirmed of the key-nearest: within the radius; the plain search
+			 * finds one exactly when it does */
+			assert_int_equal(s >= 0, want[j] >= 0);
+			if (s >= 0)
+				assert_true(rms(qs[j], imgs[s]) <= 0.03);
+			hits += s >= 0;
+		}
+		assert_true(hits >= Q / 2);
+		fz_near_free(n);
+	}
+	fz_cache_isa_set(NULL);
+	fz_front_keyer_free(k);
 }
 
 static void flows_remember_until_timeout(void **state)
@@ -249,11 +393,13 @@ static void flows_remember_until_timeout(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(key_matches_direct_dft),
-		cmocka_unit_test(key_is_near_for_shift_and_gain_far_for_others),
+		cmocka_unit_test(key_is_weighted_cell_means),
+		cmocka_unit_test(key_bounds_rms_and_keeps_level_contrast_sign),
+		cmocka_unit_test(f32_requests_are_images_only_when_integers_0_255),
 		cmocka_unit_test(exact_repeats_pending_and_stale_fills),
 		cmocka_unit_test(exact_clock_keeps_what_is_used),
-		cmocka_unit_test(near_finds_nearest_within_radius),
+		cmocka_unit_test(near_finds_within_radius_confirmed_on_pixels),
+		cmocka_unit_test(near_scan_same_on_every_isa),
 		cmocka_unit_test(flows_remember_until_timeout),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

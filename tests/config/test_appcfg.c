@@ -93,9 +93,11 @@ static void test_front_errors(void **state)
 {
 	(void)state;
 	expect_error(HEAD "front: {near: {radius: 3}}\n" STAGES4, "s.yaml:2:24: ",
-		     "expected a key distance in 0..2");
-	expect_error(HEAD "front: {near: {freqs: 1}}\n" STAGES4, "s.yaml:2:23: ",
-		     "expected 2..8 frequencies");
+		     "expected a root-mean-square pixel difference in 0..1");
+	expect_error(HEAD "front: {near: {grid: 65}}\n" STAGES4, "s.yaml:2:22: ",
+		     "expected 0 (automatic) or 1..64 cells per axis");
+	/* the old |DFT| key's setting is refused by name, not ignored */
+	expect_error(HEAD "front: {near: {freqs: 4}}\n" STAGES4, "s.yaml:2:23: ", "`freqs`");
 	expect_error(HEAD "front: {near: {exit_min_confidence: 2}}\n" STAGES4, "s.yaml:2:37: ",
 		     "expected a probability in 0..1");
 	expect_error(HEAD "front: {exact: {entries: 3}}\n" STAGES4, "s.yaml:2:26: ",
