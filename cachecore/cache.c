@@ -138,8 +138,9 @@ struct fz_cache *fz_cache_create(const struct fz_cache_params *p, int c, int h, 
 	ca->base_slots = ca->p.size;
 	ca->slots = ca->p.size + p->capacity;
 	ca->n_blocks = (ca->slots + FZ_BLK - 1) / FZ_BLK;
-	ca->thr = p->thr_mode == FZ_CACHE_THR_FIXED ? p->threshold : 0.0f;
-	ca->enabled = p->enabled;
+	fz_cache_set_gate(ca, (struct fz_cache_gate){
+				      .thr = p->thr_mode == FZ_CACHE_THR_FIXED ? p->threshold : 0.0f,
+				      .on = p->enabled});
 	size_t ns = (size_t)ca->n_blocks * FZ_BLK;
 	ca->keys = fz_cache_zalloc(ns * (size_t)dim * sizeof(float));
 	ca->norm2 = fz_cache_zalloc(ns * sizeof(*ca->norm2));
@@ -241,24 +242,54 @@ size_t fz_cache_bytes(const struct fz_cache *c)
 	return b;
 }
 
+struct fz_cache_gate fz_cache_gate(const struct fz_cache *c)
+{
+	/* relaxed: the word is the whole message (threshold and switch of one update); nothing
+	 * else is published with it. Partner: the store in fz_cache_set_gate() below. */
+	return fz_cache_gate_unpack(atomic_load_explicit(&c->gate, memory_order_relaxed));
+}
+
+void fz_cache_set_gate(struct fz_cache *c, struct fz_cache_gate g)
+{
+	/* one store of both halves: a lookup's load in fz_cache_gate() (lookup.c, learned.c)
+	 * sees the old gate or this one, never a mix; relaxed, as nothing else travels with it */
+	atomic_store_explicit(&c->gate, fz_cache_gate_pack(g), memory_order_relaxed);
+}
+
+/* Change one half of the gate, keeping the other: a CAS loop, so even two writers (the guard
+ * and an operator tool) never undo each other's other half. */
+static void gate_update(struct fz_cache *c, const float *thr, const bool *on)
+{
+	uint64_t w = atomic_load_explicit(&c->gate, memory_order_relaxed), nw;
+	do {
+		struct fz_cache_gate g = fz_cache_gate_unpack(w);
+		if (thr)
+			g.thr = *thr;
+		if (on)
+			g.on = *on;
+		nw = fz_cache_gate_pack(g);
+	} while (!atomic_compare_exchange_weak_explicit(&c->gate, &w, nw, memory_order_relaxed,
+							memory_order_relaxed));
+}
+
 float fz_cache_threshold(const struct fz_cache *c)
 {
-	return c->thr;
+	return fz_cache_gate(c).thr;
 }
 
 void fz_cache_set_threshold(struct fz_cache *c, float thr)
 {
-	c->thr = thr;
+	gate_update(c, &thr, NULL);
 }
 
 void fz_cache_set_enabled(struct fz_cache *c, bool on)
 {
-	c->enabled = on;
+	gate_update(c, NULL, &on);
 }
 
 bool fz_cache_enabled(const struct fz_cache *c)
 {
-	return c->enabled;
+	return fz_cache_gate(c).on;
 }
 
 struct fz_cache_set *fz_cache_set_new(uint64_t model_fp, int n_classes, int n_caches)

@@ -30,8 +30,10 @@ struct fz_cache {
 	int base_slots;  /* p.size */
 	int slots;       /* base_slots + p.capacity */
 	int n_blocks;    /* ceil(slots / 16) */
-	float thr;
-	bool enabled;
+	/* fz_cache_gate_pack(threshold, on): read by lookups (lookup.c, learned.c) with one
+	 * relaxed load, written by fz_cache_set_gate (cache.c); rarely written, so it stays on
+	 * the read-mostly line */
+	_Atomic uint64_t gate;
 
 	/* PCA (p.dims > 0): key[j] = sum_i (x[i] - mean[i]) * proj[i * dims + j] */
 	float *pca_mean;

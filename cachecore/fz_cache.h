@@ -109,7 +109,41 @@ int fz_cache_pooled_dim(const struct fz_cache *c); /* c * grid * grid */
 int fz_cache_key_dim(const struct fz_cache *c);    /* dims, or the pooled dim without PCA */
 int fz_cache_entries(const struct fz_cache *c);    /* live entries (calibrated + online) */
 size_t fz_cache_bytes(const struct fz_cache *c);   /* memory the cache holds */
+/*
+ * A point's gate: its threshold and whether it may answer at all, published together as one
+ * 64-bit word (the float's bits, and bit 32 for "on"). Lookups read it with one atomic load, so
+ * a reader never pairs the threshold of one update with the switch of another; the self-check
+ * guard (control thread) writes both with one store while stages look up.
+ */
+struct fz_cache_gate {
+	float thr;
+	bool on; /* false: never a hit (switched off by calibration, or by the guard) */
+};
+
+static inline uint64_t fz_cache_gate_pack(struct fz_cache_gate g)
+{
+	union {
+		float f;
+		uint32_t u;
+	} b = {.f = g.thr};
+	return (uint64_t)b.u | (uint64_t)g.on << 32;
+}
+
+static inline struct fz_cache_gate fz_cache_gate_unpack(uint64_t w)
+{
+	union {
+		uint32_t u;
+		float f;
+	} b = {.u = (uint32_t)w};
+	return (struct fz_cache_gate){.thr = b.f, .on = (w >> 32) & 1};
+}
+
+/* The gate now (one atomic load). */
+struct fz_cache_gate fz_cache_gate(const struct fz_cache *c);
+/* Publish a gate (one atomic store; readers see the old or the new one whole). */
+void fz_cache_set_gate(struct fz_cache *c, struct fz_cache_gate g);
 float fz_cache_threshold(const struct fz_cache *c);
+/* One half of the gate: the other half kept (a compare-exchange, safe against another writer). */
 void fz_cache_set_threshold(struct fz_cache *c, float thr);
 void fz_cache_set_enabled(struct fz_cache *c, bool on);
 bool fz_cache_enabled(const struct fz_cache *c); /* false: never a hit (e.g. switched off by

@@ -87,5 +87,6 @@ void fz_cache_learned_answer(const struct fz_cache *c, const float *key,
 	if (confirm && !(confirm->hit && confirm->label == best))
 		return; /* the neighbours do not vouch for it */
 	r->conf = conf > 0.0f ? (conf < FZ_CONF_MAX ? conf : FZ_CONF_MAX) : 0.0f;
-	r->hit = c->enabled && r->conf > c->thr;
+	const struct fz_cache_gate g = fz_cache_gate(c); /* one load: a consistent pair */
+	r->hit = g.on && r->conf > g.thr;
 }

@@ -76,7 +76,8 @@ static void answer(struct fz_cache *c, const struct topk *t, int k, uint32_t tic
 		}
 		r->conf = best;
 	}
-	r->hit = c->enabled && r->conf > c->thr;
+	const struct fz_cache_gate g = fz_cache_gate(c); /* one load: a consistent pair */
+	r->hit = g.on && r->conf > g.thr;
 	if (r->hit && t->slot[0] >= c->base_slots) {
 		/* Recency for eviction. Relaxed: a hint the writer reads without ordering; skip the
 		 * store when already set so hot entries do not bounce their line between cores. */

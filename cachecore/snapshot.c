@@ -133,7 +133,7 @@ static int put_cache(struct wbuf *b, const struct fz_cache *c)
 	r.capacity = (uint32_t)c->p.capacity;
 	r.evict = c->p.evict;
 	r.thr_mode = c->p.thr_mode;
-	r.enabled = c->enabled;
+	r.enabled = fz_cache_enabled(c);
 	r.online = c->p.online;
 	r.c = (uint32_t)c->c;
 	r.h = (uint32_t)c->h;
@@ -152,7 +152,7 @@ static int put_cache(struct wbuf *b, const struct fz_cache *c)
 			r.size = (uint32_t)c->sub->p.size;
 		}
 	}
-	r.threshold = c->thr;
+	r.threshold = fz_cache_threshold(c);
 	r.fixed = c->p.threshold;
 	rc |= put(b, &r, sizeof(r));
 	if (c->p.kind == FZ_CACHE_LEARNED) {
@@ -325,7 +325,7 @@ static struct fz_cache *get_cache(struct rbuf *r, int i, int n_classes, size_t *
 		    i, p.layer, rec.pooled_dim, rec.key_dim, rec.n_entries, c->slots);
 		goto fail;
 	}
-	c->thr = rec.threshold;
+	fz_cache_set_threshold(c, rec.threshold);
 	if (p.kind == FZ_CACHE_LEARNED) {
 		float *a[6];
 		size_t len[6], need = head_bytes(c);
