@@ -97,6 +97,8 @@ def prometheus(snap):
     for reason, v in sorted(snap["/freeze/drops"].items()):
         c("drops", "Frames and requests dropped, by named reason", v, reason=reason)
     for layer, p in snap["/freeze/layers"].items():
+        if p.get("kind") == "front":  # a front tier self-checking follows: below
+            continue
         c("cache_lookups", "Requests looked up at a cache point", p["lookups"], layer=layer)
         c("cache_hits", "Requests a cache point answered (lookups = hits + misses)", p["hits"],
           layer=layer)
@@ -125,8 +127,32 @@ def prometheus(snap):
               else p["calibrated_threshold"], layer=layer)
             c("cache_guard_changes", "Threshold changes by the guard", p["guard_changes"],
               layer=layer)
+            c("cache_guard_offs", "Times the guard switched a cache point off",
+              p.get("guard_offs", 0), layer=layer)
+            c("cache_sampled_disagreements", "Shadow samples this point answered otherwise than "
+              "the full model", p.get("sampled_disagree_total", 0), layer=layer)
             c("cache_online_forgotten", "Online entries forgotten: the full model disagreed",
               p["online_forgotten"], layer=layer)
+    for key, p in snap["/freeze/layers"].items():
+        if p.get("kind") != "front":
+            continue
+        tier = key.split("/", 1)[-1]
+        g("front_tier_enabled", "1 when a front tier may answer (0: switched off by the guard)",
+          p["enabled"], tier=tier)
+        c("front_tier_checks", "Shadow samples that scored a front tier against the full model",
+          p["shadow_samples"], tier=tier)
+        c("front_tier_disagreements", "Sampled answers of a front tier the full model did not give",
+          p["sampled_disagree_total"], tier=tier)
+        g("front_tier_sampled", "Samples in a front tier's window", p["sampled"], tier=tier)
+        g("front_tier_sampled_agreement_lower", "95 % Wilson lower bound of a front tier's "
+          "sampled agreement", p["agreement_low"], tier=tier)
+        c("front_tier_guard_offs", "Times the guard switched a front tier off", p["guard_offs"],
+          tier=tier)
+        c("front_tier_vetoed", "Answers a front tier found while switched off (the requests ran)",
+          p["vetoed"], tier=tier)
+    for k in ("lost", "stale"):
+        c("selfcheck_samples_dropped", "Scored samples the guard never saw (lost: ring full; "
+          "stale: a reload replaced their snapshot)", st.get(f"verify_samples_{k}", 0), reason=k)
     for name, s in snap["/freeze/stages"].items():
         c("stage_requests", "Requests into a stage", s["requests_in"], stage=name)
         c("stage_answered", "Requests a stage answered", s["answered"], stage=name)
@@ -207,6 +233,8 @@ def view(snap, prev, dt):
     lines += ["", f"{'cache point':<12} {'kind':<8} {'lookups':>9} {'hits':>9} {'hit rate':>8}  "
                   f"{'':<20} {'agreement':>9} {'threshold':>9}"]
     for layer, p in snap["/freeze/layers"].items():
+        if p.get("kind") == "front":
+            continue
         hr = p["hits"] / p["lookups"] if p["lookups"] else 0.0
         state = "" if p["enabled"] else " off"
         # sampled agreement: with self-checking on (verify:), else not measured
@@ -218,8 +246,12 @@ def view(snap, prev, dt):
         n = f.get("requests", 0) or 1
         lines += ["", f"{'front tier':<12} {'answered':>9} {'share':>8}  (requests {f.get('requests', 0)}, "
                       f"ran {f.get('ran', 0)})"]
+        checked = snap["/freeze/layers"]
         for k, tier in FRONT_TIERS.items():
-            lines.append(f"{tier:<12} {f[k]:>9} {f[k] / n:>8.1%}  {bar(f[k] / n)}")
+            sc = checked.get(f"front/{tier}", {})
+            state = "" if sc.get("enabled", 1) else "  off (self-checking)"
+            ag = f"  agreement {sc['sampled_agree'] / sc['sampled']:.2%}" if sc.get("sampled") else ""
+            lines.append(f"{tier:<12} {f[k]:>9} {f[k] / n:>8.1%}  {bar(f[k] / n)}{ag}{state}")
     return "\n".join(line[:cols] for line in lines)
 
 

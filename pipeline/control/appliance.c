@@ -22,6 +22,7 @@
 
 #include "app_pvt.h"
 #include "verify.h"
+#include "verify_ctl.h"
 #include "fz_cli.h"
 #include "fz_control.h"
 #include "stage_cache.h"
@@ -446,7 +447,7 @@ int fz_appliance_main(int argc, char **argv)
 		return 1;
 	}
 	if ((rc = reqs_init()) < 0 || (rc = batches_init()) < 0 || (rc = rings_init()) < 0 ||
-	    (rc = fz_verify_init() < 0 ? -ENOMEM : 0) < 0) {
+	    (rc = fz_verify_init()) < 0 || (rc = fz_verify_ctl_init()) < 0) {
 		fprintf(stderr, "freeze: cannot allocate requests, batches and rings: %s\n",
 			strerror(-rc));
 		return 1;
@@ -520,6 +521,7 @@ int fz_appliance_main(int argc, char **argv)
 	 * after it every mbuf must be back in the pool */
 	rte_eth_dev_close(fz_app.port);
 	fz_app_summary(stdout);
+	fz_verify_ctl_fini();
 	fz_verify_fini();
 	fz_app_caches_free();
 	fz_net_free(fz_app.net);

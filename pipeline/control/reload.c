@@ -15,6 +15,7 @@
 #include "app_pvt.h"
 #include "fz_control.h"
 #include "stage_cache.h"
+#include "verify_ctl.h"
 
 #define FZ_RETIRE_SLOTS 8 /* sets waiting for their grace period; a reload waits for room */
 
@@ -166,11 +167,14 @@ int fz_app_caches_reload(char *err, size_t errlen)
 	return 0;
 }
 
-/* Reload on request (SIGHUP, /freeze/reload), reclaim retired sets; never on a data-path lcore. */
+/* Self-checking's decisions, reload on request (SIGHUP, /freeze/reload), reclaim retired sets;
+ * never on a data-path lcore. In this order: the self-check samples tagged with a set are
+ * taken before a set allocated later can reuse its address (verify_ctl.c). */
 static void *control_main(void *arg)
 {
 	(void)arg;
 	while (!atomic_load_explicit(&control_stop, memory_order_acquire)) {
+		fz_verify_ctl_poll();
 		if (atomic_exchange(&fz_app.reload, false)) {
 			char err[512];
 			if (fz_app_caches_reload(err, sizeof(err)) == 0) {
@@ -211,4 +215,5 @@ void fz_control_stop(void)
 	atomic_store_explicit(&control_stop, true, memory_order_release);
 	pthread_join(control_tid, NULL);
 	control_running = false;
+	fz_verify_ctl_poll(); /* the last samples, once the lcores have stopped */
 }

@@ -12,6 +12,9 @@
 #include "stage_cache.h"
 #include "fz_control.h"
 #include "fz_proto.h"
+#include "fz_selfcheck.h"
+#include "verify.h"
+#include "verify_ctl.h"
 
 static uint64_t rd(const uint64_t *p)
 {
@@ -72,6 +75,10 @@ static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d
 	rte_tel_data_add_dict_u64(d, "shadows_busy", rd(&fz_app.tx.shadows_busy));
 	rte_tel_data_add_dict_u64(d, "shadows_checked", rd(&fz_app.shadows_checked));
 	rte_tel_data_add_dict_u64(d, "shadows_failed", rd(&fz_app.shadows_failed));
+	struct fz_verify_counters vc;
+	fz_verify_counters(&vc);
+	rte_tel_data_add_dict_u64(d, "verify_samples_lost", vc.samples_lost);
+	rte_tel_data_add_dict_u64(d, "verify_samples_stale", fz_verify_ctl_stale());
 	rte_tel_data_add_dict_u64(d, "reload_failures", rd(&fz_app.reload_failures));
 	return 0;
 }
@@ -140,7 +147,7 @@ struct point {
 	int entries;
 	uint64_t evictions, lookups, hits, macs_saved;
 	/* self-checking: samples at the current threshold, agreeing, its interval, changes */
-	uint64_t sampled, agreed, checked, changes, forgotten;
+	uint64_t sampled, agreed, checked, disagreed, changes, offs, forgotten;
 	double lo, hi;
 	float calibrated;
 };
@@ -169,12 +176,15 @@ static int points(struct point *p, int max)
 		if (q->hits > q->lookups) /* a batch in between: its exits counted first */
 			q->lookups = q->hits;
 		q->macs_saved = q->hits * (full - fz_net_macs(fz_app.net, 0, l));
-		if (i < FZ_VERIFY_POINTS) {
-			const struct fz_verify_pub *v = &fz_app.verify_pub[i];
-			q->sampled = rd(&v->samples), q->agreed = rd(&v->agree);
-			q->checked = rd(&v->checked), q->changes = rd(&v->changes);
-			q->forgotten = rd(&v->forgotten);
-			q->lo = v->lo, q->hi = v->hi, q->calibrated = v->calibrated;
+		struct fz_selfcheck_view v;
+		if (fz_verify_ctl_view(FZ_SELFCHECK_POINT, i, &v) == 0) {
+			struct fz_verify_counters vc;
+			fz_verify_counters(&vc);
+			q->sampled = v.samples, q->agreed = v.agree;
+			q->checked = v.checked, q->disagreed = v.disagreed;
+			q->changes = v.changes, q->offs = v.offs;
+			q->forgotten = i < FZ_VERIFY_POINTS ? vc.forgotten[i] : 0;
+			q->lo = v.lo, q->hi = v.hi, q->calibrated = v.calibrated.thr;
 		}
 	}
 	fz_app_caches_read_unlock();
@@ -216,9 +226,41 @@ static int tel_layers(const char *cmd, const char *params, struct rte_tel_data *
 			snprintf(thr, sizeof(thr), "%.9g", (double)p[i].calibrated);
 			rte_tel_data_add_dict_string(x, "calibrated_threshold", thr);
 			rte_tel_data_add_dict_u64(x, "guard_changes", p[i].changes);
+			rte_tel_data_add_dict_u64(x, "guard_offs", p[i].offs);
+			rte_tel_data_add_dict_u64(x, "sampled_disagree_total", p[i].disagreed);
 			rte_tel_data_add_dict_u64(x, "online_forgotten", p[i].forgotten);
 		}
 		rte_tel_data_add_dict_container(d, p[i].layer, x, 0);
+	}
+	/* the front tiers self-checking follows, as "front/<tier>" (kind "front"): whether the
+	 * guard left them on, and their sampled agreement with the full model */
+	struct fz_verify_counters vc;
+	fz_verify_counters(&vc);
+	for (int t = 0; fz_app.cfg.front.enabled && t < FZ_SELFCHECK_TIERS; t++) {
+		struct fz_selfcheck_view v;
+		if (fz_verify_ctl_view(FZ_SELFCHECK_TIER, t, &v) < 0)
+			break;
+		struct rte_tel_data *x = rte_tel_data_alloc();
+		if (!x)
+			return -1;
+		char key[32], num[32];
+		rte_tel_data_start_dict(x);
+		rte_tel_data_add_dict_string(x, "kind", "front");
+		rte_tel_data_add_dict_int(x, "enabled", v.gate.on);
+		rte_tel_data_add_dict_u64(x, "shadow_samples", v.checked);
+		rte_tel_data_add_dict_u64(x, "picked", vc.front_picked[t]);
+		rte_tel_data_add_dict_u64(x, "sampled", v.samples);
+		rte_tel_data_add_dict_u64(x, "sampled_agree", v.agree);
+		rte_tel_data_add_dict_u64(x, "sampled_disagree_total", v.disagreed);
+		snprintf(num, sizeof(num), "%.6f", v.lo);
+		rte_tel_data_add_dict_string(x, "agreement_low", num);
+		snprintf(num, sizeof(num), "%.6f", v.hi);
+		rte_tel_data_add_dict_string(x, "agreement_high", num);
+		rte_tel_data_add_dict_u64(x, "guard_changes", v.changes);
+		rte_tel_data_add_dict_u64(x, "guard_offs", v.offs);
+		rte_tel_data_add_dict_u64(x, "vetoed", vc.front_vetoed[t]);
+		snprintf(key, sizeof(key), "front/%s", fz_selfcheck_tier_name(t));
+		rte_tel_data_add_dict_container(d, key, x, 0);
 	}
 	return 0;
 }
@@ -293,7 +335,8 @@ int fz_app_telemetry_init(void)
 					 "Per-stage requests, batches, hits, cycles. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/layers", tel_layers,
 					 "Per cache point: lookups, hits, misses, entries, evictions, MACs "
-					 "saved, threshold. No parameters");
+					 "saved, threshold; with verify on, sampled agreement and guard, also "
+					 "per front tier (front/<tier>). No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/front", tel_front,
 					 "Front tiers: exact, flow, near hits, coalescing, tables. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/reload", tel_reload,
@@ -365,11 +408,30 @@ void fz_app_summary(FILE *f)
 			if (p[i].checked)
 				fprintf(f, "                   %-10s sampled agreement %6.2f %% [%.2f, %.2f] "
 					   "over %" PRIu64 " at threshold %.4g (calibrated %.4g), guard "
-					   "changes %" PRIu64 ", online entries forgotten %" PRIu64 "\n",
+					   "changes %" PRIu64 " (off %" PRIu64 ")%s, online entries "
+					   "forgotten %" PRIu64 "\n",
 					p[i].layer, p[i].sampled ? 100.0 * p[i].agreed / p[i].sampled : 0,
 					100 * p[i].lo, 100 * p[i].hi, p[i].sampled,
 					(double)p[i].threshold, (double)p[i].calibrated, p[i].changes,
-					p[i].forgotten);
+					p[i].offs, p[i].enabled ? "" : ", off now", p[i].forgotten);
+		struct fz_verify_counters vc;
+		fz_verify_counters(&vc);
+		for (int t = 0; fz_app.cfg.front.enabled && t < FZ_SELFCHECK_TIERS; t++) {
+			struct fz_selfcheck_view v;
+			if (fz_verify_ctl_view(FZ_SELFCHECK_TIER, t, &v) < 0 || !v.checked)
+				continue;
+			fprintf(f, "                   front %-9s sampled agreement %6.2f %% [%.2f, %.2f] "
+				   "over %" PRIu64 " (checked %" PRIu64 "), guard offs %" PRIu64 "%s, "
+				   "answers not given (off) %" PRIu64 "\n",
+				fz_selfcheck_tier_name(t),
+				v.samples ? 100.0 * v.agree / v.samples : 0, 100 * v.lo, 100 * v.hi,
+				v.samples, v.checked, v.offs, v.gate.on ? "" : ", off now",
+				vc.front_vetoed[t]);
+		}
+		if (vc.samples_lost || fz_verify_ctl_stale())
+			fprintf(f, "                   samples lost (ring full) %" PRIu64 ", stale (a "
+				   "reload replaced their snapshot) %" PRIu64 "\n",
+				vc.samples_lost, fz_verify_ctl_stale());
 	}
 	front_summary(f);
 	uint64_t lookup_errors = 0;

@@ -76,6 +76,7 @@ struct fz_req {
 	/* self-checking (datapath/verify.c): a shadow is a copy of an early-answered request
 	 * that runs the whole model off the answer path; its lookups at each cache point */
 	uint8_t shadow;
+	uint8_t sh_want; /* a front answer RX picked to be checked: its input is loaded */
 	int16_t sh_label[FZ_VERIFY_POINTS]; /* -1: not looked up there */
 	float sh_conf[FZ_VERIFY_POINTS];
 	int32_t sh_slot[FZ_VERIFY_POINTS]; /* the entry that answered there, -1: none */
@@ -186,14 +187,10 @@ struct fz_app {
 	struct rte_ring *learn_ring; /* answered front leaders from TX back to RX, SP/SC, room
 				      * for every request (TX never waits on it) */
 	atomic_uint front_epoch;     /* bumped by a reload: the front tables forget all */
+	/* front tiers the self-check guard switched off, bit 1 << enum fz_selfcheck_tier: stored
+	 * by the control thread, read by RX (datapath/verify.h fz_verify_tier_off) */
+	_Atomic uint32_t front_off;
 	struct rte_ring *shadow_ring; /* shadows from TX to stage 1, SP/SC (verify on) */
-	/* what the last stage's guard publishes per cache point (its index in the set) */
-	struct fz_verify_pub {
-		uint64_t samples, agree, changes, checked, forgotten;
-		double lo, hi;
-		float threshold, calibrated;
-		int on;
-	} verify_pub[FZ_VERIFY_POINTS];
 	uint64_t shadows_checked, shadows_failed;
 	struct fz_stage_rt stages[FZ_MAX_STAGES];
 	int n_stages;

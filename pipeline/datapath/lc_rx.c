@@ -12,6 +12,7 @@
 #include "front.h"
 #include "fz_proto.h"
 #include "stage_cache.h"
+#include "verify.h"
 
 #define RX_BURST 32
 #define EXPIRE_BATCH 32
@@ -148,6 +149,18 @@ static void front_run(struct fz_req *rq)
 	x->out[x->n_out++] = rq;
 }
 
+/* A follower answered by the request it waited for (its input is loaded: it may have had to
+ * run itself); unless self-checking switched that tier off, then it runs. */
+static void front_answer_follower(struct fz_req *rq)
+{
+	if (fz_verify_rx_veto(rq)) {
+		front_run(rq);
+		return;
+	}
+	fz_verify_rx_pick(rq);
+	front_answer(rq);
+}
+
 /* A leader back from TX, done with: to the pool (TX's release, done here instead). */
 static void front_release(struct fz_req *rq)
 {
@@ -194,12 +207,17 @@ static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx
 	rq->keys = x->key_floats ? rq->act + fz_app.act_floats - x->key_floats : NULL;
 	rq->keys_set = NULL;
 	rq->front = 0;
+	rq->sh_want = 0;
 	const void *host = host_tensor(x, r);
 	if (fz_front_on()) {
 		uint64_t t0 = rte_rdtsc();
 		enum fz_front_verdict v = fz_front_submit(rq, r, host, now_ns);
 		fz_app.rx.front_tsc += rte_rdtsc() - t0;
-		if (v == FZ_FRONT_ANSWERED) {
+		/* a tier self-checking switched off does not answer: the request runs */
+		if (v == FZ_FRONT_ANSWERED && !fz_verify_rx_veto(rq)) {
+			/* a share is checked against the full model: its shadow needs the input */
+			if (fz_verify_rx_pick(rq))
+				load_tensor(rq, r->dtype, host);
 			front_answer(rq);
 			return;
 		}
@@ -368,7 +386,7 @@ int fz_lcore_rx(void *arg)
 	x.pc.max_tensor_bytes = (uint32_t)(fz_shape_size(in->shape) * 4);
 	x.key_floats = fz_app_key_floats();
 	rx_x = &x;
-	const struct fz_front_io fio = {.answer = front_answer, .run = front_run,
+	const struct fz_front_io fio = {.answer = front_answer_follower, .run = front_run,
 					.release = front_release};
 	struct fz_reasm_params rp = {.capacity = (uint32_t)c->reasm_entries,
 				     .max_tensor_bytes = x.pc.max_tensor_bytes,

@@ -1,8 +1,9 @@
-/* Freeze cachecore, self-checking: a cache point's sampled agreement with the full model over a
- * sliding window, its 95 % Wilson interval, and the guard that tightens the point's threshold
+/* Freeze self-checking, the statistics: a cache point's sampled agreement with the full model
+ * over a sliding window, its 95 % Wilson interval, and the guard that tightens the point's threshold
  * (or switches the point off) when the interval falls below a target and relaxes it back toward
- * the calibrated value once it has recovered. Plain C, single writer (the appliance's last
- * stage), read by telemetry; unit-tested on synthetic streams (tests/cachecore/test_verify.c). */
+ * the calibrated value once it has recovered. Plain C, one writer (the control thread's
+ * self-check context, fz_selfcheck.h); unit-tested on synthetic streams
+ * (tests/selfcheck/test_verify.c). */
 #ifndef FZ_VERIFY_H
 #define FZ_VERIFY_H
 
