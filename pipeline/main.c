@@ -14,6 +14,7 @@ static const struct fz_command commands[] = {
 	{"calibrate", fz_cmd_calibrate, "build per-layer caches on train data, set thresholds, write a snapshot"},
 	{"eval", fz_cmd_eval, "run requests with the caches (exit at the first hit); report exits, agreement"},
 	{"plan", fz_cmd_plan, "propose appliance stages of equal expected work from exit rates and costs"},
+	{"front-keys", fz_cmd_front_keys, "the near-duplicate tier's input keys of idx images (for calibration)"},
 };
 
 static void usage(FILE *f)

@@ -15,6 +15,7 @@ int fz_cmd_infer(int argc, char **argv);
 int fz_cmd_calibrate(int argc, char **argv);
 int fz_cmd_eval(int argc, char **argv);
 int fz_cmd_plan(int argc, char **argv);
+int fz_cmd_front_keys(int argc, char **argv);
 
 #include "fz_cli.h" /* fz_now_s, fz_opt_int */
 

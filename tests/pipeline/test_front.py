@@ -1,7 +1,9 @@
 #!/usr/bin/python3
-"""The front tiers through the real appliance (net_pcap ports): exact repeats answered the same
-without running, near-duplicate frames answered with an answer the appliance gave a frame of the
-same scene, the summary's front accounting adding up, and a reload that clears the tables."""
+"""The front tiers through the real appliance (net_pcap ports) as shipped: exact repeats answered
+the same without running; near-duplicate frames from several clients answered, image by image,
+with the answer of an earlier frame within the radius that passed the confidence gates; inverted
+and contrast-changed copies never; the summary's front accounting adding up; and a reload, with
+every table on, that clears the tables."""
 import os
 import re
 import shutil
@@ -21,9 +23,22 @@ from workloads import shift  # noqa: E402
 
 FAILS = []
 EXIT_FULL, FRONT = 0xFFFE, {0xFFF0: "exact", 0xFFF1: "flow", 0xFFF2: "near", 0xFFF3: "coalesced"}
-# wider than the calibrated radius (config/examples/appliance.yaml): this test is about which
-# answers are shared, not how exactly
-NEAR_RADIUS = 0.03
+
+
+def shipped_front():
+    """The embedded default's `front:` section (config/examples/appliance.yaml) as written, and
+    its near tier's radius and confidence gates: the tests run what ships."""
+    with open(os.path.join(U.SRC, "config", "examples", "appliance.yaml")) as f:
+        text = f.read()
+    block = re.search(r"^front:\n((?:[ #].*\n|\n)+)", text, re.M).group(0)
+    near = re.search(r"near: \{([^}]*)\}", block).group(1)
+    kv = dict(re.findall(r"(\w+): ([0-9.]+)", near))
+    return block, float(kv["radius"]), float(kv["min_confidence"]), float(kv["exit_min_confidence"])
+
+
+def rms(a, b):
+    d = a.astype(np.int64).ravel() - b.astype(np.int64).ravel()
+    return float(np.sqrt((d * d).sum() / (255.0 * 255.0 * d.size)))
 
 
 def check(cond, what):
@@ -110,48 +125,83 @@ def test_exact_repeats(d, test_img, test_lab):
 
 
 def test_near_duplicates(d, test_img, test_lab):
-    """Scenes: 40 test images, 12 frames each, moved by up to a pixel, 5 % brighter or darker,
-    with sensor noise. Frames answered by the near, flow or coalescing tiers get an answer the
-    appliance gave another frame of the same scene; no two scenes' frames are mixed up."""
+    """Scenes at the shipped radius and gates, from 4 client ports: 40 test images, 12 frames
+    each with sensor noise (sigma 2 grey levels), interleaved (a pool of 48 requests holds the
+    replay back until earlier frames are answered, so later ones can meet their answers); then every scene's image inverted
+    and with its contrast halved. Checked image by image: each frame answered by the near, flow
+    or coalescing tier carries the answer (label and confidence) of an earlier frame that ran,
+    whose image is within the radius of it and whose answer passed the confidence gate; near
+    hits happen; no inverted or contrast-changed frame is answered by those tiers."""
+    block, radius, min_conf, exit_conf = shipped_front()
+    check(radius > 0, f"near: the embedded default ships the near tier on (radius {radius})")
     rng = np.random.default_rng(3)
     scenes, frames = 40, 12
     src = rng.permutation(len(test_img))[:scenes]
     ims, labs, scene = [], [], []
-    for s, i in enumerate(src):
-        for _ in range(frames):
-            im = shift(test_img[i].astype(np.float32), *[int(v) for v in rng.integers(-1, 2, 2)])
-            im = im * rng.uniform(0.95, 1.05) + rng.normal(0, 3, im.shape)
-            ims.append(np.clip(np.rint(im), 0, 255))
+    for f_ in range(frames):
+        for s_, i in enumerate(src):
+            im = test_img[i].astype(np.float32)
+            if f_:
+                im = im + rng.normal(0, 2, im.shape)
+            ims.append(np.clip(np.rint(im), 0, 255).astype(np.uint8))
             labs.append(test_lab[i])
-            scene.append(s)
-    front = ("front:\n  exact: {entries: 1024}\n"
-             f"  near: {{entries: 512, freqs: 4, radius: {NEAR_RADIUS}, min_confidence: 0.9, "
-             "exit_min_confidence: 0.99}\n"
-             "  flows: {entries: 256, timeout_ms: 2000}\n"
-             "  coalesce: {pending: 64, followers: 64, wait_us: 200000}")
-    res, out = run(d, "near", np.array(ims), np.array(labs), config(d, "near", front))
-    ran = {}
-    for s, r in zip(scene, res):
-        if r and r["status"] == 0 and r["exit"] not in FRONT:
-            ran.setdefault(s, set()).add(r["label"])
-    shared = [(s, r) for s, r in zip(scene, res) if r and r["exit"] in FRONT]
-    check(len(shared) >= scenes, f"near: {len(shared)} of {len(res)} frames answered before any "
-                                 f"layer ran (at least one a scene)")
-    # the answer of a frame of another scene with another label would be a mix-up; a shared
-    # label must be one that a frame of the same scene got from the pipeline
-    mixed = [(s, r) for s, r in shared if r["label"] not in ran.get(s, set())]
-    check(not mixed, f"near: every shared answer is one a frame of its own scene got "
-                     f"({len(mixed)} not)")
+            scene.append(s_)
+    for s_, i in enumerate(src):  # copies the model may answer otherwise: never shared
+        for im in (255 - test_img[i], test_img[i] // 2 + 64):
+            ims.append(im.astype(np.uint8))
+            labs.append(test_lab[i])
+            scene.append(-1)
+    ims = np.array(ims)
+    img, lab = write_idx(os.path.join(d, "near"), ims, np.array(labs))
+    req, meta = U.gen(d, "near", "-n", str(len(ims)), "--images", img, "--labels", lab,
+                      "--clients", "4")
+    resp = os.path.join(d, "near-resp.pcap")
+    _, out = U.run(f"net_pcap0,rx_pcap={req},tx_pcap={resp}",
+                   ["--config", config(d, "near", block + "pools: {requests: 48}\n"),
+                    "--exit-idle", "300"])
+    got = U.answers(resp, meta)
+    ids = [q["id"] for q in meta["requests"]]
+    check(all(len(got.get(i, [])) == 1 for i in ids),
+          f"near: each of {len(ids)} requests answered exactly once")
+    res = [got[i][0] if got.get(i) else None for i in ids]
+    ran = [j for j, r in enumerate(res) if r and r["status"] == 0 and r["exit"] not in FRONT]
+    by_tier = {t: 0 for t in FRONT.values()}
+    bad = []
+    for j, r in enumerate(res):
+        if not r or r["exit"] not in FRONT or FRONT[r["exit"]] == "exact":
+            continue
+        by_tier[FRONT[r["exit"]]] += 1
+        # its source: an earlier frame that ran, with this very answer, within the radius
+        srcs = [k for k in ran if k < j and res[k]["label"] == r["label"] and
+                res[k]["confidence"] == r["confidence"] and rms(ims[k], ims[j]) <= radius]
+        ok = False
+        for k in srcs:
+            c, full = res[k]["confidence"], res[k]["exit"] == EXIT_FULL
+            gate = c >= min_conf if full else 1 / (1 + np.exp(-c)) >= exit_conf
+            ok |= gate
+        if not ok:
+            bad.append((j, FRONT[r["exit"]], scene[j]))
+    check(by_tier["near"] + by_tier["flow"] >= scenes,
+          f"near: near and flow hits happen ({by_tier})")
+    check(not bad, f"near: every near/flow/coalesced answer is an earlier answer within rms "
+                   f"{radius} that passed the gates ({len(bad)} not: {bad[:5]})")
+    neg = [j for j in range(len(res)) if scene[j] < 0 and res[j] and res[j]["exit"] in FRONT]
+    check(not neg, f"near: no inverted or contrast-changed copy answered before the layers "
+                   f"({len(neg)} were)")
     acc = front_account(out, "near")
     if acc:
-        check(acc["near"] + acc["flow"] + acc["coalesced_answered"] == len(shared),
-              "near: the summary's front hits are the responses' front exits")
+        check(acc["near"] == by_tier["near"] and acc["flow"] == by_tier["flow"],
+              "near: the summary's near and flow hits are the responses' exits")
 
 
 def test_reload_clears(d, test_img, test_lab):
     """100 requests replayed without end: after the first pass they are exact repeats; a
     reload clears the table, so the pipeline answers them once more, and the summary says so."""
     k = 100
+    # every table on, as shipped, with room for the followers of a replay without end
+    block = shipped_front()[0].replace("followers: 64", "followers: 4096")
+    check("followers: 4096" in block and "radius: 0," not in block,
+          "reload: the shipped front section with every table on")
     img, lab = write_idx(os.path.join(d, "reload"), test_img[:k], test_lab[:k])
     req, meta = U.gen(d, "reload", "-n", str(k), "--images", img, "--labels", lab)
     snap = os.path.join(d, "reload.snap")
@@ -159,7 +209,8 @@ def test_reload_clears(d, test_img, test_lab):
     cfg = os.path.join(d, "reload.yaml")
     with open(cfg, "w") as f:
         f.write(f"model: {U.MODEL_DIR}/model.yaml\ncache: {snap}\nstate_dir: {d}\n"
-                "front: {near: {radius: 0}, coalesce: {followers: 4096}}\nstages:\n"
+                f"{block}"
+                "stages:\n"
                 "  - {name: s1, lcore: 2, layers: stem..block2}\n"
                 "  - {name: s2, lcore: 3, layers: block3..fc}\n")
     resp = os.path.join(d, "reload-resp.pcap")
