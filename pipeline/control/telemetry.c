@@ -334,9 +334,8 @@ int fz_app_telemetry_init(void)
 	rc |= rte_telemetry_register_cmd("/freeze/stages", tel_stages,
 					 "Per-stage requests, batches, hits, cycles. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/layers", tel_layers,
-					 "Per cache point: lookups, hits, misses, entries, evictions, MACs "
-					 "saved, threshold; with verify on, sampled agreement and guard, also "
-					 "per front tier (front/<tier>). No parameters");
+					 "Per cache point and front/<tier>: lookups, hits, threshold, "
+					 "self-checking. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/front", tel_front,
 					 "Front tiers: exact, flow, near hits, coalescing, tables. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/reload", tel_reload,

@@ -61,7 +61,8 @@ int fz_verify_init(void)
 	if (c->verify.sample <= 0 || !c->caches || !fz_app.caches)
 		return 0;
 	V.rx.rate = V.tx.rate = c->verify.sample;
-	fz_app.shadow_ring = rte_ring_create("fz_shadow", 1024, rte_socket_id(),
+	/* as many shadows wait as requests wait for stage 1 (rings.size) */
+	fz_app.shadow_ring = rte_ring_create("fz_shadow", (unsigned)c->ring_size, rte_socket_id(),
 					     RING_F_SP_ENQ | RING_F_SC_DEQ);
 	V.samples = rte_ring_create_elem("fz_verify_samples", sizeof(struct fz_selfcheck_sample),
 					 SAMPLE_RING, rte_socket_id(),
