@@ -418,7 +418,8 @@ class Harness:
             snap = self.snap[MODE_SNAPSHOT[base_mode(mode)]]
             text = re.sub(r"^cache:.*$", f"cache: {snap}\nstate_dir: {os.path.dirname(snap)}", text,
                           flags=re.M)
-            if mode == "verify":
+            if mode == "verify":  # the embedded default's own `verify:` line replaced
+                text = re.sub(r"^verify:.*$", "", text, flags=re.M)
                 text += (f"verify: {{sample: {self.a.verify_sample}, window: "
                          f"{self.a.verify_window}}}\n")
             if base_mode(mode) not in ("front", "verify"):  # the front tiers where asked for
