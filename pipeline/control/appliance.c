@@ -153,7 +153,7 @@ static void req_init(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
 	struct fz_req *r = obj;
 	memset(r, 0, sizeof(*r));
 	r->act = fz_app.arena + (size_t)idx * fz_app.act_floats;
-	r->fimg = fz_app.img_floats ? (uint8_t *)(r->act + fz_app.img_at) : NULL;
+	r->fr.img = fz_app.img_floats ? (uint8_t *)(r->act + fz_app.img_at) : NULL;
 }
 
 /*

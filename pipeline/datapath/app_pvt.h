@@ -17,7 +17,7 @@
 #include <rte_ring.h>
 
 #include "fz_appcfg.h"
-#include "fz_front.h"
+#include "fz_tiers.h"
 #include "fz_model.h"
 #include "fz_stages.h"
 #include "stage_batch.h"
@@ -63,16 +63,10 @@ struct fz_req {
 	float *act;           /* model input (fz_net_layout(FZ_INPUT_TENSOR)), read by stage 1 */
 	float *keys;          /* cache keys per cache layer (online inserts; after act), or NULL */
 	const struct fz_cache_set *keys_set; /* the snapshot the keys came from */
-	/* front tiers (RX's, datapath/front.c): a leader is handed back to RX by TX once
-	 * answered, so that what waits for it is answered and the tables learn its answer */
-	uint8_t front;        /* FZ_FRONT_F_* */
-	uint8_t dtype;
-	int32_t exact_slot, pend_slot;
-	uint32_t exact_gen, pend_gen, epoch;
-	struct fz_req *next;  /* a follower's link in its leader's list */
-	float fkey[FZ_FRONT_MAX_DIM]; /* input key (near tier on) */
-	uint8_t *fimg;        /* the input as a u8 image (near tier on; in the arena) */
-	uint8_t fimg_ok;      /* fimg and fkey hold this request's (it is a u8 image) */
+	/* front tiers (RX's, pipeline/front through datapath/front.c): a leader is handed back
+	 * to RX by TX once answered, so that what waits for it is answered and the tables learn
+	 * its answer */
+	struct fz_tiers_req fr;
 	/* self-checking (datapath/verify.c): a shadow is a copy of an early-answered request
 	 * that runs the whole model off the answer path; its lookups at each cache point */
 	uint8_t shadow;
@@ -82,25 +76,6 @@ struct fz_req {
 	int32_t sh_slot[FZ_VERIFY_POINTS]; /* the entry that answered there, -1: none */
 };
 #define FZ_KEYS_MIXED ((const struct fz_cache_set *)1) /* keys from two snapshots */
-
-/* The front tiers' counters (RX's): every request RX hands on or answers passes them once.
- * requests = exact_hits + flow_hits + near_hits + followers + ran;
- * followers = followers_answered + followers_ran + followers_expired + followers_relead +
- * still waiting (a follower whose leader's answer was not sure enough waits again for another
- * request in flight, followers_rewaited, or leads: followers_relead, and runs). */
-#define FZ_FOREACH_FRONT_STAT(_)                                                                   \
-	_(requests) _(exact_hits) _(flow_hits) _(near_hits) _(followers) _(exact_followers)        \
-	_(followers_answered) _(followers_ran) _(followers_expired) _(ran) _(leaders)             \
-	_(pending_full) _(followers_full) _(exact_inserts) _(exact_evictions) _(near_lookups)     \
-	_(near_inserts) _(near_evictions) _(flow_lookups) _(flow_expired) _(flow_replaced)        \
-	_(clears) _(learned) _(stale) _(followers_relead) _(followers_rewaited)                  \
-	_(near_no_image) _(near_candidates) _(near_refuted)
-
-struct fz_front_stats {
-#define FZ_FS_FIELD(f) uint64_t f;
-	FZ_FOREACH_FRONT_STAT(FZ_FS_FIELD)
-#undef FZ_FS_FIELD
-};
 
 /* Per-lcore counters: written by their lcore only, read by telemetry (relaxed, torn reads of a
  * 64-bit counter cannot happen on x86-64). Each on its own cache line. */

@@ -1,6 +1,6 @@
-/* The front tiers on the RX lcore: exact repeats, per-flow memory, near-duplicate inputs and
- * coalescing with requests alike in flight, before any layer runs (the tables are cachecore's,
- * fz_front.h). Private to the appliance; RX is their only user. */
+/* The front tiers on the RX lcore: glue between the appliance's requests and the DPDK-free
+ * tiers (pipeline/front/fz_tiers.h). Private to the appliance; RX is their only user (TX only
+ * asks whether a request is a leader to give back). */
 #ifndef FZ_DP_FRONT_H
 #define FZ_DP_FRONT_H
 
@@ -8,11 +8,9 @@
 #include <stdint.h>
 
 #include "fz_proto.h"
+#include "fz_tiers.h"
 
 struct fz_req;
-
-#define FZ_FRONT_F_LEADER 1u       /* in the pipeline; TX hands it back to RX (learn ring) */
-#define FZ_FRONT_F_FOLLOW_EXACT 2u /* waits for an exact repeat in flight */
 
 /* What RX does with a request the front tiers have seen. */
 enum fz_front_verdict {
@@ -28,21 +26,24 @@ struct fz_front_io {
 	void (*release)(struct fz_req *rq); /* back to the pool */
 };
 
-/* Create the tables from the config (RX lcore, before serving). 0, or -ENOMEM/-EINVAL with a
+/* Create the tiers from the config (RX lcore, before serving). 0, or -ENOMEM/-EINVAL with a
  * logged message. Nothing to do when the config has no `front:`. */
 int fz_front_init(const struct fz_front_io *io);
 void fz_front_fini(void);
 bool fz_front_on(void);
 
+/* The wire exit code of tier t (FZ_PROTO_EXIT_*). */
+uint16_t fz_front_exit_code(enum fz_tier t);
+
 /* A complete request (rq's reply and id set): look it up. `host` is the tensor in host order
- * (u8 bytes, or f32 values) for the input key, `wire` its bytes as received (the exact key). */
+ * (u8 bytes, or f32 values) for the near-duplicate tiers, r's bytes the exact key. */
 enum fz_front_verdict fz_front_submit(struct fz_req *rq, const struct fz_reasm_req *r,
 				      const void *host, uint64_t now_ns);
 /* A leader back from TX (answered, or refused): the tables learn, its followers are answered
  * or run, and it is released. */
 void fz_front_learn(struct fz_req *rq, uint64_t now_ns);
 /* A leader that never entered the pipeline (dropped on the way): its followers run. */
-void fz_front_abandon(struct fz_req *rq);
+void fz_front_abandon(struct fz_req *rq, uint64_t now_ns);
 /* Followers that waited longer than wait_us run themselves. */
 void fz_front_expire(uint64_t now_ns);
 

@@ -129,6 +129,7 @@ static void load_tensor(struct fz_req *rq, unsigned dtype, const void *host)
 
 static struct rx_ctx *rx_x; /* the front tiers' callbacks reach RX's context through it */
 static void flush_out(struct rx_ctx *x);
+static uint64_t tsc_to_ns(uint64_t tsc);
 
 /* An answer from the front tiers goes to TX. */
 static void front_answer(struct fz_req *rq)
@@ -206,7 +207,7 @@ static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx
 	rq->confidence = 0;
 	rq->keys = x->key_floats ? rq->act + fz_app.act_floats - x->key_floats : NULL;
 	rq->keys_set = NULL;
-	rq->front = 0;
+	rq->fr.flags = 0;
 	rq->sh_want = 0;
 	const void *host = host_tensor(x, r);
 	if (fz_front_on()) {
@@ -242,7 +243,7 @@ static void flush_out(struct rx_ctx *x)
 		rq->status = FZ_PROTO_R_OVERLOADED;
 		if (rte_ring_mp_enqueue(fz_app.tx_ring, rq) < 0) {
 			fz_app.rx.drop[FZ_APP_DROP_STAGE_RING_FULL]++;
-			fz_front_abandon(rq); /* what waits for it runs */
+			fz_front_abandon(rq, tsc_to_ns(rte_rdtsc())); /* what waits for it runs */
 			req_untake(rq);
 		} else {
 			fz_app.rx.errors_answered++;

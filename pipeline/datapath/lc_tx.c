@@ -35,7 +35,7 @@ static void release(struct fz_req *rq)
 	}
 	/* a front leader goes back to RX, which answers what waits for it and frees it; the
 	 * ring has room for every request */
-	if ((rq->front & FZ_FRONT_F_LEADER) && rte_ring_sp_enqueue(fz_app.learn_ring, rq) == 0)
+	if ((rq->fr.flags & FZ_TIERS_F_LEADER) && rte_ring_sp_enqueue(fz_app.learn_ring, rq) == 0)
 		return;
 	fz_req_free(rq);
 }

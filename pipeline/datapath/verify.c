@@ -103,7 +103,7 @@ bool fz_verify_rx_veto(struct fz_req *rq)
 	rq->label = -1;
 	rq->confidence = 0;
 	rq->exit_layer = FZ_EXIT_FULL_MODEL;
-	rq->front = 0;
+	rq->fr.flags = 0;
 	rq->sh_want = 0;
 	return true;
 }
@@ -144,7 +144,7 @@ void fz_verify_tx(const struct fz_req *rq)
 	sh->exit_layer = front ? rq->exit_layer : FZ_EXIT_FULL_MODEL;
 	sh->keys = NULL;
 	sh->keys_set = NULL;
-	sh->front = 0;
+	sh->fr.flags = 0;
 	sh->sh_want = 0;
 	sh->shadow = 1;
 	for (int i = 0; i < FZ_VERIFY_POINTS; i++)
