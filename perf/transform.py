@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -144,7 +145,7 @@ run_appliance.seq = 0
 def score(stream, got, ref):
     """Agreement of one run with the reference run, request by request (by id)."""
     r = {"n": 0, "agree": 0, "n_orig": 0, "agree_orig": 0, "missing": 0, "errors": 0,
-         "error_names": {}, "ref_missing": 0,
+         "error_names": {}, "ref_missing": 0, "wrong": 0,
          "early": 0, "early_wrong": 0, "front_wrong": 0}
     r.update({name: 0 for name in FRONT.values()})
     for rid, part in zip(stream["ids"], stream["part"]):
@@ -165,10 +166,13 @@ def score(stream, got, ref):
             continue
         r["n"] += 1
         r["agree"] += ok
-        if a is not None and a["exit"] in FRONT:
+        if a is None or a["status"] != 0:
+            continue
+        r["wrong"] += not ok
+        if a["exit"] in FRONT:
             r[FRONT[a["exit"]]] += 1
             r["front_wrong"] += not ok
-        elif a is not None and a["exit"] != fzgen.EXIT_FULL:
+        elif a["exit"] != fzgen.EXIT_FULL:
             r["early"] += 1
             r["early_wrong"] += not ok
     r["agreement"] = r["agree"] / r["n"] if r["n"] else None
@@ -217,7 +221,7 @@ def run_suite(freeze, streams, tiers, work, repeat=1, lock=True, progress=log):
 
 # ---- output -----------------------------------------------------------------------------------
 
-CSV_COLS = ["stream", "tiers", "n", "agree", "agreement", "agreement_min", "agreement_max",
+CSV_COLS = ["stream", "tiers", "n", "agree", "agreement", "wrong", "agreement_min", "agreement_max",
             "n_orig", "agree_orig", "agreement_orig", "exact", "flow", "near", "coalesced",
             "front_wrong", "early", "early_wrong", "missing", "errors", "ref_missing", "runs",
             "throughput", "off_throughput", "accounting_ok"]
@@ -289,26 +293,31 @@ def report(path, rows, tiers, a, env, seconds):
     by = {(r["stream"], r["tiers"]): r for r in rows}
     streams = list(dict.fromkeys(r["stream"] for r in rows))
     lines = [f"# Transformation suite ({env['date'][:10]})", "",
-             f"`perf/transform.py {' '.join(a.argv)}`: {a.count} test images per stream "
+             f"`perf/transform.py {shlex.join(a.argv)}`: {a.count} test images per stream "
              f"(seed {a.seed}, chunk {a.chunk}), {a.repeat} run(s) per setting (the run of median "
-             f"agreement is shown), commit {env.get('commit', '?')}"
-             f"{' (dirty)' if env.get('dirty') else ''}, {env['cpu']}, {env['cpus']} CPUs, load "
-             f"{env['load_avg_at_start'][0]:.1f} at start, {seconds:.0f} s.", "",
+             f"agreement is shown), {a.note or 'commit ' + env.get('commit', '?')}"
+             f"{' (dirty)' if env.get('dirty') and not a.note else ''}, {env['cpu']}, "
+             f"{env['cpus']} CPUs, load {env['load_avg_at_start'][0]:.1f} at start, "
+             f"{seconds:.0f} s.", "",
              "Agreement of each stream's second half (copies, other images or digits) with the "
              "full model (`--no-caches` on the same pcap), request by request; the originals' "
-             "agreement next to it. Front: answers of the copies by the exact / flow / near / "
-             "coalescing tiers, and how many of those were wrong.", ""]
-    head = "| stream | " + " | ".join(f"{t}: copies | {t}: originals | {t}: front (wrong)"
-                                       for t in tiers) + " |"
-    lines += [head, "|" + "---|" * (1 + 3 * len(tiers))]
+             "agreement next to it. An error response or no answer counts as a disagreement "
+             "(errors: over the whole stream). Front answers and early exits: how many of the "
+             "copies the front tiers and the cache points answered, and how many of those "
+             "differently from the full model.", ""]
+    head = "| stream | " + " | ".join(f"{t}: copies agree | {t}: front answers (wrong) | "
+                                       f"{t}: early exits (wrong) | {t}: errors | "
+                                       f"{t}: originals agree" for t in tiers) + " |"
+    lines += [head, "|" + "---|" * (1 + 5 * len(tiers))]
     for s in streams:
         cells = []
         for t in tiers:
             r = by[(s, t)]
             mark = "" if r["agreement"] >= a.target else " **below**"
-            fr = "/".join(str(r[x]) for x in FRONT.values())
-            cells += [pc(r["agreement"]) + mark, pc(r["agreement_orig"]),
-                      f"{fr} ({r['front_wrong']})"]
+            fr = ", ".join(f"{x} {r[x]}" for x in FRONT.values() if r[x]) or "0"
+            cells += [pc(r["agreement"]) + mark, f"{fr} ({r['front_wrong']})",
+                      f"{r['early']} ({r['early_wrong']})", str(r["errors"] + r["missing"]),
+                      pc(r["agreement_orig"])]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     tp = [(t, statistics.median([r["throughput"] for r in rows if r["tiers"] == t and
                                  r["throughput"]] or [0])) for t in tiers]
@@ -348,6 +357,8 @@ def parse_args(argv):
     ap.add_argument("--out", help="results folder (default perf/results/DATE-transform)")
     ap.add_argument("--work", help="scratch folder for pcaps (default: a temporary one)")
     ap.add_argument("--no-lock", action="store_true", help=f"do not take {LOCK}")
+    ap.add_argument("--note", help="what the binary is, for the report and the plot (e.g. "
+                    "'eeb51e1, before the key fix' for a --build of another tree)")
     a = ap.parse_args(argv)
     a.argv = argv if argv is not None else sys.argv[1:]
     a.streams = a.streams.split(",")
@@ -395,9 +406,10 @@ def main(argv=None):
     write_csv(os.path.join(out, "transform.csv"), rows)
     plot(os.path.join(out, "transform.png"), rows, a.tiers,
          f"Transformation suite: {a.count} test images, then their copies; agreement with "
-         f"--no-caches ({env['date'][:10]}, {env.get('commit', '?')})", a.target)
+         f"--no-caches ({env['date'][:10]}, {a.note or env.get('commit', '?')})", a.target)
     with open(os.path.join(out, "env.json"), "w") as f:
-        json.dump(dict(env, argv=a.argv, seconds=round(seconds, 1)), f, indent=1)
+        json.dump(dict(env, argv=a.argv, seconds=round(seconds, 1), freeze=src_freeze,
+                       note=a.note), f, indent=1)
     report(os.path.join(out, "report.md"), rows, a.tiers, a, env, seconds)
     first = a.tiers[0]
     below = [r for r in rows if r["tiers"] == first and r["agreement"] < a.target]

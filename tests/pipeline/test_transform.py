@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The transformation suite through the real appliance (embedded default, net_pcap): 300 test
+"""The transformation suite through the real appliance (embedded default, net_pcap): 500 test
 images, then their transformed copies (inverted, contrast and brightness changed, blurred, noisy,
 shifted, rotated, occluded), i.i.d. test images and rendered digits, each stream in its own run.
 Every stream must agree with the full model (--no-caches on the same pcap, request by request) on
@@ -16,7 +16,9 @@ import appliance_util as U  # noqa: E402
 sys.path.insert(0, os.path.join(U.SRC, "perf"))
 import transform as T  # noqa: E402
 
-COUNT = int(os.environ.get("FZ_TRANSFORM_COUNT", "300"))  # test images per stream
+# test images per stream: at 500 a stream passes with at most 2 answers unlike the full model's
+# (300 would allow 1); the images are fixed (seed 1), so a run's verdict does not depend on luck
+COUNT = int(os.environ.get("FZ_TRANSFORM_COUNT", "500"))
 TARGET = 0.995
 
 
