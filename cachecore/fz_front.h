@@ -1,7 +1,7 @@
 /* Freeze cachecore, front tiers: what answers a request before any layer runs. An exact table
  * (raw tensor bytes -> answer), a table of answered input images searched by distance (through
  * a key that bounds it), and a per-flow memory. Plain C, single-threaded: the appliance's RX lcore
- * owns them (pipeline/datapath/front.c), `freeze calibrate-front` and the tests drive them too. */
+ * owns them (pipeline/front), `freeze front-keys` and the tests drive them too. */
 #ifndef FZ_FRONT_H
 #define FZ_FRONT_H
 
