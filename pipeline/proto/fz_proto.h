@@ -296,10 +296,18 @@ uint16_t fz_proto_cksum(const void *buf, uint32_t len);
  * source port, request id). Fixed capacity, all memory allocated at creation, single-threaded
  * (owned by the RX lcore). Each entry tracks the byte ranges it got: a repeat of one is
  * duplicate_fragment, a partial cover overlapping_fragment; either answers the request with that
- * error once, and the entry stays as a tombstone until its deadline so later fragments of it are
- * dropped as late_fragment instead of starting a second request. Completed requests leave the
- * same tombstone. A request's deadline is its first fragment's arrival + timeout.
+ * error once, and the entry stays as a tombstone so later fragments of it are dropped as
+ * late_fragment instead of starting a second request. Completed and timed-out requests leave the
+ * same tombstone. A request's deadline is its first fragment's arrival + timeout; a tombstone's
+ * is its answer + timeout.
+ * One answer per request: a tombstone keeps only the key (no tensor storage), the table has
+ * room for `tombstones` of them beyond `capacity`, and none is evicted before its deadline. A
+ * request that finds every storage slot busy is answered reassembly_table_full once, by
+ * whichever of its fragments came first, and leaves a tombstone. Only when even the tombstones'
+ * room is used up is a fragment dropped unanswered (counted: stats.unanswered), so that no
+ * request is ever answered twice.
  */
+#define FZ_REASM_TOMBS_PER_ENTRY 4 /* default tombstone room per storage slot */
 struct fz_reasm;
 
 struct fz_reasm_params {
@@ -307,6 +315,9 @@ struct fz_reasm_params {
 	uint32_t max_tensor_bytes; /* bytes of storage per entry, >= 1 */
 	uint16_t max_frags;        /* fragments tracked per request, >= 1 (e.g. 64) */
 	uint64_t timeout_ns;       /* first fragment to complete, > 0 */
+	/* answered requests remembered beyond capacity (key only, no storage); 0: the default
+	 * FZ_REASM_TOMBS_PER_ENTRY * capacity */
+	uint32_t tombstones;
 };
 
 /* A whole request (COMPLETE) or a timed-out / failed one (ERROR, expire). */
@@ -332,9 +343,10 @@ enum fz_reasm_result {
 struct fz_reasm_stats {
 	uint32_t live;       /* entries collecting fragments (or complete, not yet released) */
 	uint32_t tombstones; /* answered entries kept until their deadline */
-	uint32_t free;
+	uint32_t free;       /* storage slots free */
 	uint32_t peak_live;
-	uint64_t completed, expired, evicted_tombstones;
+	uint64_t completed, expired;
+	uint64_t unanswered; /* refused fragments not answered: no room to remember the answer */
 };
 
 /*
@@ -351,12 +363,14 @@ void fz_reasm_free(struct fz_reasm *r);
  * completes at once with out->data pointing into the frame (nothing stored). Returns:
  *   FZ_REASM_STORED    fragment copied into its entry;
  *   FZ_REASM_COMPLETE  *out describes the whole tensor;
- *   FZ_REASM_ERROR     oversized_tensor, duplicate_fragment, overlapping_fragment,
- *                      fragment_mismatch, too_many_fragments, or reassembly_table_full for the
- *                      fragment at offset 0 (other fragments of a request that found no entry
- *                      are DROP with the same reason, so the request is answered once);
- *   FZ_REASM_DROP      late_fragment (its request was answered), reassembly_table_full.
- * Never allocates. A full table first reclaims the oldest tombstone.
+ *   FZ_REASM_ERROR     oversized_tensor, bad_fragment, duplicate_fragment,
+ *                      overlapping_fragment, fragment_mismatch, too_many_fragments, or
+ *                      reassembly_table_full (every storage slot busy) for the first fragment
+ *                      of a request refused; the request's key is kept as a tombstone, so its
+ *                      other fragments are DROP late_fragment and it is answered once;
+ *   FZ_REASM_DROP      late_fragment (its request was answered), or out->reason refused
+ *                      with no room left to remember the answer (stats.unanswered).
+ * Never allocates, never evicts a tombstone.
  */
 enum fz_reasm_result fz_reasm_add(struct fz_reasm *r, const struct fz_proto_pkt *pkt,
 				  uint64_t now, struct fz_reasm_req *out);
@@ -365,11 +379,13 @@ enum fz_reasm_result fz_reasm_add(struct fz_reasm *r, const struct fz_proto_pkt 
  * Call before answering a fragment that fz_proto_classify() refused with FZ_PROTO_V_ERROR: the
  * error is recorded under the request's key as a tombstone, so the request is answered once
  * however many of its fragments are refused, and its good fragments, before or after, are dropped
- * as late_fragment instead of timing out into a second response. Uses a free or tombstone entry,
- * never a live one. Returns:
- *   0          answer the error (first refusal of this request; a live entry was closed);
+ * as late_fragment instead of timing out into a second response. Needs no storage slot; never
+ * displaces a live entry or a tombstone. Returns:
+ *   0          answer the error (first refusal of this request; a live entry was closed, or a
+ *              whole request in one datagram, which needs no record);
  *   -EALREADY  this request was already answered: count late_fragment, send nothing;
- *   -ENOSPC    every entry is live, nothing recorded: answer anyway;
+ *   -ENOSPC    no room to remember the answer (stats.unanswered): count the reason, send
+ *              nothing (another fragment of it may be answered later, and only once);
  *   -EINVAL    pkt has no usable key (source port 0): answer anyway.
  */
 int fz_reasm_abort(struct fz_reasm *r, const struct fz_proto_pkt *pkt, uint64_t now);
@@ -380,8 +396,9 @@ void fz_reasm_release(struct fz_reasm *r, const struct fz_reasm_req *req);
 
 /*
  * Expire entries whose deadline is <= now. Requests still collecting fragments are written to
- * out[] (reason reassembly_timeout) for error responses; tombstones go silently. Returns the
- * number written (<= n); call again while it returns n.
+ * out[] (reason reassembly_timeout) for error responses and leave a tombstone (none when now is
+ * UINT64_MAX: a stop); tombstones go silently. Returns the number written (<= n); call again
+ * while it returns n.
  */
 unsigned fz_reasm_expire(struct fz_reasm *r, uint64_t now, struct fz_reasm_req *out, unsigned n);
 

@@ -164,8 +164,11 @@ static void test_out_of_order_fragments(void **state)
 	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
 	assert_int_equal(add(5, 0, T_TENSOR, 14), FZ_REASM_DROP);
 	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
-	/* The tombstone goes silently at its deadline. */
-	assert_int_equal(fz_reasm_expire(ra, 10 + TIMEOUT, exp, 4), 0);
+	/* The tombstone goes silently a timeout after the answer. */
+	assert_int_equal(fz_reasm_expire(ra, 12 + TIMEOUT - 1, exp, 4), 0);
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.tombstones, 1);
+	assert_int_equal(fz_reasm_expire(ra, 12 + TIMEOUT, exp, 4), 0);
 	fz_reasm_get_stats(ra, &st);
 	assert_int_equal(st.tombstones, 0);
 	assert_int_equal(st.free, 16);
@@ -269,11 +272,13 @@ static void test_missing_fragment_times_out(void **state)
 	assert_int_equal(exp[0].reply.port, t_client.port);
 	assert_int_equal(exp[0].len, T_TENSOR);
 	assert_true(fz_reasm_next_deadline(ra) == 3000 + TIMEOUT);
-	/* The missing piece arrives too late: a new request that will time out again. */
-	assert_int_equal(add(20, 300, 300, 1000 + TIMEOUT + 1), FZ_REASM_STORED);
-	assert_int_equal(fz_reasm_expire(ra, UINT64_MAX - 1, exp, 4), 2);
+	/* The missing piece arrives too late: absorbed by the answer's tombstone. */
+	assert_int_equal(add(20, 300, 300, 1000 + TIMEOUT + 1), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	assert_int_equal(fz_reasm_expire(ra, UINT64_MAX - 1, exp, 4), 1);
+	assert_true(exp[0].req_id == 21);
 	fz_reasm_get_stats(ra, &st);
-	assert_int_equal(st.expired, 3);
+	assert_int_equal(st.expired, 2);
 	assert_int_equal(st.free, 16);
 }
 
@@ -368,20 +373,20 @@ static void test_table_full(void **state)
 	/* The first fragment of a third request is answered... */
 	assert_int_equal(add(93, 0, 400, 3), FZ_REASM_ERROR);
 	assert_answered(93, FZ_PROTO_R_REASSEMBLY_TABLE_FULL);
-	/* ...its other fragment only counted, so the request is answered once. */
+	/* ...and remembered: its other fragment is late, so the request is answered once. */
 	assert_int_equal(add(93, 400, 384, 4), FZ_REASM_DROP);
-	assert_int_equal(out.reason, FZ_PROTO_R_REASSEMBLY_TABLE_FULL);
-	/* A completed request's tombstone is reclaimed for a new one. */
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	/* A completed request gives its storage back at once; its key stays. */
 	assert_int_equal(add(90, 400, 384, 5), FZ_REASM_COMPLETE);
 	assert_complete(90);
 	fz_reasm_release(ra, &out);
 	assert_int_equal(add(94, 0, 400, 6), FZ_REASM_STORED);
 	fz_reasm_get_stats(ra, &st);
 	assert_int_equal(st.live, 2);
-	assert_int_equal(st.tombstones, 0);
-	assert_int_equal(st.evicted_tombstones, 1);
+	assert_int_equal(st.tombstones, 2);
+	assert_int_equal(st.unanswered, 0);
 	assert_int_equal(st.peak_live, 2);
-	/* The reclaimed tombstone is gone from the age list: expiry finds both live ones. */
+	/* Expiry answers both live ones; the tombstones go silently. */
 	assert_int_equal(fz_reasm_expire(ra, UINT64_MAX, exp, 4), 2);
 	assert_true(exp[0].req_id == 91 && exp[1].req_id == 94);
 }
@@ -508,9 +513,114 @@ static void test_abort_never_displaces_live(void **state)
 	n = fz_proto_build_request(&t_client, &to, &h, img, T_TENSOR, frame, CAP);
 	assert_int_equal(fz_proto_classify(&t_cfg, frame, (uint32_t)n, &bad), FZ_PROTO_V_ERROR);
 	assert_int_equal(bad.reason, FZ_PROTO_R_DIMS_MISMATCH);
-	assert_int_equal(fz_reasm_abort(ra, &bad, 1), -ENOSPC);
+	/* a whole request in one datagram needs no record: answered, nothing displaced */
+	assert_int_equal(fz_reasm_abort(ra, &bad, 1), 0);
 	assert_int_equal(add(90, 400, 384, 2), FZ_REASM_COMPLETE);
 	assert_complete(90);
+}
+
+/* Count the answers (error results and expiries) each id of [0, n) got while `steps` ran. */
+static unsigned answers_of(uint64_t id, unsigned *errors, struct fz_reasm_req *exp, unsigned n_exp)
+{
+	unsigned k = errors[id];
+
+	for (unsigned i = 0; i < n_exp; i++)
+		k += exp[i].req_id == id;
+	return k;
+}
+
+/* Fragment 0 refused as reassembly_table_full, then a slot frees and a later fragment of the
+ * same request found room: it started an entry that timed out into a second answer. */
+static void test_table_full_refused_then_later_fragment_times_out_twice(void **state)
+{
+	(void)state;
+	struct fz_reasm_req exp[8];
+	unsigned errors[200] = {0}, n;
+
+	/* setup_small: 2 slots */
+	assert_int_equal(add(100, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(101, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(102, 0, 400, 1), FZ_REASM_ERROR);
+	assert_answered(102, FZ_PROTO_R_REASSEMBLY_TABLE_FULL);
+	errors[102]++;
+	assert_int_equal(add(100, 400, 384, 2), FZ_REASM_COMPLETE); /* a slot frees */
+	fz_reasm_release(ra, &out);
+	assert_int_equal(add(102, 400, 384, 3), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	n = fz_reasm_expire(ra, UINT64_MAX - 1, exp, 8);
+	assert_int_equal(answers_of(102, errors, exp, n), 1);
+	assert_int_equal(answers_of(101, errors, exp, n), 1);
+	assert_int_equal(answers_of(100, errors, exp, n), 0); /* answered ok */
+}
+
+/* The same with the fragments the other way round: whichever is refused first answers. */
+static void test_table_full_refused_later_fragment_first_answers_once(void **state)
+{
+	(void)state;
+	struct fz_reasm_req exp[8];
+
+	assert_int_equal(add(110, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(111, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(112, 400, 384, 1), FZ_REASM_ERROR);
+	assert_answered(112, FZ_PROTO_R_REASSEMBLY_TABLE_FULL);
+	assert_int_equal(add(110, 400, 384, 2), FZ_REASM_COMPLETE);
+	fz_reasm_release(ra, &out);
+	assert_int_equal(add(112, 0, 400, 3), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	assert_int_equal(fz_reasm_expire(ra, UINT64_MAX - 1, exp, 8), 1);
+	assert_true(exp[0].req_id == 111);
+}
+
+/* A full table evicted the oldest tombstone for a new request; a stray fragment of the evicted
+ * request then started a new entry and timed out into a second answer. */
+static void test_evicted_tombstone_lets_stray_fragment_answer_twice(void **state)
+{
+	(void)state;
+	struct fz_reasm_req exp[8];
+	struct fz_reasm_stats st;
+
+	/* setup_small: 2 slots; 120 answered (ok), then 121 and 122 take both slots */
+	assert_int_equal(add(120, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(120, 400, 384, 1), FZ_REASM_COMPLETE);
+	fz_reasm_release(ra, &out);
+	assert_int_equal(add(121, 0, 400, 2), FZ_REASM_STORED);
+	assert_int_equal(add(122, 0, 400, 3), FZ_REASM_STORED);
+	/* a duplicate of 120's last fragment, late in the network */
+	assert_int_equal(add(120, 400, 384, 4), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.tombstones, 1);
+	assert_int_equal(fz_reasm_expire(ra, UINT64_MAX - 1, exp, 8), 2);
+	assert_true(exp[0].req_id == 121 && exp[1].req_id == 122);
+}
+
+/* With the tombstones' room used up too, a refused request is dropped unanswered (counted),
+ * never answered without a record that would keep a second answer away. */
+static void test_tombstone_room_used_up_drops_unanswered(void **state)
+{
+	(void)state;
+	struct fz_reasm_params p = {.capacity = 1, .max_tensor_bytes = 4096, .max_frags = 8,
+				    .timeout_ns = TIMEOUT, .tombstones = 1};
+	struct fz_reasm_req exp[4];
+	struct fz_reasm_stats st;
+
+	fz_reasm_free(ra);
+	assert_non_null(ra = fz_reasm_create(&p));
+	assert_int_equal(add(130, 0, 400, 0), FZ_REASM_STORED);
+	assert_int_equal(add(131, 0, 400, 1), FZ_REASM_ERROR); /* remembered: the one tombstone */
+	assert_answered(131, FZ_PROTO_R_REASSEMBLY_TABLE_FULL);
+	assert_int_equal(add(132, 0, 400, 2), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_REASSEMBLY_TABLE_FULL);
+	assert_int_equal(add(132, 400, 384, 3), FZ_REASM_DROP);
+	assert_int_equal(add(131, 400, 384, 4), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
+	fz_reasm_get_stats(ra, &st);
+	assert_int_equal(st.unanswered, 2);
+	/* 130 times out once; its tombstone keeps its own entry */
+	assert_int_equal(fz_reasm_expire(ra, TIMEOUT, exp, 4), 1);
+	assert_true(exp[0].req_id == 130);
+	assert_int_equal(add(130, 400, 384, TIMEOUT + 1), FZ_REASM_DROP);
+	assert_int_equal(out.reason, FZ_PROTO_R_LATE_FRAGMENT);
 }
 
 /*
@@ -675,6 +785,16 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_every_fragment_refused_answers_once, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_refused_after_complete_is_late, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_table_full_refused_then_later_fragment_times_out_twice, setup_small,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_table_full_refused_later_fragment_first_answers_once, setup_small,
+			teardown),
+		cmocka_unit_test_setup_teardown(test_evicted_tombstone_lets_stray_fragment_answer_twice,
+						setup_small, teardown),
+		cmocka_unit_test_setup_teardown(test_tombstone_room_used_up_drops_unanswered, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
