@@ -267,6 +267,11 @@ static int load_front(struct fz_ydoc *doc, const struct fz_ynode *n, struct fz_a
 	     fz_ymap_int_min(doc, m, "followers", FZ_Y_OPTIONAL, 0, &c->front.followers) ||
 	     fz_ymap_int_pos(doc, m, "wait_us", FZ_Y_OPTIONAL, &c->front.wait_us)))
 		return -EINVAL;
+	/* a follower holds a request object and a place in stage 1's ring while it waits */
+	if (m && c->front.wait_us > FZ_FRONT_WAIT_US_MAX)
+		return fz_yerr(doc, fz_ymap_get(m, "wait_us"),
+			       "expected at most %d us (a follower's longest wait), found %d",
+			       FZ_FRONT_WAIT_US_MAX, c->front.wait_us);
 	const struct { int v, min; const char *tier, *key; } sizes[] = {
 		{c->front.exact_entries, 8, "exact", "entries"},
 		{c->front.flow_entries, 8, "flows", "entries"},

@@ -9,6 +9,8 @@
 #include "fz_model.h"
 
 #define FZ_MAX_STAGES 16
+/* front: coalesce: wait_us at most 1 s: a follower holds a request and RX's room meanwhile */
+#define FZ_FRONT_WAIT_US_MAX 1000000
 
 #define FZ_FOREACH_IDLE(_)                                                                         \
 	_(SPIN, "spin")                                                                            \
@@ -87,7 +89,8 @@ struct fz_appcfg {
 		int flow_timeout_ms; /* a source's memory is used this long */
 		int pending;         /* requests in flight others may wait for */
 		int followers;       /* waiting requests per request in flight */
-		int wait_us;         /* longest wait; then a follower runs itself */
+		int wait_us;         /* longest wait from its own arrival, <= FZ_FRONT_WAIT_US_MAX;
+				      * then a follower runs itself */
 		struct fz_cfgpos pos;
 	} front;
 	/* Self-checking: a share of the early answers also runs through the whole model, off the

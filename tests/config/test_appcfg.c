@@ -106,6 +106,19 @@ static void test_front_errors(void **state)
 		     "unknown key 'wait'");
 }
 
+/* a follower's wait had no maximum: a typo of a few zeros parked requests for minutes */
+static void test_coalesce_wait_above_maximum_refused(void **state)
+{
+	(void)state;
+	static struct fz_appcfg cfg;
+	char err[1024];
+	expect_error(HEAD "front: {coalesce: {wait_us: 2000000}}\n" STAGES4, "s.yaml:2:29: ",
+		     "expected at most 1000000 us");
+	assert_int_equal(load(HEAD "front: {coalesce: {wait_us: 1000000}}\n" STAGES4, &cfg, err,
+			      sizeof(err)), 0);
+	assert_int_equal(cfg.front.wait_us, FZ_FRONT_WAIT_US_MAX);
+}
+
 static void test_defaults_and_relative_paths(void **state)
 {
 	(void)state;
@@ -311,6 +324,7 @@ int main(void)
 		cmocka_unit_test(test_online_min_confidence_range),
 		cmocka_unit_test(test_front_defaults),
 		cmocka_unit_test(test_front_errors),
+		cmocka_unit_test(test_coalesce_wait_above_maximum_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
