@@ -7,6 +7,7 @@
 #include <zlib.h>
 
 #include "cfg_test.h"
+#include "../fz_test_skip.h"
 #include "fz_idx.h"
 
 static char dir[256];
@@ -83,7 +84,7 @@ static void test_fmnist_test_labels(void **state)
 	char path[512];
 	fmnist_path(path, sizeof(path), "t10k-labels-idx1-ubyte.gz");
 	if (access(path, R_OK) != 0)
-		skip(); /* dataset-fashion-mnist is not installed */
+		FZ_SKIP("%s: not there (Debian dataset-fashion-mnist)", path);
 	struct fz_idx idx;
 	if (fz_idx_load(path, &idx, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
@@ -108,7 +109,7 @@ static void test_fmnist_test_images(void **state)
 	char path[512];
 	fmnist_path(path, sizeof(path), "t10k-images-idx3-ubyte.gz");
 	if (access(path, R_OK) != 0)
-		skip();
+		FZ_SKIP("%s: not there (Debian dataset-fashion-mnist)", path);
 	struct fz_idx idx;
 	if (fz_idx_load(path, &idx, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
@@ -161,7 +162,7 @@ static void test_truncated_gzip_stream_refused(void **state)
 	fmnist_path(fmnist, sizeof(fmnist), "t10k-labels-idx1-ubyte.gz");
 	FILE *f = fopen(fmnist, "rb");
 	if (f == NULL)
-		skip();
+		FZ_SKIP("%s: not there (Debian dataset-fashion-mnist)", fmnist);
 	static char gz[4096];
 	size_t n = fread(gz, 1, sizeof(gz), f);
 	fclose(f);
@@ -244,5 +245,5 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lying_header_refused, setup, teardown),
 		cmocka_unit_test(test_missing_file),
 	};
-	return cmocka_run_group_tests_name("config/idx", tests, NULL, NULL);
+	return fz_test_exit(cmocka_run_group_tests_name("config/idx", tests, NULL, NULL));
 }

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "../fz_test_skip.h"
 #include "fz_stages.h"
 
 static char g_dir[256];
@@ -529,8 +530,7 @@ static void test_real_weights(void **state)
 	snprintf(path, sizeof(path), "%s/models/resnet18-w16-fmnist/weights.safetensors",
 		 src ? src : ".");
 	if (access(path, R_OK) != 0) {
-		print_message("skipped: %s not there (train it with tools/train.py)\n", path);
-		skip();
+		FZ_SKIP("%s not there (train it with tools/train.py)", path);
 	}
 	w = fz_weights_load(path, g_err, sizeof(g_err));
 	if (w == NULL)
@@ -577,5 +577,6 @@ int main(void)
 		cmocka_unit_test(test_real_weights),
 	};
 
-	return cmocka_run_group_tests_name("safetensors", tests, group_setup, group_teardown);
+	return fz_test_exit(
+	    cmocka_run_group_tests_name("safetensors", tests, group_setup, group_teardown));
 }
