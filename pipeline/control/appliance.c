@@ -25,6 +25,7 @@
 #include "verify_ctl.h"
 #include "fz_cli.h"
 #include "fz_control.h"
+#include "port_stats.h"
 #include "stage_cache.h"
 
 RTE_LOG_REGISTER_DEFAULT(fz_logtype_pipeline, INFO);
@@ -457,6 +458,10 @@ int fz_appliance_main(int argc, char **argv)
 		fprintf(stderr, "freeze: port set-up failed: %s\n", rte_strerror(-rc));
 		return 1;
 	}
+	/* before privileges drop: the af_packet PMD's socket is found among our descriptors */
+	if ((rc = fz_port_stats_init(fz_app.port)) < 0)
+		FZ_LOG(WARNING, "port %u: losses before RX not read: %s", fz_app.port,
+		       rte_strerror(-rc));
 	if (fz_app_telemetry_init() != 0)
 		FZ_LOG(WARNING, "telemetry commands not registered: /freeze/... will not answer");
 	if (drop_privileges(err, sizeof(err)) < 0) {
@@ -516,7 +521,7 @@ int fz_appliance_main(int argc, char **argv)
 	rte_eal_mp_wait_lcore();
 	fz_control_stop();
 	rte_eth_dev_stop(fz_app.port);
-	rte_eth_stats_get(fz_app.port, &fz_app.eth_stats);
+	fz_port_stats_close(); /* the last read: closing takes the PMD's sockets */
 	/* closing releases what the port holds (net_pcap's infinite_rx keeps its replay frames):
 	 * after it every mbuf must be back in the pool */
 	rte_eth_dev_close(fz_app.port);

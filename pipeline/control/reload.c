@@ -14,6 +14,7 @@
 
 #include "app_pvt.h"
 #include "fz_control.h"
+#include "port_stats.h"
 #include "stage_cache.h"
 #include "verify_ctl.h"
 
@@ -175,6 +176,7 @@ static void *control_main(void *arg)
 	(void)arg;
 	while (!atomic_load_explicit(&control_stop, memory_order_acquire)) {
 		fz_verify_ctl_poll();
+		fz_port_stats_poll(); /* losses before RX, live (a few times a second) */
 		if (atomic_exchange(&fz_app.reload, false)) {
 			char err[512];
 			if (fz_app_caches_reload(err, sizeof(err)) == 0) {

@@ -13,6 +13,7 @@
 #include "fz_control.h"
 #include "fz_proto.h"
 #include "fz_selfcheck.h"
+#include "port_stats.h"
 #include "verify.h"
 #include "verify_ctl.h"
 
@@ -313,6 +314,49 @@ static void front_summary(FILE *f)
 			rd(&fz_app.rx.busy_tsc) / (double)fz_app.tsc_hz);
 }
 
+/* /freeze/port: the port's frame account, read now (port_stats.h): frames sent to the port =
+ * rx_frames + lost (+ unread, still in the kernel socket's ring). */
+static int tel_port(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)cmd;
+	(void)params;
+	struct fz_port_losses l;
+	fz_port_stats_read(&l);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_string(d, "driver", l.driver);
+	rte_tel_data_add_dict_string(d, "iface", l.iface);
+	rte_tel_data_add_dict_u64(d, "rx_frames", l.rx_frames);
+	rte_tel_data_add_dict_u64(d, "lost", l.lost);
+	rte_tel_data_add_dict_u64(d, "imissed", l.imissed);
+	rte_tel_data_add_dict_u64(d, "kernel_socket", l.kernel_socket);
+	rte_tel_data_add_dict_u64(d, "kernel_socket_drops", l.socket_drops);
+	rte_tel_data_add_dict_u64(d, "kernel_socket_frames", l.socket_frames);
+	rte_tel_data_add_dict_u64(d, "iface_rx_dropped", l.iface_rx_dropped);
+	rte_tel_data_add_dict_u64(d, "iface_rx_missed", l.iface_rx_missed);
+	rte_tel_data_add_dict_u64(d, "unread", l.unread);
+	rte_tel_data_add_dict_u64(d, "rx_nombuf", l.rx_nombuf);
+	rte_tel_data_add_dict_u64(d, "ierrors", l.ierrors);
+	rte_tel_data_add_dict_u64(d, "tx_frames", l.tx_frames);
+	rte_tel_data_add_dict_u64(d, "tx_errors", l.tx_errors);
+	return 0;
+}
+
+/* The port's account at exit, one line: what a sender reconciles its count with. */
+static void port_summary(FILE *f)
+{
+	struct fz_port_losses l;
+	fz_port_stats_read(&l);
+	char on[IF_NAMESIZE + 8] = "";
+	if (l.iface[0])
+		snprintf(on, sizeof(on), " on %s", l.iface);
+	fprintf(f, "port               received %" PRIu64 ", lost before RX %" PRIu64
+		   " (imissed %" PRIu64 ", kernel socket %s%" PRIu64 ", interface rx_dropped %" PRIu64
+		   ", rx_missed %" PRIu64 "), unread %" PRIu64 ", rx_nombuf %" PRIu64
+		   ", ierrors %" PRIu64 " (%s%s)\n",
+		l.rx_frames, l.lost, l.imissed, l.kernel_socket ? "" : "n/a ", l.socket_drops,
+		l.iface_rx_dropped, l.iface_rx_missed, l.unread, l.rx_nombuf, l.ierrors, l.driver, on);
+}
+
 static int tel_reload(const char *cmd, const char *params, struct rte_tel_data *d)
 {
 	(void)cmd;
@@ -338,6 +382,9 @@ int fz_app_telemetry_init(void)
 					 "self-checking. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/front", tel_front,
 					 "Front tiers: exact, flow, near hits, coalescing, tables. No parameters");
+	rc |= rte_telemetry_register_cmd("/freeze/port", tel_port,
+					 "Port frames: received, lost before RX (device, kernel socket, "
+					 "interface), read now. No parameters");
 	rc |= rte_telemetry_register_cmd("/freeze/reload", tel_reload,
 					 "Reload the cache snapshot from disk and swap it in. No parameters");
 	return rc;
@@ -351,6 +398,7 @@ void fz_app_summary(FILE *f)
 	fprintf(f, "frames received    %" PRIu64 " (dropped %" PRIu64 ", arp %" PRIu64
 		   ", icmp %" PRIu64 ")\n",
 		t.frames, t.frame_drops, rd(&fz_app.rx.arp), rd(&fz_app.rx.icmp));
+	port_summary(f);
 	if (rd(&fz_app.rx.udp_csum_partial))
 		fprintf(f, "udp_csum_partial   %" PRIu64 " (frames whose sender left the UDP checksum "
 			   "unfinished: accepted unverified)\n",
@@ -467,11 +515,6 @@ void fz_app_summary(FILE *f)
 			   "answer)\n",
 			(t.answered_ok + t.answered_err) / secs, secs);
 	}
-	const struct rte_eth_stats es = fz_app.eth_stats;
-	if (es.imissed || es.rx_nombuf)
-		fprintf(f, "port drops         imissed %" PRIu64 ", rx_nombuf %" PRIu64
-			   " (frames the port dropped before RX saw them)\n",
-			es.imissed, es.rx_nombuf);
 	if (fz_app.mbufs && fz_app.reqs) {
 		/* avail_count adds what the per-lcore caches hold: free, only not shared yet */
 		fprintf(f, "pools at exit      mbufs %u/%u free, requests %u/%u free",

@@ -176,7 +176,6 @@ struct fz_app {
 	atomic_bool reload; /* SIGHUP or /freeze/reload: the control thread reloads the snapshot */
 	struct rte_rcu_qsbr *rcu; /* readers of fz_app.caches: the stage lcores, id = index */
 	uint64_t reloads, reload_failures;
-	struct rte_eth_stats eth_stats; /* the port's counters when it stopped */
 	long rss_start_kb; /* resident memory when serving started (soak: it must not grow) */
 	atomic_uint_fast64_t last_rx_tsc;
 	alignas(64) struct fz_rx_stats rx;
