@@ -3,7 +3,8 @@
 
   fzstats.py [--file-prefix PREFIX] [COMMAND ...]   JSON of commands (default /freeze/stats
                                                     /freeze/drops; also /freeze/stages,
-                                                    /freeze/layers, /freeze/front)
+                                                    /freeze/layers, /freeze/front,
+                                                    /freeze/port)
   fzstats.py --prometheus                           the metrics in Prometheus text format, once
   fzstats.py --prometheus --listen [ADDR:]PORT      serve them at http://ADDR:PORT/metrics
   fzstats.py --prometheus --textfile PATH [--every S]
@@ -24,7 +25,11 @@ import socket
 import sys
 import time
 
-COMMANDS = ("/freeze/stats", "/freeze/drops", "/freeze/stages", "/freeze/layers", "/freeze/front")
+COMMANDS = ("/freeze/stats", "/freeze/drops", "/freeze/stages", "/freeze/layers", "/freeze/front",
+            "/freeze/port")
+
+# /freeze/port's losses before RX, by where they happened (their sum is "lost")
+PORT_LOSSES = ("imissed", "kernel_socket_drops", "iface_rx_dropped", "iface_rx_missed")
 
 
 def connect(prefix):
@@ -94,6 +99,17 @@ def prometheus(snap):
     for k in ("sent", "busy", "checked", "failed"):
         c("shadows", "Early answers checked against the full model, by fate (busy: dropped)",
           st.get(f"shadows_{k}", 0), result=k)
+    pt = snap.get("/freeze/port") or {}
+    if pt:  # the port's account: frames sent to it = received + lost (+ unread)
+        c("port_received", "Frames the port handed to RX", pt.get("rx_frames", 0))
+        for k in PORT_LOSSES:
+            c("port_lost", "Frames lost before RX saw them, by where (device: imissed; the "
+              "kernel's packet socket; the kernel interface)", pt.get(k, 0), reason=k)
+        g("port_unread", "Frames waiting in the kernel socket's ring for RX", pt.get("unread", 0))
+        c("port_rx_nombuf", "Receive mbuf allocation failures of the port", pt.get("rx_nombuf", 0))
+        c("port_rx_errors", "Erroneous frames the port received", pt.get("ierrors", 0))
+        c("port_transmitted", "Frames the port sent", pt.get("tx_frames", 0))
+        c("port_tx_errors", "Frames the port failed to send", pt.get("tx_errors", 0))
     for reason, v in sorted(snap["/freeze/drops"].items()):
         c("drops", "Frames and requests dropped, by named reason", v, reason=reason)
     for layer, p in snap["/freeze/layers"].items():
@@ -222,7 +238,13 @@ def view(snap, prev, dt):
              f"{st.get('in_flight', 0)}",
              f"        {rate(st.get('requests', 0), pst.get('requests', 0)):.0f} requests/s  "
              f"mean latency {st.get('mean_latency_ns', 0) / 1e3:.0f} us  reloads "
-             f"{st.get('reloads', 0)}", "",
+             f"{st.get('reloads', 0)}"]
+    pt, ppt = snap.get("/freeze/port") or {}, (prev or {}).get("/freeze/port") or {}
+    if pt:
+        lines.append(f"port    received {pt.get('rx_frames', 0)}  lost before RX {pt.get('lost', 0)} "
+                     f"({rate(pt.get('lost', 0), ppt.get('lost', 0)):.0f}/s)  unread "
+                     f"{pt.get('unread', 0)}")
+    lines += ["",
              f"{'stage':<8} {'layers':<18} {'busy':>5}  {'load':<20} {'in/s':>8} {'answered':>9}"]
     for name, s in snap["/freeze/stages"].items():
         p = (prev or {}).get("/freeze/stages", {}).get(name, {})
