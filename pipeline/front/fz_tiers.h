@@ -135,8 +135,12 @@ void fz_tiers_learn(struct fz_tiers *t, struct fz_tiers_req *r, const struct fz_
 /* A leader that never entered the pipeline (dropped on the way): its followers run (or lead
  * again). Nothing else happens to it. */
 void fz_tiers_abandon(struct fz_tiers *t, struct fz_tiers_req *r, uint64_t now_ns);
-/* Followers that waited longer than wait_us run themselves. */
+/* Followers that waited wait_us since their own arrival (r->t_ns) run themselves; the others
+ * keep waiting for their leader. */
 void fz_tiers_expire(struct fz_tiers *t, uint64_t now_ns);
+/* Followers held now (each holds its request, and will need a place in stage 1's ring when it
+ * runs: the owner counts them against its room). */
+unsigned fz_tiers_waiting(const struct fz_tiers *t);
 /* What the tables hold was answered by a model or caches now replaced: forget it. Leaders in
  * flight still release their followers; they teach the tables nothing. */
 void fz_tiers_clear(struct fz_tiers *t);

@@ -13,7 +13,7 @@
  * source's memory keep its image when the answer is one to share (its probability at least
  * near.min_confidence, calibrated with the radius), and its followers take its answer or, when
  * it is not one to share, wait for another request alike or run themselves. A follower waits at
- * most wait_us. The radius comes from calibration (tools/calibrate_front.py): within it,
+ * most wait_us from its own arrival, however often it waits again. The radius comes from calibration (tools/calibrate_front.py): within it,
  * held-out requests and transformed copies of them (noise, blur, shifts, and the changes of
  * level, contrast and sign the model answers differently) got the same answer from the full
  * model. Only inputs that are u8 images (u8 requests, f32 ones of integer values 0..255) take
@@ -39,9 +39,8 @@ const char *fz_tier_name(enum fz_tier t)
 }
 
 struct pend_rec {
-	struct fz_tiers_req *head, *tail; /* followers, in arrival order */
+	struct fz_tiers_req *head, *tail; /* followers, in the order they began waiting here */
 	unsigned n;
-	uint64_t t0_ns; /* the leader entered the pipeline */
 };
 
 struct fz_tiers {
@@ -63,6 +62,7 @@ struct fz_tiers {
 	bool *logodds;               /* [n_layers] */
 	uint64_t wait_ns;
 	unsigned max_followers;
+	unsigned waiting;            /* followers held, in every pending slot */
 	uint32_t epoch;
 	uint64_t model_fp;
 };
@@ -230,6 +230,7 @@ static bool follow(struct fz_tiers *t, struct fz_tiers_req *r, int p, uint32_t g
 		pr->head = r;
 	pr->tail = r;
 	pr->n++;
+	t->waiting++;
 	t->st->followers++;
 	t->st->exact_followers += exact;
 	return true;
@@ -238,14 +239,14 @@ static bool follow(struct fz_tiers *t, struct fz_tiers_req *r, int p, uint32_t g
 /* Register r as a leader others may wait for (pending slot), and, with its bytes, as the
  * exact table's pending slot for them. */
 static void lead(struct fz_tiers *t, struct fz_tiers_req *r, uint64_t h, const void *bytes,
-		 size_t len, uint64_t now_ns)
+		 size_t len)
 {
 	uint32_t gen;
 	int p = -1, slot;
 	if (t->pend) {
 		/* without an image it is found only as an exact repeat (exact_pend) */
 		if ((p = fz_near_put(t->pend, r->key, r->img_ok ? r->img : NULL, NULL, &gen)) >= 0) {
-			t->pr[p] = (struct pend_rec){.t0_ns = now_ns};
+			t->pr[p] = (struct pend_rec){0};
 			r->pend_slot = p;
 			r->pend_gen = gen;
 		} else {
@@ -339,7 +340,7 @@ enum fz_tiers_verdict fz_tiers_submit(struct fz_tiers *t, struct fz_tiers_req *r
 	}
 	/* it runs: a leader the alike may wait for, and whose answer the tables learn */
 	st->ran++;
-	lead(t, r, h, exact_pending ? NULL : in->bytes, in->len, now_ns);
+	lead(t, r, h, exact_pending ? NULL : in->bytes, in->len);
 	sync_stats(t);
 	return FZ_TIERS_RUN;
 }
@@ -359,6 +360,7 @@ static void release_followers(struct fz_tiers *t, int p, uint32_t gen,
 	struct fz_tiers_req *f = t->pr[p].head;
 	const bool expired = why == &st->followers_expired;
 	/* the slot goes first: those that wait again must not wait for it */
+	t->waiting -= t->pr[p].n;
 	t->pr[p] = (struct pend_rec){0};
 	fz_near_remove(t->pend, p, gen);
 	while (f) {
@@ -372,7 +374,7 @@ static void release_followers(struct fz_tiers *t, int p, uint32_t gen,
 			set_answer(f, a, FZ_TIER_COALESCED);
 			st->followers_answered++;
 			t->io.answer(t->io.arg, f);
-		} else if (!expired && f->img_ok && now_ns - f->t_ns < t->wait_ns &&
+		} else if (!expired && f->img_ok && now_ns < f->t_ns + t->wait_ns &&
 			   !exact /* an exact repeat of an unsure answer would get the same */) {
 			if (follow(t, f, fz_near_find(t->pend, f->key, f->img, t->r, NULL, false),
 				   UINT32_MAX, false)) {
@@ -380,7 +382,7 @@ static void release_followers(struct fz_tiers *t, int p, uint32_t gen,
 				st->followers_rewaited++;
 			} else {
 				st->followers_relead++;
-				lead(t, f, 0, NULL, 0, now_ns);
+				lead(t, f, 0, NULL, 0);
 				t->io.run(t->io.arg, f);
 			}
 		} else {
@@ -454,16 +456,37 @@ void fz_tiers_abandon(struct fz_tiers *t, struct fz_tiers_req *r, uint64_t now_n
 	r->flags = 0;
 }
 
+unsigned fz_tiers_waiting(const struct fz_tiers *t)
+{
+	return t ? t->waiting : 0;
+}
+
 void fz_tiers_expire(struct fz_tiers *t, uint64_t now_ns)
 {
-	if (!t->pend || !fz_near_count(t->pend))
+	if (!t->pend || !t->waiting)
 		return;
 	for (unsigned p = 0; p < fz_near_capacity(t->pend); p++) {
-		if (!t->pr[p].n || now_ns - t->pr[p].t0_ns <= t->wait_ns ||
-		    fz_near_get(t->pend, (int)p, UINT32_MAX, NULL, NULL) < 0)
-			continue;
-		/* the leader is slow: its followers run, and no one else waits for it */
-		release_followers(t, (int)p, UINT32_MAX, NULL, false, false,
-				  &t->st->followers_expired, now_ns);
+		struct pend_rec *pr = &t->pr[p];
+		struct fz_tiers_req **pp = &pr->head, *prev = NULL;
+		while (*pp) {
+			struct fz_tiers_req *f = *pp;
+			if (now_ns < f->t_ns + t->wait_ns) { /* waited less than wait_us */
+				prev = f;
+				pp = &f->next;
+				continue;
+			}
+			/* out of the list, then it runs (and no longer waits for this leader) */
+			*pp = f->next;
+			if (pr->tail == f)
+				pr->tail = prev;
+			pr->n--;
+			t->waiting--;
+			f->next = NULL;
+			f->flags = 0;
+			f->exact_slot = f->pend_slot = -1;
+			f->epoch = t->epoch;
+			t->st->followers_expired++;
+			t->io.run(t->io.arg, f);
+		}
 	}
 }

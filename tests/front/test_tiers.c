@@ -239,9 +239,9 @@ static void followers_expire_and_abandon_counts_from_now(void **state)
 		d[i] = 1;
 	assert_int_equal(submit(t, &a, 60, NULL, 1, 0), FZ_TIERS_RUN);
 	assert_int_equal(submit(t, &f, 60, d, 2, 5), FZ_TIERS_WAITING);
-	fz_tiers_expire(t, WAIT_NS); /* not yet */
+	fz_tiers_expire(t, WAIT_NS + 4); /* not yet: f arrived at 5 */
 	assert_int_equal(f.ran, 0);
-	fz_tiers_expire(t, WAIT_NS + 1);
+	fz_tiers_expire(t, WAIT_NS + 5);
 	assert_int_equal(f.ran, 1);
 	assert_int_equal(st.followers_expired, 1);
 	learn(t, &a, 1, -1, 0.99f, WAIT_NS + 2); /* its followers are gone: nothing to hand on */
@@ -259,6 +259,61 @@ static void followers_expire_and_abandon_counts_from_now(void **state)
 	assert_int_equal(h.ran, 0);
 	learn(t, &g, 5, -1, 0.99f, t0 + 5);
 	assert_int_equal(h.answered, 1);
+	fz_tiers_free(t);
+}
+
+/* A follower's wait was measured from its leader's start: one that arrived late expired at
+ * once, after waiting next to nothing. */
+static void follower_arriving_late_expired_at_its_leaders_deadline(void **state)
+{
+	(void)state;
+	struct fz_tiers *t = make(8, 8);
+	struct treq a, f;
+	int d[NPIX];
+	for (int i = 0; i < NPIX; i++)
+		d[i] = 1;
+	assert_int_equal(submit(t, &a, 60, NULL, 1, 0), FZ_TIERS_RUN);
+	assert_int_equal(submit(t, &f, 60, d, 2, WAIT_NS - 10), FZ_TIERS_WAITING);
+	assert_int_equal(fz_tiers_waiting(t), 1);
+	fz_tiers_expire(t, WAIT_NS + 1);
+	assert_int_equal(f.ran, 0);
+	assert_int_equal(fz_tiers_waiting(t), 1);
+	fz_tiers_expire(t, 2 * WAIT_NS - 10);
+	assert_int_equal(f.ran, 1);
+	assert_int_equal(fz_tiers_waiting(t), 0);
+	assert_int_equal(st.followers_expired, 1);
+	learn(t, &a, 1, -1, 0.99f, 2 * WAIT_NS); /* nothing left to hand on */
+	assert_int_equal(f.answered, 0);
+	fz_tiers_free(t);
+}
+
+/* A follower that waited again for a second leader was timed from that leader's start: it
+ * could wait nearly twice wait_us. */
+static void follower_waiting_again_waited_twice_wait_us(void **state)
+{
+	(void)state;
+	struct fz_tiers *t = make(8, 1);
+	struct treq a, f, b;
+	int d1[NPIX], d2[NPIX];
+	for (int i = 0; i < NPIX; i++)
+		d1[i] = 1, d2[i] = 2;
+	assert_int_equal(submit(t, &a, 60, NULL, 1, 0), FZ_TIERS_RUN);
+	assert_int_equal(submit(t, &f, 60, d1, 2, 1), FZ_TIERS_WAITING);
+	/* a has its one follower: b, alike, leads */
+	assert_int_equal(submit(t, &b, 60, d2, 3, WAIT_NS - 100), FZ_TIERS_RUN);
+	assert_int_equal(st.followers_full, 1);
+	/* a's answer is not sure enough to share: f waits again, for b */
+	learn(t, &a, 1, -1, 0.5f, WAIT_NS - 50);
+	assert_int_equal(f.answered + f.ran, 0);
+	assert_int_equal(st.followers_rewaited, 1);
+	assert_int_equal(fz_tiers_waiting(t), 1);
+	fz_tiers_expire(t, WAIT_NS);
+	assert_int_equal(f.ran, 0);
+	fz_tiers_expire(t, WAIT_NS + 1); /* wait_us after its own arrival */
+	assert_int_equal(f.ran, 1);
+	assert_int_equal(fz_tiers_waiting(t), 0);
+	learn(t, &b, 1, -1, 0.99f, WAIT_NS + 2);
+	assert_int_equal(f.answered, 0);
 	fz_tiers_free(t);
 }
 
@@ -323,6 +378,8 @@ int main(void)
 		cmocka_unit_test(only_sure_answers_are_shared),
 		cmocka_unit_test(followers_answered_led_again_or_waiting_again),
 		cmocka_unit_test(followers_expire_and_abandon_counts_from_now),
+		cmocka_unit_test(follower_arriving_late_expired_at_its_leaders_deadline),
+		cmocka_unit_test(follower_waiting_again_waited_twice_wait_us),
 		cmocka_unit_test(full_tables_let_requests_run),
 		cmocka_unit_test(tiers_switched_off_answer_nothing),
 		cmocka_unit_test(a_clear_makes_answers_in_flight_stale),
