@@ -239,6 +239,28 @@ static void lookup_gemm(struct fz_cache *c, const struct fz_cache_kern *kn, cons
 			redo[i] = true;
 }
 
+/* Is every element of a key a number? A NaN distance compares false everywhere and fmaxf()
+ * drops it, so a k-means confidence frac / fmaxf(NaN, FZ_DMIN) became the largest there is. */
+static bool key_finite(const float *key, int D)
+{
+	uint32_t bad = 0;
+	for (int d = 0; d < D; d++) {
+		uint32_t b;
+		memcpy(&b, &key[d], sizeof(b));
+		bad |= (b & 0x7f800000u) == 0x7f800000u; /* exponent all ones: NaN or infinity */
+	}
+	return !bad;
+}
+
+/* The answer to a key that is not all numbers: a miss. */
+static void miss(struct fz_cache_result *r)
+{
+	r->label = FZ_CACHE_LABEL_NONE;
+	r->conf = 0.0f;
+	r->hit = false;
+	r->slot = -1;
+}
+
 int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 			 struct fz_cache_result *res)
 {
@@ -264,9 +286,14 @@ int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 				if (rc)
 					return rc;
 			}
-			for (int i = 0; i < nq; i++)
-				fz_cache_learned_answer(c, keys + (size_t)(q0 + i) * D,
-							c->sub ? &sres[i] : NULL, &res[q0 + i]);
+			for (int i = 0; i < nq; i++) {
+				const float *key = keys + (size_t)(q0 + i) * D;
+				if (!key_finite(key, D))
+					miss(&res[q0 + i]);
+				else
+					fz_cache_learned_answer(c, key, c->sub ? &sres[i] : NULL,
+								&res[q0 + i]);
+			}
 		}
 		return 0;
 	}
@@ -283,6 +310,10 @@ int fz_cache_lookup_keys(struct fz_cache *c, const float *keys, int n,
 
 		lookup_gemm(c, kn, q, nq, live, k, top, redo);
 		for (int i = 0; i < nq; i++) {
+			if (!key_finite(q + (size_t)i * D, D)) {
+				miss(&res[q0 + i]);
+				continue;
+			}
 			if (redo[i])
 				lookup_exact(c, kn, q + (size_t)i * D, live, k, &top[i]);
 			answer(c, &top[i], k, tick, &res[q0 + i]);

@@ -228,6 +228,46 @@ static void test_kmeans_toy(void **state)
 	fz_cache_free(ca);
 }
 
+/* A NaN key made a k-means lookup a hit of the largest confidence there is (the NaN distance
+ * vanished in fmaxf); NaN or infinity anywhere in a key is a miss, for every kind. */
+static void test_nan_key_kmeans_max_confidence_hit(void **state)
+{
+	(void)state;
+	enum { D = 4, PER = 50, NC = 2 };
+	float pts[PER * NC * D];
+	int lab[PER * NC];
+	for (int c = 0; c < NC; c++)
+		for (int i = 0; i < PER; i++) {
+			for (int d = 0; d < D; d++)
+				pts[(c * PER + i) * D + d] = (d == c ? 10.0f : 0.0f) + 0.3f * gauss();
+			lab[c * PER + i] = c;
+		}
+	const enum fz_cache_kind kinds[] = {FZ_CACHE_KMEANS, FZ_CACHE_KNN};
+	for (unsigned kk = 0; kk < 2; kk++) {
+		struct fz_cache *ca = mk(kinds[kk], D, 1, 0, false, kinds[kk] == FZ_CACHE_KNN ? 4 : 1,
+					 kinds[kk] == FZ_CACHE_KNN ? PER * NC : NC, 0);
+		assert_int_equal(fz_cache_build(ca, pts, lab, PER * NC, 7), 0);
+		fz_cache_set_gate(ca, (struct fz_cache_gate){.thr = 0.5f, .on = true});
+		const float good[D] = {10, 0, 0, 0};
+		struct fz_cache_result r;
+		assert_int_equal(fz_cache_lookup_keys(ca, good, 1, &r), 0);
+		assert_true(r.hit); /* the gate lets real answers through */
+		const float bad[3][D] = {{NAN, 0, 0, 0}, {10, INFINITY, 0, 0}, {-INFINITY, 0, 0, 0}};
+		for (int b = 0; b < 3; b++) {
+			struct fz_cache_result rs[2];
+			float two[2 * D];
+			memcpy(two, bad[b], sizeof(bad[b]));
+			memcpy(two + D, good, sizeof(good)); /* a good key in the same burst */
+			assert_int_equal(fz_cache_lookup_keys(ca, two, 2, rs), 0);
+			assert_false(rs[0].hit);
+			assert_int_equal(rs[0].label, FZ_CACHE_LABEL_NONE);
+			assert_true(rs[0].conf == 0.0f);
+			assert_true(rs[1].hit);
+		}
+		fz_cache_free(ca);
+	}
+}
+
 /* Thresholds on a constructed case with known answers. */
 static void test_thresholds_known(void **state)
 {
@@ -444,6 +484,7 @@ int main(void)
 		cmocka_unit_test(test_pool_layouts),
 		cmocka_unit_test(test_knn_brute_force),
 		cmocka_unit_test(test_kmeans_toy),
+		cmocka_unit_test(test_nan_key_kmeans_max_confidence_hit),
 		cmocka_unit_test(test_thresholds_known),
 		cmocka_unit_test(test_pca_subspace),
 		cmocka_unit_test(test_online_clock),
