@@ -82,6 +82,7 @@ REASONS = [
     ("overloaded", True),
     ("shutting_down", True),
     ("internal", True),
+    ("nonfinite_input", True),
 ]
 STATUS = {name: i for i, (name, _) in enumerate(REASONS)}
 

@@ -190,3 +190,8 @@ void fz_front_expire(uint64_t now_ns)
 {
 	fz_tiers_expire(F.t, now_ns);
 }
+
+unsigned fz_front_waiting(void)
+{
+	return fz_tiers_waiting(F.t);
+}

@@ -44,7 +44,9 @@ enum fz_front_verdict fz_front_submit(struct fz_req *rq, const struct fz_reasm_r
 void fz_front_learn(struct fz_req *rq, uint64_t now_ns);
 /* A leader that never entered the pipeline (dropped on the way): its followers run. */
 void fz_front_abandon(struct fz_req *rq, uint64_t now_ns);
-/* Followers that waited longer than wait_us run themselves. */
+/* Followers that waited wait_us since their own arrival run themselves. */
 void fz_front_expire(uint64_t now_ns);
+/* Followers held now: each will want a place in stage 1's ring (RX keeps room for them). */
+unsigned fz_front_waiting(void);
 
 #endif /* FZ_DP_FRONT_H */

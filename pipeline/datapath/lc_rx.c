@@ -52,8 +52,33 @@ static unsigned stash_fill(void)
 	return stash.n;
 }
 
-/* A free request from the stash, else from the pool (error answers of expired reassemblies
- * are not bounded by the burst), or NULL: the caller counts req_pool_empty. */
+/*
+ * Requests kept for error answers only (expired reassemblies, refused fragments): however many
+ * requests the pipeline holds, RX can still answer an error, and it expires no more
+ * reassemblies than it holds requests to answer them with (the rest wait for the next round).
+ * Refilled from the pool before the stash; a few, so a small pool still serves requests.
+ */
+#define RESERVE_MAX RX_BURST
+static struct {
+	struct fz_req *r[RESERVE_MAX];
+	unsigned n, want;
+} reserve;
+
+static void reserve_fill(void)
+{
+	while (reserve.n < reserve.want &&
+	       rte_mempool_get(fz_app.reqs, (void **)&reserve.r[reserve.n]) == 0)
+		reserve.n++;
+}
+
+/* Requests RX holds for error answers: the reserve, then the stash. */
+static unsigned err_room(void)
+{
+	return reserve.n + stash.n;
+}
+
+/* A free request from the stash, else from the pool, or NULL: the caller counts
+ * req_pool_empty (it cannot happen to a frame: RX takes no more frames than the stash holds). */
 static struct fz_req *req_take(void)
 {
 	struct fz_req *rq;
@@ -76,12 +101,20 @@ static void req_untake(struct fz_req *rq)
 	atomic_fetch_sub_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
 }
 
-/* Send an error answer for a request whose id is known, or count why it could not be sent. */
+/* Send an error answer for a request whose id is known, or count why it could not be sent.
+ * It takes a request from the reserve first, so it needs none from the pool. */
 static void answer_error(const struct fz_proto_addr *to, uint64_t id, enum fz_proto_reason why,
 			 uint64_t t_rx)
 {
 	fz_app.rx.requests++;
-	struct fz_req *rq = req_take();
+	struct fz_req *rq;
+	if (reserve.n) {
+		rq = reserve.r[--reserve.n];
+		/* paired with TX's decrement when it returns the request */
+		atomic_fetch_add_explicit(&fz_app.in_flight, 1, memory_order_relaxed);
+	} else {
+		rq = req_take();
+	}
 	if (!rq) {
 		fz_app.rx.drop[FZ_APP_DROP_REQ_POOL_EMPTY]++;
 		return;
@@ -102,20 +135,23 @@ static void answer_error(const struct fz_proto_addr *to, uint64_t id, enum fz_pr
 }
 
 /* The tensor in host order: u8 bytes as they came, f32 (big-endian binary32 values on the u8
- * scale, docs/protocol.md) converted into x->f32. */
+ * scale, docs/protocol.md) converted into x->f32; NULL when an f32 element is NaN or infinite
+ * (exponent bits all ones). */
 static const void *host_tensor(struct rx_ctx *x, const struct fz_reasm_req *r)
 {
 	if (r->dtype == FZ_PROTO_DT_U8)
 		return r->data;
 	float *v = x->f32;
 	const size_t count = fz_shape_size(fz_app.model->input.shape);
+	uint32_t nonfinite = 0;
 	for (size_t j = 0; j < count; j++) {
 		uint32_t bits;
 		memcpy(&bits, r->data + 4 * j, 4);
 		bits = rte_be_to_cpu_32(bits);
+		nonfinite |= (bits & 0x7f800000u) == 0x7f800000u;
 		memcpy(&v[j], &bits, 4);
 	}
-	return v;
+	return nonfinite ? NULL : v;
 }
 
 /* Host-order tensor -> normalised model input in the request's activation buffer. */
@@ -193,6 +229,12 @@ static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx
 		answer_error(&r->reply, r->req_id, FZ_PROTO_R_SHUTTING_DOWN, t_rx);
 		return;
 	}
+	const void *host = host_tensor(x, r);
+	if (!host) { /* NaN or infinity: no model answer would mean anything */
+		fz_app.rx.drop_frame[FZ_PROTO_R_NONFINITE_INPUT]++;
+		answer_error(&r->reply, r->req_id, FZ_PROTO_R_NONFINITE_INPUT, t_rx);
+		return;
+	}
 	fz_app.rx.requests++;
 	if (!(rq = req_take())) {
 		fz_app.rx.drop[FZ_APP_DROP_REQ_POOL_EMPTY]++;
@@ -209,7 +251,6 @@ static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx
 	rq->keys_set = NULL;
 	rq->fr.flags = 0;
 	rq->sh_want = 0;
-	const void *host = host_tensor(x, r);
 	if (fz_front_on()) {
 		uint64_t t0 = rte_rdtsc();
 		enum fz_front_verdict v = fz_front_submit(rq, r, host, now_ns);
@@ -337,8 +378,14 @@ static void handle(struct rx_ctx *x, struct rte_mbuf *m, uint64_t now_ns, uint64
 		break;
 	case FZ_PROTO_V_ERROR:
 		/* one answer per request however many of its fragments are refused */
-		if (fz_reasm_abort(x->reasm, &p, now_ns) == -EALREADY) {
+		switch (fz_reasm_abort(x->reasm, &p, now_ns)) {
+		case -EALREADY:
 			fz_app.rx.drop_frame[FZ_PROTO_R_LATE_FRAGMENT]++;
+			goto done;
+		case -ENOSPC: /* no room to remember an answer: none, so never two */
+			fz_app.rx.drop_frame[p.reason]++;
+			goto done;
+		default:
 			break;
 		}
 		fz_app.rx.drop_frame[p.reason]++;
@@ -348,20 +395,28 @@ static void handle(struct rx_ctx *x, struct rte_mbuf *m, uint64_t now_ns, uint64
 		fz_app.rx.drop_frame[p.reason]++;
 		break;
 	}
+done:
 	rte_pktmbuf_free(m);
 }
 
-static void expire(struct rx_ctx *x, uint64_t now_ns, enum fz_proto_reason why)
+/* Answer the reassemblies due by now_ns, as many as RX holds requests for (the others stay in
+ * the table, due, for the next round). Returns true when none is left due. */
+static bool expire(struct rx_ctx *x, uint64_t now_ns, enum fz_proto_reason why)
 {
 	struct fz_reasm_req r[EXPIRE_BATCH];
-	unsigned n;
+	unsigned n, want;
 	do {
-		n = fz_reasm_expire(x->reasm, now_ns, r, EXPIRE_BATCH);
+		reserve_fill();
+		want = RTE_MIN((unsigned)EXPIRE_BATCH, err_room());
+		if (!want)
+			return fz_reasm_next_deadline(x->reasm) > now_ns;
+		n = fz_reasm_expire(x->reasm, now_ns, r, want);
 		for (unsigned i = 0; i < n; i++) {
 			fz_app.rx.drop_frame[why]++;
 			answer_error(&r[i].reply, r[i].req_id, why, rte_rdtsc());
 		}
-	} while (n == EXPIRE_BATCH);
+	} while (n == want);
+	return true;
 }
 
 static uint64_t tsc_to_ns(uint64_t tsc)
@@ -387,6 +442,7 @@ int fz_lcore_rx(void *arg)
 	x.pc.max_tensor_bytes = (uint32_t)(fz_shape_size(in->shape) * 4);
 	x.key_floats = fz_app_key_floats();
 	rx_x = &x;
+	reserve.want = RTE_MIN((unsigned)RESERVE_MAX, (unsigned)c->requests / 8);
 	const struct fz_front_io fio = {.answer = front_answer_follower, .run = front_run,
 					.release = front_release};
 	struct fz_reasm_params rp = {.capacity = (uint32_t)c->reasm_entries,
@@ -423,7 +479,6 @@ int fz_lcore_rx(void *arg)
 			atomic_store(&fz_app.stop_rx, true);
 			draining = true;
 			drain_deadline = tsc + 10 * fz_app.tsc_hz;
-			expire(&x, UINT64_MAX, FZ_PROTO_R_SHUTTING_DOWN);
 		}
 		/* leaders answered: their requests go back to the pool here, so a pool that ran
 		 * dry under load refills without waiting for RX's idle back-off */
@@ -431,7 +486,11 @@ int fz_lcore_rx(void *arg)
 		if (draining) {
 			if (fz_front_on())
 				fz_front_expire(tsc_to_ns(tsc));
-			if (atomic_load(&fz_app.in_flight) == 0 || tsc > drain_deadline) {
+			/* what is half-reassembled is answered, as requests come back to answer
+			 * it with */
+			const bool reasm_done = expire(&x, UINT64_MAX, FZ_PROTO_R_SHUTTING_DOWN);
+			if ((reasm_done && atomic_load(&fz_app.in_flight) == 0) ||
+			    tsc > drain_deadline) {
 				/* pairs with the acquire loads in the stage and TX loops */
 				atomic_store_explicit(&fz_app.stop_all, true, memory_order_release);
 				break;
@@ -443,7 +502,14 @@ int fz_lcore_rx(void *arg)
 		 * counts what overflows there as imissed, reported with the drops) */
 		/* a frame makes at most one request (or one error answer): take no more frames
 		 * than there are free requests and room in the first stage's ring */
-		unsigned room = RTE_MIN(rte_ring_free_count(fz_app.stages[0].in), stash_fill());
+		/* the followers the front tiers hold will each want a place in the ring when they
+		 * run (answered leaders, expiry): keep it for them, so no request RX took in finds
+		 * the ring full (flush_out's "overloaded") */
+		reserve_fill();
+		unsigned ring = rte_ring_free_count(fz_app.stages[0].in);
+		const unsigned waiting = fz_front_on() ? fz_front_waiting() : 0;
+		ring = ring > waiting ? ring - waiting : 0;
+		unsigned room = RTE_MIN(ring, stash_fill());
 		uint16_t n = 0;
 		if (room)
 			n = rte_eth_rx_burst(fz_app.port, 0, pkts, (uint16_t)RTE_MIN(room, (unsigned)RX_BURST));
@@ -481,6 +547,8 @@ int fz_lcore_rx(void *arg)
 	/* what RX still holds goes back, before the summary counts the pool */
 	rte_mempool_put_bulk(fz_app.reqs, (void **)stash.r, stash.n);
 	stash.n = 0;
+	rte_mempool_put_bulk(fz_app.reqs, (void **)reserve.r, reserve.n);
+	reserve.n = 0;
 	fz_reasm_free(x.reasm);
 	free(x.f32);
 	fz_front_fini();

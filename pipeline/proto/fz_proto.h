@@ -118,7 +118,8 @@ enum fz_proto_dtype {
 	/* runtime (pipeline/): statuses the appliance may answer with */                          \
 	_(OVERLOADED, "overloaded", "no room in a ring or pool for the request")                  \
 	_(SHUTTING_DOWN, "shutting_down", "the appliance is stopping")                            \
-	_(INTERNAL, "internal", "internal error while serving the request")
+	_(INTERNAL, "internal", "internal error while serving the request")                     \
+	_(NONFINITE_INPUT, "nonfinite_input", "an f32 tensor element is NaN or infinite")
 
 enum fz_proto_reason {
 #define FZ_PROTO_R_ENUM(e, s, d) FZ_PROTO_R_##e,
