@@ -39,9 +39,13 @@ struct fz_cache *fz_app_cache_at(int layer)
 
 size_t fz_app_key_floats(void)
 {
-	if (!fz_app.caches || !fz_app.cfg.online)
-		return 0;
-	return fz_cascade_key_floats(fz_app.caches);
+	/* Taken once, at start-up (control/appliance.c reqs_init, before any lcore runs): a
+	 * reload keeps every cache's key size (control/reload.c same_shape), and the lcores that
+	 * ask later (RX, TX for shadows) are no RCU readers of the set, so they must not walk it. */
+	static size_t n = SIZE_MAX;
+	if (n == SIZE_MAX)
+		n = fz_app.caches && fz_app.cfg.online ? fz_cascade_key_floats(fz_app.caches) : 0;
+	return n;
 }
 
 void fz_app_rcu_online(unsigned id)
