@@ -11,7 +11,10 @@ exactly, from telemetry read live (before the appliance stops), and the same num
 Prometheus and the exit summary. The sender also captures the answers on its end of the pair:
 each answered id once, and as many as the appliance counted.
 
-  test_port_overrun.py [PPS]          (default 20000, the rate of the original report)
+  test_port_overrun.py [PPS]          (default 0: as fast as the sender goes; 12-23k frames/s
+                                      on the shared 2-core development machine, where the
+                                      appliance took 33-46 % of them, as at the report's
+                                      20 000 pps)
   test_port_overrun.py --send IFACE PCAP PPS   the sender, run inside the namespace
 """
 import collections
@@ -164,7 +167,7 @@ def main():
     if len(sys.argv) == 5 and sys.argv[1] == "--send":
         return send_main(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     import appliance_util as U
-    pps = float(sys.argv[1]) if len(sys.argv) > 1 else 20000
+    pps = float(sys.argv[1]) if len(sys.argv) > 1 else 0
     U.need_model()
     setup(U)
     fails = []
@@ -233,6 +236,7 @@ def main():
         check(arrived == sent, f"the appliance's veth counted {arrived} frames in (rx_packets + "
               "rx_dropped): no other traffic")
         lost = d["lost"]
+        # a test of losses that saw none proves nothing: a faster machine needs a faster sender
         check(lost > 0 and d["rx_frames"] > 0,
               f"overrun at {rate:.0f} frames/s: {d['rx_frames']} frames taken, {lost} lost before RX "
               f"(kernel socket {d['kernel_socket_drops']}, interface rx_dropped "
