@@ -29,7 +29,7 @@ COMMANDS = ("/freeze/stats", "/freeze/drops", "/freeze/stages", "/freeze/layers"
             "/freeze/port")
 
 # /freeze/port's losses before RX, by where they happened (their sum is "lost")
-PORT_LOSSES = ("imissed", "kernel_socket_drops", "iface_rx_dropped", "iface_rx_missed")
+PORT_LOSSES = ("imissed", "kernel_socket_drops", "iface_dropped", "iface_missed")
 
 
 def connect(prefix):

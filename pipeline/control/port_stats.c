@@ -110,8 +110,11 @@ int fz_port_stats_init(uint16_t port)
 	ps.port = port;
 	snprintf(ps.acc.driver, sizeof(ps.acc.driver), "%s", info.driver_name);
 	if (info.if_index && if_indextoname(info.if_index, ps.acc.iface)) {
-		ps.if_dropped_fd = sysfs_open(ps.acc.iface, "rx_dropped");
-		ps.if_missed_fd = sysfs_open(ps.acc.iface, "rx_missed_errors");
+		/* a tap's frames to us are the kernel's transmissions on it */
+		const bool tap = !strcmp(info.driver_name, "net_tap");
+		ps.acc.iface_counters = tap ? "tx_dropped" : "rx_dropped+rx_missed_errors";
+		ps.if_dropped_fd = sysfs_open(ps.acc.iface, tap ? "tx_dropped" : "rx_dropped");
+		ps.if_missed_fd = tap ? -1 : sysfs_open(ps.acc.iface, "rx_missed_errors");
 		if (!sysfs_u64(ps.if_dropped_fd, &ps.if_dropped0))
 			ps.if_dropped0 = 0;
 		if (!sysfs_u64(ps.if_missed_fd, &ps.if_missed0))
@@ -120,6 +123,7 @@ int fz_port_stats_init(uint16_t port)
 			find_packet_sockets(info.if_index);
 	} else {
 		ps.acc.iface[0] = '\0';
+		ps.acc.iface_counters = "";
 	}
 	ps.acc.kernel_socket = ps.n_sock > 0;
 	ps.ready = true;
@@ -161,10 +165,10 @@ static void refresh(void)
 	}
 	uint64_t v;
 	if (sysfs_u64(ps.if_dropped_fd, &v) && v >= ps.if_dropped0)
-		a->iface_rx_dropped = v - ps.if_dropped0;
+		a->iface_dropped = v - ps.if_dropped0;
 	if (sysfs_u64(ps.if_missed_fd, &v) && v >= ps.if_missed0)
-		a->iface_rx_missed = v - ps.if_missed0;
-	a->lost = a->imissed + a->socket_drops + a->iface_rx_dropped + a->iface_rx_missed;
+		a->iface_missed = v - ps.if_missed0;
+	a->lost = a->imissed + a->socket_drops + a->iface_dropped + a->iface_missed;
 	a->unread = a->socket_frames > a->rx_frames ? a->socket_frames - a->rx_frames : 0;
 }
 
@@ -187,10 +191,9 @@ void fz_port_stats_poll(void)
 	if (l.lost > ps.lost_logged && now >= ps.next_log_ns) {
 		FZ_LOG(WARNING, "port %u: %" PRIu64 " frames lost before RX since the last warning "
 				"(%" PRIu64 " in all: imissed %" PRIu64 ", kernel socket %" PRIu64
-				", interface rx_dropped %" PRIu64 ", rx_missed %" PRIu64
-				"): more offered than the appliance takes",
+				", interface %" PRIu64 "): more offered than the appliance takes",
 		       ps.port, l.lost - ps.lost_logged, l.lost, l.imissed, l.socket_drops,
-		       l.iface_rx_dropped, l.iface_rx_missed);
+		       l.iface_dropped + l.iface_missed);
 		ps.lost_logged = l.lost;
 		ps.next_log_ns = now + PS_LOG_NS;
 	}

@@ -27,10 +27,13 @@ struct fz_port_losses {
 	bool kernel_socket;
 	uint64_t socket_frames;   /* frames the kernel put into the sockets' rings */
 	uint64_t socket_drops;    /* frames the kernel dropped: a ring was full (tp_drops) */
-	/* the kernel interface (/sys/class/net/IF/statistics): rx_dropped (backlog and
-	 * unhandled frames), rx_missed_errors (a NIC under af_packet or tap) */
-	uint64_t iface_rx_dropped, iface_rx_missed;
-	uint64_t lost;   /* imissed + socket_drops + iface_rx_dropped + iface_rx_missed */
+	/* the kernel interface's drops of frames on their way to us (/sys/class/net/IF/
+	 * statistics): for a port reading the interface (net_af_packet) its rx_dropped (the
+	 * backlog was full) and rx_missed_errors (a NIC's ring was full); for net_tap, where the
+	 * kernel transmits to us, tx_dropped (the tap's queue was full) */
+	const char *iface_counters; /* which: "rx_dropped+rx_missed_errors" or "tx_dropped" */
+	uint64_t iface_dropped, iface_missed;
+	uint64_t lost;   /* imissed + socket_drops + iface_dropped + iface_missed */
 	uint64_t unread; /* in the sockets' rings, not yet taken by RX (socket_frames - rx_frames) */
 };
 

@@ -331,8 +331,9 @@ static int tel_port(const char *cmd, const char *params, struct rte_tel_data *d)
 	rte_tel_data_add_dict_u64(d, "kernel_socket", l.kernel_socket);
 	rte_tel_data_add_dict_u64(d, "kernel_socket_drops", l.socket_drops);
 	rte_tel_data_add_dict_u64(d, "kernel_socket_frames", l.socket_frames);
-	rte_tel_data_add_dict_u64(d, "iface_rx_dropped", l.iface_rx_dropped);
-	rte_tel_data_add_dict_u64(d, "iface_rx_missed", l.iface_rx_missed);
+	rte_tel_data_add_dict_string(d, "iface_counters", l.iface_counters ? l.iface_counters : "");
+	rte_tel_data_add_dict_u64(d, "iface_dropped", l.iface_dropped);
+	rte_tel_data_add_dict_u64(d, "iface_missed", l.iface_missed);
 	rte_tel_data_add_dict_u64(d, "unread", l.unread);
 	rte_tel_data_add_dict_u64(d, "rx_nombuf", l.rx_nombuf);
 	rte_tel_data_add_dict_u64(d, "ierrors", l.ierrors);
@@ -350,11 +351,11 @@ static void port_summary(FILE *f)
 	if (l.iface[0])
 		snprintf(on, sizeof(on), " on %s", l.iface);
 	fprintf(f, "port               received %" PRIu64 ", lost before RX %" PRIu64
-		   " (imissed %" PRIu64 ", kernel socket %s%" PRIu64 ", interface rx_dropped %" PRIu64
-		   ", rx_missed %" PRIu64 "), unread %" PRIu64 ", rx_nombuf %" PRIu64
-		   ", ierrors %" PRIu64 " (%s%s)\n",
+		   " (imissed %" PRIu64 ", kernel socket %s%" PRIu64 ", interface %s%" PRIu64
+		   "), unread %" PRIu64 ", rx_nombuf %" PRIu64 ", ierrors %" PRIu64 " (%s%s)\n",
 		l.rx_frames, l.lost, l.imissed, l.kernel_socket ? "" : "n/a ", l.socket_drops,
-		l.iface_rx_dropped, l.iface_rx_missed, l.unread, l.rx_nombuf, l.ierrors, l.driver, on);
+		l.iface[0] ? "" : "n/a ", l.iface_dropped + l.iface_missed, l.unread, l.rx_nombuf,
+		l.ierrors, l.driver, on);
 }
 
 static int tel_reload(const char *cmd, const char *params, struct rte_tel_data *d)
