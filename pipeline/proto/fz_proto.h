@@ -308,7 +308,10 @@ uint16_t fz_proto_cksum(const void *buf, uint32_t len);
  * room is used up is a fragment dropped unanswered (counted: stats.unanswered), so that no
  * request is ever answered twice.
  */
-#define FZ_REASM_TOMBS_PER_ENTRY 4 /* default tombstone room per storage slot */
+/* Default tombstone room: per storage slot, and at least enough for every request a busy
+ * appliance answers in one timeout (16384 x ~70 bytes). */
+#define FZ_REASM_TOMBS_PER_ENTRY 4
+#define FZ_REASM_TOMBS_MIN 16384
 struct fz_reasm;
 
 struct fz_reasm_params {
@@ -316,8 +319,8 @@ struct fz_reasm_params {
 	uint32_t max_tensor_bytes; /* bytes of storage per entry, >= 1 */
 	uint16_t max_frags;        /* fragments tracked per request, >= 1 (e.g. 64) */
 	uint64_t timeout_ns;       /* first fragment to complete, > 0 */
-	/* answered requests remembered beyond capacity (key only, no storage); 0: the default
-	 * FZ_REASM_TOMBS_PER_ENTRY * capacity */
+	/* answered requests remembered beyond capacity (key only, no storage); 0: the default,
+	 * FZ_REASM_TOMBS_PER_ENTRY * capacity and at least FZ_REASM_TOMBS_MIN */
 	uint32_t tombstones;
 };
 

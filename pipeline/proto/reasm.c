@@ -89,7 +89,11 @@ struct fz_reasm *fz_reasm_create(const struct fz_reasm_params *p)
 		errno = EINVAL;
 		return NULL;
 	}
-	tombs = p->tombstones ? p->tombstones : FZ_REASM_TOMBS_PER_ENTRY * p->capacity;
+	tombs = p->tombstones;
+	if (!tombs)
+		tombs = FZ_REASM_TOMBS_PER_ENTRY * p->capacity > FZ_REASM_TOMBS_MIN
+				? FZ_REASM_TOMBS_PER_ENTRY * p->capacity
+				: FZ_REASM_TOMBS_MIN;
 	data_bytes = (size_t)p->capacity * p->max_tensor_bytes;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
