@@ -27,6 +27,10 @@ struct rx_ctx {
 	unsigned n_out;
 	size_t key_floats;
 	float *f32; /* one f32 sample in host byte order (load_tensor), allocated at start */
+	/* reassembly's clock (ns): it stands still while RX holds frames back (back-pressure),
+	 * so a request is not timed out, nor its tombstone forgotten, while the fragments that
+	 * complete it wait in the port's queue */
+	uint64_t reasm_ns;
 };
 
 /*
@@ -360,7 +364,7 @@ static void handle(struct rx_ctx *x, struct rte_mbuf *m, uint64_t now_ns, uint64
 		control_reply(m, fz_proto_build_icmp_reply(&x->pc, data, len, data, cap));
 		return;
 	case FZ_PROTO_V_REQUEST:
-		switch (fz_reasm_add(x->reasm, &p, now_ns, &r)) {
+		switch (fz_reasm_add(x->reasm, &p, x->reasm_ns, &r)) {
 		case FZ_REASM_COMPLETE:
 			submit(x, &r, tsc, now_ns);
 			fz_reasm_release(x->reasm, &r);
@@ -378,7 +382,7 @@ static void handle(struct rx_ctx *x, struct rte_mbuf *m, uint64_t now_ns, uint64
 		break;
 	case FZ_PROTO_V_ERROR:
 		/* one answer per request however many of its fragments are refused */
-		switch (fz_reasm_abort(x->reasm, &p, now_ns)) {
+		switch (fz_reasm_abort(x->reasm, &p, x->reasm_ns)) {
 		case -EALREADY:
 			fz_app.rx.drop_frame[FZ_PROTO_R_LATE_FRAGMENT]++;
 			goto done;
@@ -468,6 +472,9 @@ int fz_lcore_rx(void *arg)
 	bool port_empty = false;
 	uint64_t drain_deadline = 0;
 	unsigned empty = 0;
+	uint64_t reasm_tsc = t0;
+	bool held_back = false;
+	x.reasm_ns = tsc_to_ns(t0);
 
 	for (;;) {
 		uint64_t tsc = rte_rdtsc();
@@ -510,6 +517,10 @@ int fz_lcore_rx(void *arg)
 		const unsigned waiting = fz_front_on() ? fz_front_waiting() : 0;
 		ring = ring > waiting ? ring - waiting : 0;
 		unsigned room = RTE_MIN(ring, stash_fill());
+		if (room && !held_back)
+			x.reasm_ns += tsc_to_ns(tsc - reasm_tsc);
+		reasm_tsc = tsc;
+		held_back = !room;
 		uint16_t n = 0;
 		if (room)
 			n = rte_eth_rx_burst(fz_app.port, 0, pkts, (uint16_t)RTE_MIN(room, (unsigned)RX_BURST));
@@ -530,7 +541,7 @@ int fz_lcore_rx(void *arg)
 			fz_app.rx.busy_tsc += rte_rdtsc() - tsc;
 		}
 		if (tsc >= next_expire) {
-			expire(&x, tsc_to_ns(tsc), FZ_PROTO_R_REASSEMBLY_TIMEOUT);
+			expire(&x, x.reasm_ns, FZ_PROTO_R_REASSEMBLY_TIMEOUT);
 			if (fz_front_on()) {
 				fz_front_expire(tsc_to_ns(tsc));
 				flush_out(&x);
