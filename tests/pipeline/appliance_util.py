@@ -148,3 +148,52 @@ class Appliance:
             self.p.kill()
             out, _ = self.p.communicate()
         return self.p.returncode, "".join(self.lines) + out
+
+
+def shipped_front():
+    """The embedded default's `front:` section (config/examples/appliance.yaml) as written, for
+    tests that run the front tiers as they ship."""
+    with open(os.path.join(SRC, "config", "examples", "appliance.yaml")) as f:
+        m = re.search(r"^front:\n(?:[ #].*\n|\n)+", f.read(), re.M)
+    return m.group(0)
+
+
+def front_followers(out):
+    """The summary's front account: (it adds up with no follower left waiting, the coalescing
+    followers, the two lines as printed)."""
+    m = re.search(r"^front tiers\s+requests (\d+) = exact (\d+) \+ flow (\d+) \+ near (\d+) \+ "
+                  r"coalesced (\d+) \+ ran (\d+)$", out, re.M)
+    c = re.search(r"^  coalesced\s+(\d+) \(\d+ exact repeats\) = answered by the request waited "
+                  r"for (\d+) \+ led again \(its answer not sure enough\) (\d+) \+ ran (\d+) \+ ran "
+                  r"\(waited \d+ us\) (\d+) \+ waiting (\d+)", out, re.M)
+    if not m or not c:
+        return False, 0, "no front account in the summary"
+    n = [int(x) for x in m.groups()]
+    f = [int(x) for x in c.groups()]
+    ok = n[0] == sum(n[1:]) and f[0] == n[4] and f[0] == sum(f[1:]) and f[5] == 0
+    return ok, f[0], m.group(0).split(None, 2)[2] + "; " + c.group(0).strip()
+
+
+def gen_pairs(out_dir, name, n, *args, seed=None):
+    """tools/fzgen.py gen of `n` requests whose test images (from 2000 on) come in pairs, one
+    image sent twice in a row: the second arrives while the first is in flight and waits for
+    it (a coalescing follower). With `seed`, the pairs come in a shuffled order. Returns
+    (pcap, sidecar dict)."""
+    import random
+    data = os.environ.get("FZ_FMNIST_DIR", "/usr/share/datasets/fashion-mnist")
+    dims, raw = fzgen.read_idx(os.path.join(data, "t10k-images-idx3-ubyte.gz"))
+    _, lraw = fzgen.read_idx(os.path.join(data, "t10k-labels-idx1-ubyte.gz"))
+    sz = dims[1] * dims[2]
+    img = [2000 + i % 8000 for i in range((n + 1) // 2)]
+    if seed is not None:
+        random.Random(seed).shuffle(img)
+    idx = [img[i // 2] for i in range(n)]
+    import struct
+    paths = []
+    for kind, magic, shape, body in (
+            ("images", 0x803, [n, dims[1], dims[2]], b"".join(raw[i * sz:(i + 1) * sz] for i in idx)),
+            ("labels", 0x801, [n], bytes(lraw[i] for i in idx))):
+        paths.append(os.path.join(out_dir, f"{name}-{kind}.idx"))
+        with open(paths[-1], "wb") as f:
+            f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", x) for x in shape) + body)
+    return gen(out_dir, name, "-n", str(n), "--images", paths[0], "--labels", paths[1], *args)
