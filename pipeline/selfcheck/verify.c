@@ -33,7 +33,7 @@ struct sample {
 struct fz_verify {
 	unsigned cap, n, head; /* ring: the oldest at head once full */
 	struct sample *s;
-	float *scratch; /* sorted confidences (the guard's candidates) */
+	float *scratch; /* sorted confidences (the guard's candidates): the floor + cap samples */
 };
 
 struct fz_verify *fz_verify_create(unsigned cap)
@@ -47,7 +47,7 @@ struct fz_verify *fz_verify_create(unsigned cap)
 		return NULL;
 	v->cap = cap;
 	v->s = calloc(cap, sizeof(*v->s));
-	v->scratch = calloc(cap, sizeof(float));
+	v->scratch = calloc((size_t)cap + 1, sizeof(float));
 	if (!v->s || !v->scratch) {
 		fz_verify_free(v);
 		errno = ENOMEM;
