@@ -1,8 +1,9 @@
 #!/bin/bash
 # Freeze's test command: release build + unit and integration tests (cross_isa among them), the
 # engine, cache and pcap appliance tests again with the ISA capped at AVX2, the unit tests under
-# AddressSanitizer + UndefinedBehaviorSanitizer, then every libFuzzer target for a short fixed
-# time (FZ_FUZZ_SECS, default 20; 0 skips). Ends with "N passed, N failed".
+# AddressSanitizer + UndefinedBehaviorSanitizer (leak detection on for the plain-C ones), the
+# plain-C unit tests (suite unit) under ThreadSanitizer, then every libFuzzer target for a short
+# fixed time (FZ_FUZZ_SECS, default 20; 0 skips). Ends with "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SUITES=${FZ_TEST_SUITES:-"fast slow"}
@@ -51,6 +52,13 @@ if [ -x build/pipeline/freeze ]; then
 fi
 echo "== ASan + UBSan build: suite fast"
 run_build build-asan fast -- -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
+# ThreadSanitizer needs clang's runtime (libclang-rt-14-dev, tools/setup-debian.sh). Only the
+# plain-C unit tests run under it: oneDNN's OpenMP runtime (libgomp) is not instrumented, so its
+# threads' synchronisation is invisible to TSan and would be reported as races.
+echo "== TSan build: suite unit"
+tsan_t0=$SECONDS
+CC=clang run_build build-tsan unit -- -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debugoptimized
+echo "== TSan step: $((SECONDS - tsan_t0)) s"
 
 if [ "${FZ_FUZZ_SECS:-20}" != 0 ] && [ -x tools/fuzz.sh ]; then
 	echo "== libFuzzer targets: ${FZ_FUZZ_SECS:-20} s each"

@@ -15,18 +15,24 @@
 
 /*
  * Were the bound gone, the loader would allocate and zero 16 GiB. Make that fail fast instead of
- * swapping the machine: a 4 GiB allocation cap under ASan, an address-space limit otherwise.
+ * swapping the machine: a 4 GiB allocation cap under ASan or TSan (their shadow memory needs
+ * more address space than any limit would leave), an address-space limit otherwise.
  */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void)
 {
 	return "allocator_may_return_null=1:max_allocation_size_mb=4096";
 }
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+	return "allocator_may_return_null=1:max_allocation_size_mb=4096";
+}
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define FZ_TEST_ASAN 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define FZ_TEST_ASAN 1
 #endif
 #endif
