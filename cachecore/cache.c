@@ -300,6 +300,10 @@ struct fz_cache_set *fz_cache_set_new(uint64_t model_fp, int n_classes, int n_ca
 		errno = EINVAL;
 		return NULL;
 	}
+	if (n_caches > FZ_CACHE_MAX_POINTS) {
+		errno = E2BIG;
+		return NULL;
+	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;

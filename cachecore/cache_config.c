@@ -164,6 +164,9 @@ static int parse(struct fz_ydoc *doc, struct fz_cache_config *cfg)
 	if (caches->type != FZ_YNODE_SEQ || !caches->n)
 		return fz_yerr(doc, caches, "expected a non-empty sequence of caches, found %s",
 			       fz_ynode_kind(caches));
+	if (caches->n > FZ_CACHE_MAX_POINTS)
+		return fz_yerr(doc, caches, "%zu caches, more than FZ_CACHE_MAX_POINTS (%d)",
+			       (size_t)caches->n, FZ_CACHE_MAX_POINTS);
 	cfg->caches = calloc(caches->n, sizeof(*cfg->caches));
 	if (!cfg->caches)
 		return -ENOMEM;

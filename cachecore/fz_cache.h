@@ -14,6 +14,10 @@
 #define FZ_CACHE_MAX_K 64        /* most knn neighbours */
 #define FZ_CACHE_MAX_CLASSES 256
 #define FZ_CACHE_MAX_BURST 256 /* most samples per lookup call */
+/* Most cache points in a set: a cache config, a snapshot or fz_cache_set_new with more is
+ * refused (by this name). Threshold calibration, self-checking and telemetry follow every point
+ * of a set up to it. */
+#define FZ_CACHE_MAX_POINTS 32
 #define FZ_CACHE_LABEL_NONE (-1)
 
 #define FZ_FOREACH_CACHE_KIND(_)                                                                  \
@@ -274,7 +278,8 @@ bool fz_cache_ready(const struct fz_cache *c);
  * the whole cascade (a sample exits at its first hit) stays <= budget * n; with gain (per cache,
  * e.g. the share of compute an exit there saves) for the largest sum of gain over exits instead.
  * Fixed caches keep theirs; disabled caches exit nothing. thr[l] receives each threshold.
- * Returns 0 or -EINVAL/-ENOMEM.
+ * Returns 0, -EINVAL (n_caches outside 0..FZ_CACHE_MAX_POINTS, a NULL array, budget < 0) or
+ * -ENOMEM.
  */
 int fz_cache_calibrate_thresholds(const enum fz_cache_thr_mode *mode, const bool *enabled,
 				  const float *fixed, int n_caches, const float *conf,
@@ -297,6 +302,8 @@ struct fz_cache_set {
 	struct fz_cache **caches; /* in model order */
 };
 
+/* NULL with errno EINVAL (n_classes outside 2..FZ_CACHE_MAX_CLASSES, n_caches < 0), E2BIG
+ * (n_caches > FZ_CACHE_MAX_POINTS) or ENOMEM. */
 struct fz_cache_set *fz_cache_set_new(uint64_t model_fp, int n_classes, int n_caches);
 void fz_cache_set_free(struct fz_cache_set *s); /* frees the caches too */
 size_t fz_cache_set_bytes(const struct fz_cache_set *s);

@@ -56,7 +56,6 @@ float fz_front_d2(const float *a, const float *b, int dim);
 /* What the tables remember of an answer. */
 struct fz_front_answer {
 	int16_t label;
-	uint16_t exit_layer; /* where the pipeline answered (the appliance's code) */
 	float confidence;
 };
 

@@ -465,6 +465,11 @@ struct fz_cache_set *fz_cache_set_parse(const char *path, const void *buf, size_
 		msg(err, errlen, "%s: counts lie (%u classes, %u caches)", path, n_classes, n_caches);
 		goto bad;
 	}
+	if (n_caches > FZ_CACHE_MAX_POINTS) {
+		msg(err, errlen, "%s: %u cache points, more than FZ_CACHE_MAX_POINTS (%d)", path,
+		    n_caches, FZ_CACHE_MAX_POINTS);
+		goto bad;
+	}
 	s = fz_cache_set_new(fp, (int)n_classes, (int)n_caches);
 	if (!s)
 		return NULL;

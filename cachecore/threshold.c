@@ -50,13 +50,13 @@ int fz_cache_calibrate_thresholds(const enum fz_cache_thr_mode *mode, const bool
 				  const bool *agree, size_t n, double budget, const double *gain,
 				  float *thr)
 {
-	float *wrong[64] = { 0 };
-	size_t nw[64] = { 0 }, pos[64] = { 0 };
+	float *wrong[FZ_CACHE_MAX_POINTS] = { 0 };
+	size_t nw[FZ_CACHE_MAX_POINTS] = { 0 }, pos[FZ_CACHE_MAX_POINTS] = { 0 };
 	int *exit = NULL;
 	bool any_budget = false;
 	int rc = 0;
 
-	if (n_caches < 0 || n_caches > 64 || !mode || !enabled || !conf || !agree || !thr ||
+	if (n_caches < 0 || n_caches > FZ_CACHE_MAX_POINTS || !mode || !enabled || !conf || !agree || !thr ||
 	    budget < 0.0)
 		return -EINVAL;
 	for (int l = 0; l < n_caches; l++) {

@@ -8,6 +8,9 @@
 #define FZ_NAME_MAX 64
 #define FZ_PATH_MAX 4096
 #define FZ_MAX_CHANNELS_NORM 16 /* most input channels with a per-channel mean/std */
+/* Most layers in a model: fz_model_load refuses more (by name). Per-layer counters are sized by
+ * it, and a layer index answers on the wire below the protocol's special exit codes. */
+#define FZ_MODEL_MAX_LAYERS 1024
 
 /* Layer kinds as an X-macro: enum value and YAML spelling stay together. */
 #define FZ_FOREACH_LAYER_KIND(_)                                                                   \

@@ -655,8 +655,11 @@ static int parse_model(struct loader *ld)
 		return fz_yerr(doc, v, "layers: expected a non-empty sequence of layers, found %s",
 			       v->type == FZ_YNODE_SEQ ? "an empty one"
 						       : fz_ynode_describe(v, fbuf, sizeof(fbuf)));
-	if (v->n > INT_MAX / 2)
-		return fz_yerr(doc, v, "layers: too many layers");
+	if (v->n > FZ_MODEL_MAX_LAYERS)
+		return fz_yerr(doc, v,
+			       "layers: %zu layers, more than FZ_MODEL_MAX_LAYERS (%d): the appliance "
+			       "counts exits per layer and answers with a layer index below it",
+			       (size_t)v->n, FZ_MODEL_MAX_LAYERS);
 	ld->n = (int)v->n;
 	ld->defs = calloc(v->n, sizeof(*ld->defs));
 	if (ld->defs == NULL) {

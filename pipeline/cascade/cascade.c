@@ -8,6 +8,9 @@
 
 #include "fz_cascade.h"
 
+/* a stage cuts its layers at most at every point of a set: cut groups never exceed the cap */
+_Static_assert(FZ_CASCADE_MAX_GROUPS > FZ_CACHE_MAX_POINTS, "groups for every cache point");
+
 struct cgroup {
 	struct fz_group *g;
 	int first, last;
@@ -280,8 +283,9 @@ struct exits_to_answers {
 static void answer_exit(void *arg, unsigned idx, const struct fz_cascade_row *row)
 {
 	struct exits_to_answers *x = arg;
-	x->ans[(*x->nans)++] = (struct fz_cascade_answer){row->user, x->res[idx].label,
-		x->res[idx].conf, x->cg->last, x->cg->cache_idx};
+	x->ans[(*x->nans)++] = (struct fz_cascade_answer){
+		.user = row->user, .label = x->res[idx].label, .confidence = x->res[idx].conf,
+		.src = fz_answer_layer(x->cg->last), .cache = x->cg->cache_idx};
 }
 
 /* The full model answers n rows of logits; online caches take the sure ones. */
@@ -293,7 +297,7 @@ static void answer_full(struct fz_cascade *cc, const float *out, size_t stride,
 	for (unsigned i = 0; i < n; i++) {
 		a[i].user = rows[i].user;
 		a[i].label = fz_cascade_argmax_conf(out + i * stride, cc->classes, &a[i].confidence);
-		a[i].exit_layer = -1;
+		a[i].src = fz_answer_of(FZ_ANSWERED_FULL);
 		a[i].cache = -1;
 	}
 	*nans += n;

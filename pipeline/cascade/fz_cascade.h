@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fz_answer.h"
 #include "fz_cache.h"
 #include "fz_layout.h"
 #include "fz_stages.h"
@@ -34,7 +35,7 @@ struct fz_cascade_answer {
 	void *user;
 	int label;
 	float confidence; /* the cache's, or the full model's softmax probability */
-	int exit_layer;   /* model layer whose cache answered, -1: the full model */
+	struct fz_answer_src src; /* FZ_ANSWERED_LAYER (that cache's layer) or FZ_ANSWERED_FULL */
 	int cache;        /* that cache's index in the set, -1: the full model */
 };
 

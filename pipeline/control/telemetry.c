@@ -25,7 +25,7 @@ static uint64_t rd(const uint64_t *p)
 /* Every request and its fate: received = answered (ok + error) + dropped + in flight. */
 struct totals {
 	uint64_t received, answered_ok, answered_err, dropped, in_flight, frames, frame_drops;
-	uint64_t hits, exits[64], lat_n, lat_sum;
+	uint64_t hits, lat_n, lat_sum;
 };
 
 static void totals(struct totals *t)
@@ -43,11 +43,8 @@ static void totals(struct totals *t)
 	t->frames = rd(&fz_app.rx.frames);
 	for (int r = 0; r < FZ_PROTO_R__COUNT; r++)
 		t->frame_drops += rd(&fz_app.rx.drop_frame[r]);
-	for (int s = 0; s < fz_app.n_stages; s++) {
+	for (int s = 0; s < fz_app.n_stages; s++)
 		t->hits += rd(&fz_app.stages[s].st.hits);
-		for (int l = 0; l < 64; l++)
-			t->exits[l] += rd(&fz_app.stages[s].st.exits_by_layer[l]);
-	}
 	t->lat_n = rd(&fz_app.tx.responses);
 	t->lat_sum = rd(&fz_app.tx.latency_ns_sum);
 }
@@ -163,7 +160,7 @@ static int points(struct point *p, int max)
 	for (int i = 0; cs && i < cs->n_caches && n < max; i++) {
 		const struct fz_cache *c = cs->caches[i];
 		const int l = fz_app_cache_layer(c);
-		if (l < 0 || l >= 64)
+		if (l < 0) /* < FZ_MODEL_MAX_LAYERS: the model loader's cap */
 			continue;
 		struct point *q = &p[n++];
 		*q = (struct point){.layer = fz_app.model->layers[l].name,
@@ -184,7 +181,7 @@ static int points(struct point *p, int max)
 			q->sampled = v.samples, q->agreed = v.agree;
 			q->checked = v.checked, q->disagreed = v.disagreed;
 			q->changes = v.changes, q->offs = v.offs;
-			q->forgotten = i < FZ_VERIFY_POINTS ? vc.forgotten[i] : 0;
+			q->forgotten = vc.forgotten[i]; /* i < FZ_CACHE_MAX_POINTS = FZ_VERIFY_POINTS */
 			q->lo = v.lo, q->hi = v.hi, q->calibrated = v.calibrated.thr;
 		}
 	}
@@ -196,8 +193,8 @@ static int tel_layers(const char *cmd, const char *params, struct rte_tel_data *
 {
 	(void)cmd;
 	(void)params;
-	struct point p[64];
-	int n = points(p, 64);
+	struct point p[FZ_CACHE_MAX_POINTS];
+	int n = points(p, FZ_CACHE_MAX_POINTS);
 	rte_tel_data_start_dict(d);
 	for (int i = 0; i < n; i++) {
 		struct rte_tel_data *x = rte_tel_data_alloc();
@@ -435,8 +432,8 @@ void fz_app_summary(FILE *f)
 	}
 	fprintf(f, "cache hits         %" PRIu64 " (%.1f%% of requests)\n", t.hits,
 		t.received ? 100.0 * t.hits / t.received : 0);
-	struct point p[64];
-	int np = points(p, 64);
+	struct point p[FZ_CACHE_MAX_POINTS];
+	int np = points(p, FZ_CACHE_MAX_POINTS);
 	if (np)
 		fprintf(f, "cache points       %-10s %-8s %10s %10s %10s %8s %9s %12s %s\n", "layer",
 			"kind", "lookups", "hits", "misses", "entries", "evictions", "GMACs saved",
@@ -490,9 +487,13 @@ void fz_app_summary(FILE *f)
 			   "ran on as misses)\n", lookup_errors);
 	if (t.hits) {
 		fprintf(f, "exits by layer    ");
-		for (int l = 0; l < 64 && l < fz_app.model->n_layers; l++)
-			if (t.exits[l])
-				fprintf(f, " %s %" PRIu64, fz_app.model->layers[l].name, t.exits[l]);
+		for (int l = 0; l < fz_app.model->n_layers; l++) { /* <= FZ_MODEL_MAX_LAYERS */
+			uint64_t e = 0;
+			for (int s = 0; s < fz_app.n_stages; s++)
+				e += rd(&fz_app.stages[s].st.exits_by_layer[l]);
+			if (e)
+				fprintf(f, " %s %" PRIu64, fz_app.model->layers[l].name, e);
+		}
 		const struct fz_stage_stats *ls = &fz_app.stages[fz_app.n_stages - 1].st;
 		fprintf(f, " full %" PRIu64 "\n", rd(&ls->answered) - rd(&ls->hits));
 	}

@@ -16,13 +16,16 @@
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
 
+#include "fz_answer.h"
 #include "fz_appcfg.h"
+#include "fz_cache.h"
 #include "fz_tiers.h"
 #include "fz_model.h"
+#include "fz_proto.h"
 #include "fz_stages.h"
 #include "stage_batch.h"
 
-#define FZ_VERIFY_POINTS 16 /* cache points self-checking follows (the first ones of a set) */
+#define FZ_VERIFY_POINTS FZ_CACHE_MAX_POINTS /* self-checking follows every point of a set */
 
 extern int fz_logtype_pipeline;
 #define FZ_LOG(level, fmt, ...)                                                                    \
@@ -45,9 +48,6 @@ enum fz_app_drop {
 };
 extern const char *const fz_app_drop_names[];
 
-/* Answer status codes carried to the TX lcore (the wire values come from the protocol). */
-#define FZ_EXIT_FULL_MODEL 0xffff
-
 /* One inference request, from reassembly to its response; an object of fz_app.reqs. Owned by
  * one lcore at a time: the rings hand it over (the ring's store-release/load-acquire orders its
  * contents), and the pool's stack orders it the same way between TX's put and RX's get. */
@@ -56,8 +56,8 @@ struct fz_req {
 	uint64_t t_rx;        /* TSC when its last fragment arrived */
 	uint8_t reply[64];    /* the protocol's reply address (MACs, IPs, ports) */
 	int16_t label;        /* answer */
-	uint16_t exit_layer;  /* model layer whose cache answered, or FZ_EXIT_FULL_MODEL */
 	uint16_t status;      /* protocol status; 0 = ok */
+	struct fz_answer_src answer; /* who answered (TX maps it to the wire: fz_proto_exit_code) */
 	uint16_t stage;       /* index of the stage that answered */
 	float confidence;
 	float *act;           /* model input (fz_net_layout(FZ_INPUT_TENSOR)), read by stage 1 */
@@ -81,7 +81,7 @@ struct fz_req {
  * 64-bit counter cannot happen on x86-64). Each on its own cache line. */
 struct fz_rx_stats {
 	alignas(64) uint64_t frames, bursts, requests, arp, icmp, control_tx_full;
-	uint64_t drop_frame[64]; /* by protocol reason */
+	uint64_t drop_frame[FZ_PROTO_R__COUNT]; /* by protocol reason */
 	uint64_t drop[FZ_APP_DROP__COUNT];
 	uint64_t errors_answered; /* error responses queued */
 	uint64_t udp_csum_partial; /* frames with an unfinished UDP checksum, accepted unverified */
@@ -96,8 +96,8 @@ struct fz_stage_stats {
 	uint64_t lookup_tsc, compute_tsc, errors, online_inserts;
 	uint64_t lookup_errors; /* cache lookups that failed: those rows ran on, as misses */
 	uint64_t drop[FZ_APP_DROP__COUNT];
-	uint64_t exits_by_layer[64];
-	uint64_t lookups_by_layer[64]; /* rows looked up at the cache after each layer */
+	uint64_t exits_by_layer[FZ_MODEL_MAX_LAYERS];   /* the model loader enforces the cap */
+	uint64_t lookups_by_layer[FZ_MODEL_MAX_LAYERS]; /* rows looked up at the cache after each layer */
 };
 
 struct fz_tx_stats {

@@ -1,7 +1,7 @@
 /*
  * The front tiers on the RX lcore: the glue between the appliance and pipeline/front (the
  * tiers themselves, DPDK-free). It builds the tiers from the config and the loaded model, maps
- * a request to what the tiers keep of it and their answers to wire exit codes, asks
+ * a request to what the tiers keep of it and their answers to the appliance's, asks
  * self-checking whether a tier is switched off, and clears the tables when a reload bumps
  * fz_app.front_epoch. Everything here is RX's alone: no locks, no atomics but the reload
  * epoch and the guard's tier word.
@@ -16,10 +16,13 @@
 #include "fz_cache.h"
 #include "verify.h"
 
-/* the guard's tier bits are the tiers' own order */
-#define FZ_SAME_TIER(e, s) _Static_assert((int)FZ_TIER_##e == (int)FZ_SELFCHECK_TIER_##e, #e);
+/* the guard's tier bits and the answer kinds of the front tiers are the tiers' own order */
+#define FZ_SAME_TIER(e, s)                                                                         \
+	_Static_assert((int)FZ_TIER_##e == (int)FZ_SELFCHECK_TIER_##e, #e);                       \
+	_Static_assert((int)FZ_ANSWERED_FRONT_FIRST + FZ_TIER_##e == (int)FZ_ANSWERED_##e, #e);
 FZ_TIERS_FOREACH(FZ_SAME_TIER)
 #undef FZ_SAME_TIER
+_Static_assert(FZ_ANSWERED_FRONT_FIRST + FZ_TIERS == FZ_ANSWERED__COUNT, "a kind per tier");
 
 static struct {
 	struct fz_tiers *t;
@@ -32,15 +35,9 @@ static struct fz_req *req_of(struct fz_tiers_req *r)
 	return r->owner;
 }
 
-uint16_t fz_front_exit_code(enum fz_tier t)
+struct fz_answer_src fz_front_answer_src(enum fz_tier t)
 {
-	static const uint16_t code[FZ_TIERS] = {
-		[FZ_TIER_EXACT] = FZ_PROTO_EXIT_EXACT,
-		[FZ_TIER_FLOW] = FZ_PROTO_EXIT_FLOW,
-		[FZ_TIER_NEAR] = FZ_PROTO_EXIT_NEAR,
-		[FZ_TIER_COALESCED] = FZ_PROTO_EXIT_COALESCED,
-	};
-	return code[t];
+	return fz_answer_of((enum fz_answered)(FZ_ANSWERED_FRONT_FIRST + (int)t));
 }
 
 /* A request the tiers answered: the answer as TX sends it. */
@@ -48,7 +45,7 @@ static void take_answer(struct fz_req *rq)
 {
 	rq->label = rq->fr.label;
 	rq->confidence = rq->fr.confidence;
-	rq->exit_layer = fz_front_exit_code((enum fz_tier)rq->fr.tier);
+	rq->answer = fz_front_answer_src((enum fz_tier)rq->fr.tier);
 	rq->status = 0;
 }
 
@@ -176,7 +173,7 @@ void fz_front_learn(struct fz_req *rq, uint64_t now_ns)
 	check_epoch();
 	const struct fz_tiers_result res = {
 		.ok = rq->status == 0, .label = rq->label, .confidence = rq->confidence,
-		.exit_layer = rq->exit_layer == FZ_EXIT_FULL_MODEL ? -1 : (int)rq->exit_layer};
+		.src = rq->answer};
 	fz_tiers_learn(F.t, &rq->fr, &res, now_ns);
 }
 

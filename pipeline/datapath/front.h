@@ -14,7 +14,7 @@ struct fz_req;
 
 /* What RX does with a request the front tiers have seen. */
 enum fz_front_verdict {
-	FZ_FRONT_ANSWERED, /* label, confidence and exit set: to TX */
+	FZ_FRONT_ANSWERED, /* label, confidence and answer set: to TX */
 	FZ_FRONT_WAITING,  /* held by the front tiers until the request it follows is answered */
 	FZ_FRONT_RUN,      /* into the pipeline (its input still to load) */
 };
@@ -32,8 +32,8 @@ int fz_front_init(const struct fz_front_io *io);
 void fz_front_fini(void);
 bool fz_front_on(void);
 
-/* The wire exit code of tier t (FZ_PROTO_EXIT_*). */
-uint16_t fz_front_exit_code(enum fz_tier t);
+/* Who answered for tier t (FZ_ANSWERED_EXACT, ...). */
+struct fz_answer_src fz_front_answer_src(enum fz_tier t);
 
 /* A complete request (rq's reply and id set): look it up. `host` is the tensor in host order
  * (u8 bytes, or f32 values) for the near-duplicate tiers, r's bytes the exact key. */

@@ -128,7 +128,7 @@ static void answer_error(const struct fz_proto_addr *to, uint64_t id, enum fz_pr
 	rq->t_rx = t_rx;
 	rq->status = (uint16_t)why;
 	rq->label = -1;
-	rq->exit_layer = FZ_EXIT_FULL_MODEL;
+	rq->answer = fz_answer_of(FZ_ANSWERED_ERROR);
 	rq->confidence = 0;
 	if (rte_ring_mp_enqueue(fz_app.tx_ring, rq) < 0) {
 		fz_app.rx.drop[FZ_APP_DROP_TX_RING_FULL]++;
@@ -249,7 +249,7 @@ static void submit(struct rx_ctx *x, const struct fz_reasm_req *r, uint64_t t_rx
 	rq->t_rx = t_rx;
 	rq->status = 0;
 	rq->label = -1;
-	rq->exit_layer = FZ_EXIT_FULL_MODEL;
+	rq->answer = fz_answer_of(FZ_ANSWERED_ERROR); /* none yet: the stage or a tier sets it */
 	rq->confidence = 0;
 	rq->keys = x->key_floats ? rq->act + fz_app.act_floats - x->key_floats : NULL;
 	rq->keys_set = NULL;

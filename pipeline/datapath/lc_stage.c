@@ -310,7 +310,7 @@ int fz_lcore_stage(void *arg)
 		/* lookups before the exits are counted: a reader never sees more hits than lookups */
 		for (int k = 0; k < fz_cascade_groups(cc); k++) {
 			const int l = fz_cascade_group_last(cc, k);
-			if (l >= 0 && l < 64) /* relaxed store: telemetry reads it */
+			if (l >= 0) /* relaxed store: telemetry reads it */
 				__atomic_store_n(&s->st.lookups_by_layer[l],
 						 fz_cascade_stats(cc)->lookups[k], __ATOMIC_RELAXED);
 		}
@@ -324,11 +324,10 @@ int fz_lcore_stage(void *arg)
 			rq->confidence = ans[i].confidence;
 			rq->status = 0;
 			rq->stage = (uint16_t)s->index;
-			if (ans[i].exit_layer < 0) {
-				rq->exit_layer = FZ_EXIT_FULL_MODEL;
-			} else {
-				rq->exit_layer = (uint16_t)ans[i].exit_layer;
-				s->st.exits_by_layer[ans[i].exit_layer & 63]++;
+			rq->answer = ans[i].src;
+			const int l = fz_answer_exit_layer(ans[i].src);
+			if (l >= 0) { /* < FZ_MODEL_MAX_LAYERS: the model loader's cap */
+				s->st.exits_by_layer[l]++;
 				s->st.hits++;
 			}
 			done[nd++] = rq;

@@ -87,10 +87,8 @@ int fz_lcore_tx(void *arg)
 				.req_id = rq->id,
 				.status = (uint8_t)rq->status,
 				.label = rq->status ? FZ_PROTO_LABEL_NONE : (uint16_t)rq->label,
-				.exit_layer = rq->status ? FZ_PROTO_EXIT_NONE
-					      : rq->exit_layer == FZ_EXIT_FULL_MODEL
-						      ? FZ_PROTO_EXIT_FULL
-						      : rq->exit_layer,
+				.exit_layer = fz_proto_exit_code(
+					rq->status ? fz_answer_of(FZ_ANSWERED_ERROR) : rq->answer),
 				.confidence = rq->status ? 0.f : rq->confidence,
 				.time_ns = (uint64_t)((now - rq->t_rx) * ns_per_tsc),
 			};

@@ -83,26 +83,22 @@ void fz_verify_fini(void)
 	memset(&V, 0, sizeof(V));
 }
 
-int fz_verify_tier_of(uint16_t exit)
+/* The self-checking tier that answered rq, or -1 (fz_answer_tier: the tiers' order, which is
+ * self-checking's: datapath/front.c asserts it). */
+static int tier_of(const struct fz_req *rq)
 {
-	switch (exit) {
-	case FZ_PROTO_EXIT_EXACT: return FZ_SELFCHECK_TIER_EXACT;
-	case FZ_PROTO_EXIT_FLOW: return FZ_SELFCHECK_TIER_FLOW;
-	case FZ_PROTO_EXIT_NEAR: return FZ_SELFCHECK_TIER_NEAR;
-	case FZ_PROTO_EXIT_COALESCED: return FZ_SELFCHECK_TIER_COALESCED;
-	default: return -1;
-	}
+	return fz_answer_tier(rq->answer);
 }
 
 bool fz_verify_rx_veto(struct fz_req *rq)
 {
-	const int t = fz_verify_tier_of(rq->exit_layer);
+	const int t = tier_of(rq);
 	if (t < 0 || rq->status || !fz_verify_tier_off((enum fz_selfcheck_tier)t))
 		return false;
 	V.front_vetoed[t]++;
 	rq->label = -1;
 	rq->confidence = 0;
-	rq->exit_layer = FZ_EXIT_FULL_MODEL;
+	rq->answer = fz_answer_of(FZ_ANSWERED_ERROR); /* none yet: it runs */
 	rq->fr.flags = 0;
 	rq->sh_want = 0;
 	return true;
@@ -110,7 +106,7 @@ bool fz_verify_rx_veto(struct fz_req *rq)
 
 bool fz_verify_rx_pick(struct fz_req *rq)
 {
-	const int t = fz_verify_tier_of(rq->exit_layer);
+	const int t = tier_of(rq);
 	rq->sh_want = V.on && t >= 0 && !rq->status && fz_selfcheck_pick(&V.rx, 1 + (unsigned)t);
 	if (rq->sh_want)
 		V.front_picked[t]++;
@@ -121,9 +117,9 @@ void fz_verify_tx(const struct fz_req *rq)
 {
 	if (!V.on || rq->status || rq->shadow)
 		return;
-	const bool front = fz_verify_tier_of(rq->exit_layer) >= 0;
+	const bool front = tier_of(rq) >= 0;
 	if (front ? !rq->sh_want /* RX picked it, and loaded its input */
-		  : rq->exit_layer >= 64 /* the full model's answer */ || !fz_selfcheck_pick(&V.tx, 0))
+		  : !fz_answer_is(rq->answer, FZ_ANSWERED_LAYER) || !fz_selfcheck_pick(&V.tx, 0))
 		return;
 	void *o;
 	/* the lowest priority: never take the last quarter of the pool */
@@ -141,7 +137,7 @@ void fz_verify_tx(const struct fz_req *rq)
 	 * shadow is scored at every point */
 	sh->label = front ? rq->label : -1;
 	sh->confidence = front ? rq->confidence : 0;
-	sh->exit_layer = front ? rq->exit_layer : FZ_EXIT_FULL_MODEL;
+	sh->answer = front ? rq->answer : fz_answer_of(FZ_ANSWERED_FULL);
 	sh->keys = NULL;
 	sh->keys_set = NULL;
 	sh->fr.flags = 0;
@@ -183,13 +179,13 @@ void fz_verify_done(struct fz_req *rq, int full_label, const struct fz_cache_set
 	struct fz_selfcheck_sample s[FZ_VERIFY_POINTS + 1];
 	unsigned n = 0;
 	const uint64_t tag = (uint64_t)(uintptr_t)cs;
-	const int tier = fz_verify_tier_of(rq->exit_layer);
+	const int tier = tier_of(rq);
 	if (tier >= 0)
 		s[n++] = (struct fz_selfcheck_sample){.set = tag, .conf = rq->confidence,
 						      .kind = FZ_SELFCHECK_TIER,
 						      .index = (uint8_t)tier,
 						      .agree = rq->label == full_label};
-	const int np = cs ? (cs->n_caches < FZ_VERIFY_POINTS ? cs->n_caches : FZ_VERIFY_POINTS) : 0;
+	const int np = cs ? cs->n_caches : 0; /* <= FZ_CACHE_MAX_POINTS = FZ_VERIFY_POINTS */
 	for (int i = 0; i < np; i++) {
 		if (rq->sh_label[i] < 0)
 			continue;

@@ -22,9 +22,6 @@ int fz_verify_init(void);
 void fz_verify_fini(void);
 bool fz_verify_on(void);
 
-/* The front tier that answers with wire exit code `exit` (FZ_PROTO_EXIT_*), or -1. */
-int fz_verify_tier_of(uint16_t exit);
-
 /*
  * RX (front tiers): is tier t switched off by the guard? One relaxed load of the word the
  * control thread publishes (fz_app.front_off, bit 1 << t): the bit is the whole message.
@@ -36,7 +33,7 @@ static inline bool fz_verify_tier_off(enum fz_selfcheck_tier t)
 	return (atomic_load_explicit(&fz_app.front_off, memory_order_relaxed) >> t) & 1;
 }
 
-/* RX, for a request the front tiers answered (label, confidence, exit code set): when its
+/* RX, for a request the front tiers answered (label, confidence, answer set): when its
  * tier is off, the answer is taken back (the request is reset to run, counted) and true is
  * returned: the caller runs it. */
 bool fz_verify_rx_veto(struct fz_req *rq);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fz_answer.h"
 #include "fz_appcfg.h"
 #include "fz_front.h"
 
@@ -120,12 +121,12 @@ enum fz_tiers_verdict fz_tiers_submit(struct fz_tiers *t, struct fz_tiers_req *r
 				      const struct fz_tiers_input *in, uint64_t now_ns);
 
 /* How a leader was answered: ok (an answer, not an error), its label and confidence, and
- * where: exit_layer >= 0 an early exit of that layer, -1 the full model (confidence its
- * softmax probability). */
+ * where: an early exit of a layer (FZ_ANSWERED_LAYER) or the full model (FZ_ANSWERED_FULL:
+ * confidence its softmax probability). */
 struct fz_tiers_result {
 	bool ok;
 	int16_t label;
-	int exit_layer;
+	struct fz_answer_src src;
 	float confidence;
 };
 

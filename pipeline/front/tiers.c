@@ -415,15 +415,13 @@ void fz_tiers_learn(struct fz_tiers *t, struct fz_tiers_req *r, const struct fz_
 	 * exit whose log-odds (learned caches) give a probability >= exit_min_confidence; other
 	 * caches' confidences are not probabilities, their early exits are not shared */
 	bool share = false;
-	if (ok && res->exit_layer < 0)
+	const int layer = fz_answer_exit_layer(res->src);
+	if (ok && fz_answer_is(res->src, FZ_ANSWERED_FULL))
 		share = res->confidence >= t->min_conf;
-	else if (ok && res->exit_layer < t->n_layers && t->logodds[res->exit_layer] &&
+	else if (ok && layer >= 0 && layer < t->n_layers && t->logodds[layer] &&
 		 t->exit_min_conf < 1)
 		share = 1.0 / (1.0 + exp(-(double)res->confidence)) >= t->exit_min_conf;
-	const struct fz_front_answer a = {
-		.label = res->label,
-		.exit_layer = (uint16_t)(res->exit_layer < 0 ? 0xFFFF : res->exit_layer),
-		.confidence = res->confidence};
+	const struct fz_front_answer a = {.label = res->label, .confidence = res->confidence};
 	if (r->epoch == t->epoch) {
 		if (t->exact && r->exact_slot >= 0) {
 			if (ok)

@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fz_answer.h"
+
 #define FZ_PROTO_VERSION 1
 #define FZ_PROTO_REQ_MAGIC 0x465a5251u  /* "FZRQ" */
 #define FZ_PROTO_RESP_MAGIC 0x465a5253u /* "FZRS" */
@@ -44,7 +46,9 @@
 /* Largest fragment payload in one 1500-byte-MTU datagram: 1500 - 20 - 8 - 32. */
 #define FZ_PROTO_MTU_FRAG 1440
 
-/* Response exit_layer values that are not a model layer index. */
+/* Response exit_layer values that are not a model layer index: the wire's spelling of struct
+ * fz_answer_src (config/fz_answer.h), mapped by fz_proto_exit_code alone. A layer index is
+ * below FZ_PROTO_EXIT_EXACT (the model loader's FZ_MODEL_MAX_LAYERS is; proto.c asserts it). */
 #define FZ_PROTO_EXIT_FULL 0xfffe /* the full model answered (no cache hit) */
 #define FZ_PROTO_EXIT_NONE 0xffff /* no answer: an error response */
 /* answered before any layer ran, by the front tiers (docs/architecture.md) */
@@ -206,6 +210,12 @@ unsigned fz_proto_dtype_size(unsigned dtype);
 
 /* Name of a dtype ("u8"), "?" when unknown. */
 const char *fz_proto_dtype_name(unsigned dtype);
+
+/* The response's exit_layer for an answer from `a` (FZ_PROTO_EXIT_NONE for an error, or for a
+ * layer outside 0..FZ_MODEL_MAX_LAYERS-1, which no loaded model has). */
+uint16_t fz_proto_exit_code(struct fz_answer_src a);
+/* The answer a response's exit_layer says: 0, or -EINVAL for a code no answer maps to. */
+int fz_proto_exit_answer(uint16_t code, struct fz_answer_src *a);
 
 /* Name of a reason / status ("dims_mismatch"); "?" when out of range. */
 const char *fz_proto_reason_name(unsigned reason);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "fz_model.h"
 #include "fz_proto.h"
 #include "proto_pvt.h"
 
@@ -41,6 +42,42 @@ const char *fz_proto_dtype_name(unsigned dtype)
 #undef FZ_PROTO_DT_NAME
 	}
 	return "?";
+}
+
+/* Every layer index a loaded model can answer with is below the special codes. */
+_Static_assert(FZ_MODEL_MAX_LAYERS <= FZ_PROTO_EXIT_EXACT, "layer indices meet the exit codes");
+
+/* The wire's code for each kind but FZ_ANSWERED_LAYER (whose code is the layer index). */
+static const uint16_t fz_exit_codes[FZ_ANSWERED__COUNT] = {
+	[FZ_ANSWERED_ERROR] = FZ_PROTO_EXIT_NONE,
+	[FZ_ANSWERED_LAYER] = FZ_PROTO_EXIT_NONE,
+	[FZ_ANSWERED_FULL] = FZ_PROTO_EXIT_FULL,
+	[FZ_ANSWERED_EXACT] = FZ_PROTO_EXIT_EXACT,
+	[FZ_ANSWERED_FLOW] = FZ_PROTO_EXIT_FLOW,
+	[FZ_ANSWERED_NEAR] = FZ_PROTO_EXIT_NEAR,
+	[FZ_ANSWERED_COALESCED] = FZ_PROTO_EXIT_COALESCED,
+};
+
+uint16_t fz_proto_exit_code(struct fz_answer_src a)
+{
+	if (a.kind == FZ_ANSWERED_LAYER)
+		return a.layer >= 0 && a.layer < FZ_MODEL_MAX_LAYERS ? (uint16_t)a.layer
+								     : FZ_PROTO_EXIT_NONE;
+	return a.kind < FZ_ANSWERED__COUNT ? fz_exit_codes[a.kind] : FZ_PROTO_EXIT_NONE;
+}
+
+int fz_proto_exit_answer(uint16_t code, struct fz_answer_src *a)
+{
+	if (code < FZ_MODEL_MAX_LAYERS) {
+		*a = fz_answer_layer(code);
+		return 0;
+	}
+	for (unsigned k = 0; k < FZ_ANSWERED__COUNT; k++)
+		if (k != FZ_ANSWERED_LAYER && fz_exit_codes[k] == code) {
+			*a = fz_answer_of((enum fz_answered)k);
+			return 0;
+		}
+	return -EINVAL;
 }
 
 const char *fz_proto_reason_name(unsigned reason)

@@ -13,7 +13,7 @@
 #include "fz_cache.h"
 #include "fz_verify.h"
 
-#define FZ_SELFCHECK_MAX_POINTS 16 /* cache points followed (the first ones of a set) */
+#define FZ_SELFCHECK_MAX_POINTS FZ_CACHE_MAX_POINTS /* every point of a set is followed */
 
 /* The front tiers, in the order RX asks them (one list: enum and names stay together). */
 #define FZ_SELFCHECK_FOREACH_TIER(_)                                                               \
@@ -88,8 +88,8 @@ void fz_selfcheck_free(struct fz_selfcheck *sc);
 const struct fz_guard_cfg *fz_selfcheck_guard(const struct fz_selfcheck *sc);
 
 /*
- * Follow snapshot `set` from now on: n_points points (at most FZ_SELFCHECK_MAX_POINTS are
- * followed) with the gates the snapshot carries (their calibrated state). Every window starts
+ * Follow snapshot `set` from now on: n_points points (a set holds at most FZ_CACHE_MAX_POINTS,
+ * every one is followed) with the gates the snapshot carries (their calibrated state). Every window starts
  * afresh and every tier is on again (a new snapshot, new front tables). Counters keep running.
  */
 void fz_selfcheck_adopt(struct fz_selfcheck *sc, uint64_t set, int n_points,

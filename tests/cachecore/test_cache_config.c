@@ -121,11 +121,30 @@ static void test_errors(void **state)
 	expect_error("objective: speed\ncaches: [{layer: a}]\n", "1:12", "objective");
 }
 
+/* More cache points than FZ_CACHE_MAX_POINTS (self-checking, thresholds and telemetry follow
+ * every point up to it) is refused by the cap's name, in a config and in a set. */
+static void test_points_over_cap(void **state)
+{
+	(void)state;
+	char text[64 * (FZ_CACHE_MAX_POINTS + 2)];
+	size_t len = (size_t)snprintf(text, sizeof(text), "caches:\n");
+	for (int i = 0; i <= FZ_CACHE_MAX_POINTS; i++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "  - {layer: l%d}\n", i);
+	expect_error(text, "2:3", "FZ_CACHE_MAX_POINTS");
+	errno = 0;
+	assert_null(fz_cache_set_new(1, 10, FZ_CACHE_MAX_POINTS + 1));
+	assert_int_equal(errno, E2BIG);
+	struct fz_cache_set *s = fz_cache_set_new(1, 10, FZ_CACHE_MAX_POINTS);
+	assert_non_null(s);
+	fz_cache_set_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_points_over_cap),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -158,11 +158,10 @@ static void exact_repeats_pending_and_stale_fills(void **state)
 	assert_true(s >= 0);
 	assert_int_equal(fz_exact_find(e, hx, x, 16, &slot, &ans), FZ_EXACT_PENDING);
 	assert_int_equal(slot, s);
-	struct fz_front_answer a = {.label = 3, .exit_layer = 5, .confidence = 0.9f};
+	struct fz_front_answer a = {.label = 3, .confidence = 0.9f};
 	assert_int_equal(fz_exact_fill(e, s, gen, &a), 0);
 	assert_int_equal(fz_exact_find(e, hx, x, 16, &slot, &ans), FZ_EXACT_READY);
 	assert_int_equal(ans.label, 3);
-	assert_int_equal(ans.exit_layer, 5);
 	/* same hash, other bytes: never a hit */
 	assert_int_equal(fz_exact_find(e, hx, y, 16, &slot, &ans), FZ_EXACT_MISS);
 	/* a stale generation changes nothing */

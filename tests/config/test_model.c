@@ -171,6 +171,42 @@ static void test_relative_weights_without_dir(void **state)
 	fz_model_free(m);
 }
 
+/* A model of n relu layers in a chain (input x, then r0, r1, ...). */
+static char *relu_chain(int n)
+{
+	const size_t cap = sizeof(HEAD) + (size_t)n * 64;
+	char *text = malloc(cap);
+	assert_non_null(text);
+	size_t len = (size_t)snprintf(text, cap, "%s", HEAD);
+	for (int i = 0; i < n; i++) {
+		char in[16] = "x";
+		if (i)
+			snprintf(in, sizeof(in), "r%d", i - 1);
+		len += (size_t)snprintf(text + len, cap - len,
+					"  - {name: r%d, kind: relu, input: %s}\n", i, in);
+	}
+	return text;
+}
+
+/* More layers than FZ_MODEL_MAX_LAYERS (per-layer counters, wire layer indices) is refused by
+ * the cap's name at `layers:`; exactly the cap loads. */
+static void test_err_layers_over_cap(void **state)
+{
+	(void)state;
+	char *text = relu_chain(FZ_MODEL_MAX_LAYERS);
+	struct fz_model *m = parse(text);
+	if (m == NULL)
+		fail_msg("%s", err);
+	assert_int_equal(m->n_layers, FZ_MODEL_MAX_LAYERS);
+	fz_model_free(m);
+	free(text);
+	text = relu_chain(FZ_MODEL_MAX_LAYERS + 1);
+	char count[32];
+	snprintf(count, sizeof(count), "%d layers", FZ_MODEL_MAX_LAYERS + 1);
+	REFUSED(text, "dir/m.yaml:5:3: ", "FZ_MODEL_MAX_LAYERS", count);
+	free(text);
+}
+
 static void test_topological_sort_stable(void **state)
 {
 	(void)state;
@@ -531,6 +567,7 @@ int main(void)
 		cmocka_unit_test(test_err_undefined_tensor_in_add),
 		cmocka_unit_test(test_err_duplicate_layer_name),
 		cmocka_unit_test(test_err_cycle),
+		cmocka_unit_test(test_err_layers_over_cap),
 		cmocka_unit_test(test_err_declared_shape_mismatch),
 		cmocka_unit_test(test_err_add_operand_shapes),
 		cmocka_unit_test(test_err_non_positive_sizes),

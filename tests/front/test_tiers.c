@@ -98,11 +98,13 @@ static enum fz_tiers_verdict submit(struct fz_tiers *t, struct treq *q, int v, c
 	return fz_tiers_submit(t, &q->fr, &in, now);
 }
 
+/* exit_layer: an early exit of that layer, -1 the full model */
 static void learn(struct fz_tiers *t, struct treq *q, int label, int exit_layer, float conf,
 		  uint64_t now)
 {
-	const struct fz_tiers_result r = {.ok = true, .label = (int16_t)label,
-					  .exit_layer = exit_layer, .confidence = conf};
+	const struct fz_tiers_result r = {
+		.ok = true, .label = (int16_t)label, .confidence = conf,
+		.src = exit_layer < 0 ? fz_answer_of(FZ_ANSWERED_FULL) : fz_answer_layer(exit_layer)};
 	fz_tiers_learn(t, &q->fr, &r, now);
 }
 

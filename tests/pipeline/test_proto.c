@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdbool.h>
 
+#include "fz_model.h"
 #include "proto_test_pvt.h"
 
 #define CAP 2048
@@ -765,6 +766,42 @@ static void test_response_frame(void **state)
 	assert_int_equal(fz_proto_resp_decode(p, FZ_PROTO_RESP_LEN - 1, &d), -EINVAL);
 }
 
+/* Every way of answering has one wire code and back: layers are their index, the full model,
+ * each front tier and an error the FZ_PROTO_EXIT_* codes; nothing else maps to a layer. */
+static void test_exit_codes(void **state)
+{
+	(void)state;
+	static const struct {
+		enum fz_answered kind;
+		uint16_t code;
+	} k[] = {
+		{FZ_ANSWERED_ERROR, FZ_PROTO_EXIT_NONE},
+		{FZ_ANSWERED_FULL, FZ_PROTO_EXIT_FULL},
+		{FZ_ANSWERED_EXACT, FZ_PROTO_EXIT_EXACT},
+		{FZ_ANSWERED_FLOW, FZ_PROTO_EXIT_FLOW},
+		{FZ_ANSWERED_NEAR, FZ_PROTO_EXIT_NEAR},
+		{FZ_ANSWERED_COALESCED, FZ_PROTO_EXIT_COALESCED},
+	};
+	assert_int_equal(sizeof(k) / sizeof(k[0]) + 1, FZ_ANSWERED__COUNT); /* + LAYER */
+	struct fz_answer_src a;
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+		assert_int_equal(fz_proto_exit_code(fz_answer_of(k[i].kind)), k[i].code);
+		assert_int_equal(fz_proto_exit_answer(k[i].code, &a), 0);
+		assert_int_equal(a.kind, k[i].kind);
+		assert_int_equal(fz_answer_exit_layer(a), -1);
+	}
+	for (int l = 0; l < FZ_MODEL_MAX_LAYERS; l += 7) {
+		assert_int_equal(fz_proto_exit_code(fz_answer_layer(l)), l);
+		assert_int_equal(fz_proto_exit_answer((uint16_t)l, &a), 0);
+		assert_int_equal(fz_answer_exit_layer(a), l);
+	}
+	/* a layer no loaded model has is no answer at all; codes between mean nothing */
+	assert_int_equal(fz_proto_exit_code(fz_answer_layer(FZ_MODEL_MAX_LAYERS)), FZ_PROTO_EXIT_NONE);
+	assert_int_equal(fz_proto_exit_code(fz_answer_layer(-1)), FZ_PROTO_EXIT_NONE);
+	assert_int_equal(fz_proto_exit_answer(FZ_MODEL_MAX_LAYERS, &a), -EINVAL);
+	assert_int_equal(fz_proto_exit_answer(0xfff4, &a), -EINVAL);
+}
+
 static void test_response_no_udp_csum(void **state)
 {
 	(void)state;
@@ -833,6 +870,7 @@ int main(void)
 		cmocka_unit_test(test_icmp_ignored_and_malformed),
 		cmocka_unit_test(test_checksum_matches_reference),
 		cmocka_unit_test(test_response_frame),
+		cmocka_unit_test(test_exit_codes),
 		cmocka_unit_test(test_response_no_udp_csum),
 		cmocka_unit_test(test_response_looped_back_is_dropped),
 	};
