@@ -180,14 +180,20 @@ def gen_pairs(out_dir, name, n, *args, seed=None):
     it (a coalescing follower). With `seed`, the pairs come in a shuffled order. Returns
     (pcap, sidecar dict)."""
     import random
+    img = [2000 + i % 8000 for i in range((n + 1) // 2)]
+    if seed is not None:
+        random.Random(seed).shuffle(img)
+    return gen_images(out_dir, name, [img[i // 2] for i in range(n)], *args)
+
+
+def gen_images(out_dir, name, idx, *args):
+    """tools/fzgen.py gen of one request per entry of `idx`, test image idx[i] (and its label)
+    for request i, in that order. Returns (pcap, sidecar dict)."""
     data = os.environ.get("FZ_FMNIST_DIR", "/usr/share/datasets/fashion-mnist")
     dims, raw = fzgen.read_idx(os.path.join(data, "t10k-images-idx3-ubyte.gz"))
     _, lraw = fzgen.read_idx(os.path.join(data, "t10k-labels-idx1-ubyte.gz"))
     sz = dims[1] * dims[2]
-    img = [2000 + i % 8000 for i in range((n + 1) // 2)]
-    if seed is not None:
-        random.Random(seed).shuffle(img)
-    idx = [img[i // 2] for i in range(n)]
+    n = len(idx)
     import struct
     paths = []
     for kind, magic, shape, body in (

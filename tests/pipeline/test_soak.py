@@ -1,13 +1,32 @@
 #!/usr/bin/python3
 """Soak: sustained load from a pcap port with infinite_rx for SECONDS (argument, or
-FZ_SOAK_SECONDS, default 20: the quick variant; the 'soak' suite runs 600), online updates on.
-Afterwards every pool (mbufs, requests, the batches between each two stages) is full again,
-resident memory has not grown, and the counters add up (received = answered + dropped). The
-response pcap is read back: the pcap replays the same requests round after round, so every
-answerable request has one response per round (as many as the others, or one more in the round
-SIGTERM cut short) with the status the request pcap's sidecar expects, the others none, and the
-responses are as many as the appliance says it answered."""
+FZ_SOAK_SECONDS, default 20: the quick variant; the 'soak' suite runs 600), online updates on
+and the front tiers as shipped (config/examples/appliance.yaml). Afterwards every pool (mbufs,
+requests, the batches between each two stages) is full again, resident memory has not grown,
+and the counters add up (received = answered + dropped), the front tiers' too, with coalescing
+followers met and none left waiting. The response pcap is read back: the pcap replays the same
+requests round after round, so every answerable request has one response per round (as many as
+the others, or one more in the round SIGTERM cut short) with the status the request pcap's
+sidecar expects, the others none, and the responses are as many as the appliance says it
+answered.
+
+The replay sends the same ids round after round, and an id comes back only after its tombstone
+(its answer + the reassembly timeout) has passed, or its fragments are dropped as late_fragment
+(one answer per id, as it must be; a dropped fragment costs RX next to nothing, so the next
+round comes sooner still and loses more). That time is reassembly time, which stands still
+while RX holds frames back (pipeline/datapath/lc_rx.c): under this overload it advances only by
+the time RX spends taking frames in, ~N_REQ x (RX's cost of a request) per round, against a
+tombstone of (RX's cost of the requests admitted while one waits: at most the shipped pool's
+2048) + the timeout. Whatever the machine's speed, a round must therefore hold many more
+requests than the pool, and the timeout be short next to it: a round is N_REQ = 40000 requests
+of distinct ids (the test set's images in shuffled passes: an image comes back after ~13000
+requests, three times what the exact table holds, so rounds run the pipeline rather than being
+answered from the table), and the soak's reassembly timeout is REASM_MS = 10 ms (fragments of
+a request travel together here). Everything else is the embedded default as shipped; with its
+100 ms, rounds of 10000 or 40000 requests lost ids to late_fragment. A late_fragment count
+fails the test by name."""
 import os
+import random
 import re
 import signal
 import sys
@@ -71,19 +90,56 @@ def check_responses(resp, meta, answered, dropped=0):
     return fails
 
 
+def meta_kinds(meta):
+    """The malformed kinds fzgen injected (once a round each), by their drop counter's name."""
+    return {q["expect"] for q in meta["requests"] if q["expect"] != "ok"}
+
+
+N_REQ = 40000  # requests in a round (distinct ids): 30000 images, every fourth sent twice
+REASM_MS = 10  # the reassembly timeout: a tombstone's life past its answer (see above)
+
+
+def soak_config(d, frames):
+    """The embedded default (config/examples/appliance.yaml) as shipped, front tiers and all, with
+    absolute paths, room in the mbuf pool for the replayed pcap (net_pcap's infinite_rx holds
+    every frame of it in the port's pool for the whole run) and a reassembly timeout of
+    REASM_MS (the module docstring says why)."""
+    src = os.path.join(U.SRC, "config", "examples", "appliance.yaml")
+    with open(src) as f:
+        text = f.read()
+    base = os.path.dirname(src)
+    text, n = re.subn(r"^(model|cache): (\S+)",
+                      lambda m: f"{m.group(1)}: {os.path.normpath(os.path.join(base, m.group(2)))}",
+                      text, flags=re.M)
+    text, k = re.subn(r"^pools: \{mbufs: (\d+),",
+                      lambda m: f"pools: {{mbufs: {int(m.group(1)) + frames},", text, flags=re.M)
+    text, r = re.subn(r"^(reassembly: \{entries: \d+), timeout_ms: \d+\}",
+                      lambda m: f"{m.group(1)}, timeout_ms: {REASM_MS}}}", text, flags=re.M)
+    if n != 2 or k != 1 or r != 1 or not re.search(r"^front:", text, re.M):
+        raise SystemExit(f"soak: {src} no longer has model, cache, pools, reassembly and front "
+                         f"as expected")
+    path = os.path.join(d, "soak.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 def main():
     U.need_model()
     secs = float(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("FZ_SOAK_SECONDS", "20"))
     d = U.tmpdir()
-    # fragmented requests in shuffled order plus every malformed kind, over and over
-    req, meta = U.gen(d, "soak", "-n", "2000", "--frag", "300", "--frag-order", "shuffle",
-                   "--inject", "all", "--order", "shuffle")
+    # fragmented requests (two fragments, shuffled) plus every malformed kind, over and over:
+    # test images in shuffled passes, every fourth request the image of the one before (it
+    # completes while that one is in flight and waits for it: a coalescing follower)
+    rng, img = random.Random(7), []
+    while len(img) < N_REQ - N_REQ // 4:
+        img += rng.sample(range(10000), 10000)
+    idx = [img[i - (i + 1) // 4] for i in range(N_REQ)]
+    req, meta = U.gen_images(d, "soak", idx, "--frag", "400", "--frag-order", "shuffle",
+                             "--inject", "all")
     resp = os.path.join(d, "soak-resp.pcap")
-    # without the front tiers: they answer the repeated rounds so fast that a round takes less
-    # than the reassembly timeout, and a request left half-sent on purpose meets its own
-    # previous round as a duplicate fragment (tests/pipeline/test_front.py soaks those tiers)
     a = U.Appliance(f"net_pcap0,rx_pcap={req},tx_pcap={resp},infinite_rx=1",
-                    ["--online", "--no-front"])
+                    ["--config", soak_config(d, meta["frames"]), "--online"])
     print(f"soak: {secs:.0f} s of load", flush=True)
     time.sleep(secs)
     rc, out = a.stop(signal.SIGTERM)
@@ -102,6 +158,18 @@ def main():
         fails.append("resident memory grew by more than 16 MiB: " + (m.group(0) if m else "no memory line"))
     fails += check_responses(resp, meta, U.summary_value(out, "answered"),
                              U.summary_value(out, "dropped") or 0)
+    ok, followers, line = U.front_followers(out)
+    if not ok or followers == 0:
+        fails.append(f"front tiers: the account does not add up, a follower is left waiting or "
+                     f"none was met: {line}")
+    # fzgen injects one late fragment a round (as it does each other kind): more means a round
+    # came back within an id's tombstone (the round too short, or the timeout too long)
+    c = U.counters(out)
+    late = c.pop("late_fragment", 0)
+    rounds = max((v for k, v in c.items() if k in meta_kinds(meta)), default=0)
+    if late > rounds + 1:
+        fails.append(f"{late} fragments dropped as late_fragment in about {rounds} rounds: a round "
+                     f"re-sent its ids within their tombstone (answer + reassembly timeout)")
     os.unlink(resp)  # ~80 bytes a response: 250 MB after the 10-minute soak
     for f in fails:
         print("FAIL " + f)
