@@ -103,11 +103,13 @@ struct fz_cache_kern {
 	void (*project)(const struct fz_cache *c, const float *pooled, int n, float *keys);
 	/* The GEMM: a[i * lda + s] = cn[s] - 2 q_i . key_s for nq queries q[nq][dim] and the
 	 * 16 * nb slots of nb blocks. Estimates (FMA where the ISA has it, any rounding within
-	 * lookup.c's window): candidates are taken from them, answers never. */
+	 * lookup.c's window): candidates are taken from them, answers never. blk and cn may be
+	 * under the online writer's stores: read with relaxed loads only (kern.h v_ld_shared). */
 	void (*gemm)(const float *q, int nq, int dim, const float *blk, int nb, const float *cn,
 		     float *a, int lda);
 	/* Exact squared distances of q to the slots of nb blocks (out[16 * nb]): per slot the sum
-	 * over d ascending of (q[d] - key[d])^2, each operation rounded. What answers use. */
+	 * over d ascending of (q[d] - key[d])^2, each operation rounded. What answers use. blk:
+	 * read with relaxed loads only, as for gemm. */
 	void (*dist_blocks)(const float *q, const float *blk, int nb, int dim, float *out);
 	/* |r|^2 of a contiguous key */
 	float (*norm2)(const float *r, int dim);

@@ -57,7 +57,58 @@ KINLINE kv16 v_ld(const float *x)
 	return r;
 }
 
-/* Lanes 0-7 from lo, 8-15 from hi. */
+#if defined(__SANITIZE_THREAD__)
+#define FZ_KERN_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FZ_KERN_TSAN 1
+#endif
+#endif
+
+/*
+ * A vector of a cache's shared entries (keys, norms) that the online writer may be storing
+ * right now, lane by lane with relaxed atomic stores (online.c fz_cache_write_slot): the
+ * reader's data loads of the seqlock, whose seq re-check after an acquire fence (lookup.c)
+ * drops what they read if a write overlapped. Each lane must be a relaxed atomic load, and C11
+ * has no atomic vector load, so:
+ * - x86-64: one asm vector load. The compiler sees a read of that memory it cannot split,
+ *   widen, repeat or move across the fence; the CPU reads each aligned 4-byte lane whole, all
+ *   a relaxed 32-bit load gives. It cannot be folded into an FMA as a plain load can, so a
+ *   kernel loads each vector right before its uses (gemm_tile); then no slower than the plain
+ *   loads it replaced (perf/results/2026-12-05-shared-loads).
+ * - ThreadSanitizer builds (which cannot see inside asm) and other targets: lane by lane
+ *   relaxed atomic loads, so the TSan build checks every such read against the writer.
+ */
+KINLINE kvn ld_shared(const float *x)
+{
+#if defined(__x86_64__) && !defined(FZ_KERN_TSAN)
+	kvn r;
+#if VW > 4 /* the AVX2 and AVX-512 tables: VEX/EVEX, a ymm or zmm */
+	__asm__("vmovups %1, %0" : "=v"(r) : "m"(*(const kvn_mem *)x));
+#else /* baseline x86-64: SSE */
+	__asm__("movups %1, %0" : "=x"(r) : "m"(*(const kvn_mem *)x));
+#endif
+	return r;
+#else
+	kvn r;
+	for (int l = 0; l < VW; l++) {
+		uint32_t b = __atomic_load_n((const uint32_t *)x + l, __ATOMIC_RELAXED);
+		float f;
+		memcpy(&f, &b, sizeof(f));
+		r[l] = f;
+	}
+	return r;
+#endif
+}
+
+KINLINE kv16 v_ld_shared(const float *x)
+{
+	kv16 r;
+	for (int i = 0; i < NP; i++)
+		r.p[i] = ld_shared(x + i * VW);
+	return r;
+}
+
 /* Lanes 0-7 from lo, 8-15 from hi. */
 KINLINE kv16 v_ld2(const float *lo, const float *hi)
 {
@@ -693,7 +744,7 @@ KINLINE kv16 v_fma(kv16 acc, kv16 r, float x)
 #endif
 
 /* Q queries x NB blocks of 16 slots: per d one load per block, one broadcast per query and
- * Q x NB multiply-adds; a = |c|^2 - 2 q.c out. */
+ * Q x NB multiply-adds; a = |c|^2 - 2 q.c out. Keys and norms: shared loads (v_ld_shared). */
 KINLINE void gemm_tile(const float *q, int dim, const float *blk, const float *cn, float *a,
 		       int lda, const int Q, const int NB)
 {
@@ -702,20 +753,19 @@ KINLINE void gemm_tile(const float *q, int dim, const float *blk, const float *c
 	for (int i = 0; i < Q; i++)
 		for (int j = 0; j < NB; j++)
 			acc[i][j] = v_bc(0.0f);
-	for (int d = 0; d < dim; d++) {
-		kv16 r[GEMM_ACC];
-		for (int j = 0; j < NB; j++)
-			r[j] = v_ld(blk + ((size_t)j * dim + d) * FZ_BLK);
-		for (int i = 0; i < Q; i++) {
-			const float x = q[(size_t)i * dim + d];
-			for (int j = 0; j < NB; j++)
-				acc[i][j] = v_fma(acc[i][j], r[j], x);
+	/* a block's keys are loaded right before their Q multiply-adds: one kv16 of keys live at
+	 * a time (an asm load is never folded into the FMA, and NB of them at once spilled the
+	 * AVX2 accumulators: +25 % at batch 1) */
+	for (int d = 0; d < dim; d++)
+		for (int j = 0; j < NB; j++) {
+			const kv16 r = v_ld_shared(blk + ((size_t)j * dim + d) * FZ_BLK);
+			for (int i = 0; i < Q; i++)
+				acc[i][j] = v_fma(acc[i][j], r, q[(size_t)i * dim + d]);
 		}
-	}
 	for (int i = 0; i < Q; i++)
 		for (int j = 0; j < NB; j++)
 			v_st(a + (size_t)i * lda + FZ_BLK * j,
-			     v_sub(v_ld(cn + FZ_BLK * j), v_scale(acc[i][j], 2.0f)));
+			     v_sub(v_ld_shared(cn + FZ_BLK * j), v_scale(acc[i][j], 2.0f)));
 }
 
 /* Q queries against nb blocks: tiles of Q x NB, NB as large as the accumulators allow. */
@@ -759,7 +809,8 @@ static void k_gemm(const float *q, int nq, int dim, const float *blk, int nb, co
 }
 
 /* Exact distances of one query to NB (1..4) blocks: lane l of block j gets the sum over d
- * ascending of (q[d] - key[d])^2, each operation rounded; NB independent add chains. */
+ * ascending of (q[d] - key[d])^2, each operation rounded; NB independent add chains. Keys:
+ * shared loads (v_ld_shared). */
 KINLINE void exact_tile(const float *q, const float *blk, int dim, float *out, const int NB)
 {
 	kv16 acc[4];
@@ -769,7 +820,7 @@ KINLINE void exact_tile(const float *q, const float *blk, int dim, float *out, c
 	for (int d = 0; d < dim; d++) {
 		const kv16 x = v_bc(q[d]);
 		for (int j = 0; j < NB; j++) {
-			kv16 t = v_sub(x, v_ld(blk + ((size_t)j * dim + d) * FZ_BLK));
+			kv16 t = v_sub(x, v_ld_shared(blk + ((size_t)j * dim + d) * FZ_BLK));
 			acc[j] = v_add(acc[j], v_mul(t, t));
 		}
 	}

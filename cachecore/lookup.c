@@ -12,6 +12,26 @@
 #define FZ_CAND 256  /* most candidates one query takes from one GEMM's entries */
 #define FZ_DMIN 1e-6f /* distance floor: an exact match gets a large, finite confidence */
 
+/*
+ * The seqlock's data loads: a slot's label and fraction, read while the online writer may be
+ * storing them (relaxed atomic stores, online.c fz_cache_write_slot). Relaxed atomic loads:
+ * the caller's acquire fence and seq re-check (take, lookup_exact) order them and drop them if
+ * a write overlapped. Keys and norms are read the same way inside the kernels (kern.h
+ * v_ld_shared).
+ */
+static inline int32_t label_at(const struct fz_cache *c, int s)
+{
+	return __atomic_load_n(&c->labels[s], __ATOMIC_RELAXED);
+}
+
+static inline float frac_at(const struct fz_cache *c, int s)
+{
+	uint32_t b = __atomic_load_n((const uint32_t *)&c->frac[s], __ATOMIC_RELAXED);
+	float f;
+	memcpy(&f, &b, sizeof(f));
+	return f;
+}
+
 /* Sorted (ascending) top-k of one query: distances and labels. */
 struct topk {
 	float d[FZ_CACHE_MAX_K];
@@ -106,14 +126,14 @@ static bool take(struct fz_cache *c, const struct fz_cache_kern *kn, const float
 
 	if (snap & 1u)
 		return false;
-	/* Plain loads that may race with the online writer (it stores with relaxed atomics): the
-	 * seq re-check below drops them if any write overlapped. */
+	/* Relaxed loads (the kernel's too) of what the online writer may be storing: the seq
+	 * re-check below drops them if any write overlapped. */
 	if (eb->b != b) {
 		kn->dist_blocks(q, c->keys + (size_t)b * D * FZ_BLK, 1, D, eb->d);
 		eb->b = b;
 	}
-	int32_t lab = c->labels[s];
-	float frac = c->frac[s];
+	int32_t lab = label_at(c, s);
+	float frac = frac_at(c, s);
 	/* Acquire fence: orders the loads above before the seq re-load; pairs with the writer's
 	 * release fence after it made seq odd. Unchanged since snap (an acquire load before the
 	 * GEMM): no write overlapped the GEMM's read or ours. */
@@ -146,12 +166,14 @@ static void lookup_exact(struct fz_cache *c, const struct fz_cache_kern *kn, con
 		 * which the re-check catches. */
 		for (int l = 0; l < ns; l++)
 			s1[l] = atomic_load_explicit(&c->seq[s0 + l], memory_order_acquire);
-		/* Plain loads that may race with the online writer: the re-check below drops every
-		 * slot a write overlapped. */
+		/* Relaxed loads (the kernel's too) of what the online writer may be storing: the
+		 * re-check below drops every slot a write overlapped. */
 		kn->dist_blocks(q, c->keys + (size_t)s0 * c->dim, (ns + FZ_BLK - 1) / FZ_BLK, c->dim,
 				d);
-		memcpy(lab, c->labels + s0, (size_t)ns * sizeof(lab[0]));
-		memcpy(frac, c->frac + s0, (size_t)ns * sizeof(frac[0]));
+		for (int l = 0; l < ns; l++) {
+			lab[l] = label_at(c, s0 + l);
+			frac[l] = frac_at(c, s0 + l);
+		}
 		/* Acquire fence: orders the loads above before the seq re-loads; pairs with the
 		 * writer's release fence after it made seq odd. */
 		atomic_thread_fence(memory_order_acquire);
@@ -206,9 +228,10 @@ static void lookup_gemm(struct fz_cache *c, const struct fz_cache_kern *kn, cons
 				   o < (size_t)(nn + FZ_BLK - 1) / FZ_BLK * FZ_BLK * D;
 		     o += FZ_CACHE_LINE / sizeof(float))
 			__builtin_prefetch(c->keys + (size_t)(s0 + FZ_GS) * D + o);
-		/* Plain loads that may race with the online writer: a torn key gives a wrong
-		 * estimate, and the slot is either no candidate (as if absent, like a slot being
-		 * written) or a candidate whose seq re-check fails. */
+		/* Relaxed loads inside the kernel (v_ld_shared) of keys and norms the online writer
+		 * may be storing: a torn key gives a wrong estimate, and the slot is either no
+		 * candidate (as if absent, like a slot being written) or a candidate whose seq
+		 * re-check fails. */
 		kn->gemm(q, nq, D, c->keys + (size_t)s0 * D, (ns + FZ_BLK - 1) / FZ_BLK, c->norm2 + s0,
 			 a, FZ_GS);
 		for (int i = 0; i < nq; i++) {

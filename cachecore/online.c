@@ -13,13 +13,14 @@ void fz_cache_write_slot(struct fz_cache *c, int s, const float *key, int label,
 
 	atomic_store_explicit(seq, v + 1, memory_order_relaxed); /* odd: write in progress */
 	/* Release fence: the odd seq above is ordered before the key/label stores below; pairs with
-	 * the readers' acquire fence before they re-load seq (lookup_keys, read_entry), so a reader
-	 * that saw any of the new stores sees seq changed. */
+	 * the readers' acquire fence before they re-load seq (lookup.c take, lookup_exact and
+	 * fz_cache_read_entry), so a reader that saw any of the new stores sees seq changed. */
 	atomic_thread_fence(memory_order_release);
 	for (int d = 0; d < c->dim; d++) {
 		uint32_t bits;
 		memcpy(&bits, &key[d], sizeof(bits));
-		/* Relaxed atomic stores: readers may be loading the slot concurrently. */
+		/* Relaxed atomic stores: readers may be loading the slot concurrently, with relaxed
+		 * loads (kern.h v_ld_shared for keys and norms, lookup.c label_at / frac_at). */
 		__atomic_store_n((uint32_t *)fz_cache_key_at(c->keys, c->dim, s, d), bits,
 				 __ATOMIC_RELAXED);
 	}
