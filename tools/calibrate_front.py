@@ -23,8 +23,8 @@ cache whose log-odds give a probability >= exit-min-confidence (the appliance's 
 A query is answered wrongly when the tier would answer it with a label the full model does not
 give it. Over (min-confidence, exit-min-confidence, radius), the setting answering most jitter
 copies is chosen such that, for every stream, the 95 % Wilson upper bound of the share of its
-queries answered wrongly, and for jitter also of the share of its answered queries answered
-wrongly, stays within 1 - target. Radius 0 (the near tier off) when none does. Writes PREFIX.json
+queries answered wrongly stays within 1 - target (the share of jitter hits answered wrongly is
+reported too: with few hits its bound says little). Radius 0 (the near tier off) when none does. Writes PREFIX.json
 (the setting, the rule and per-stream numbers), PREFIX.csv (the sweep) and PREFIX.png.
 """
 import argparse
@@ -228,9 +228,8 @@ def main(argv=None):
                 row[f"{name}_wrong"] = wrong / n
                 row[f"{name}_wrong_upper"] = up
                 passing &= up <= budget
-                if name == "jitter":
+                if name == "jitter":  # reported: with few hits its bound says little
                     row["jitter_wrong_of_hits_upper"] = wilson_upper(wrong, nh)
-                    passing &= wilson_upper(wrong, nh) <= budget
             row["within"] = bool(passing)
             rows.append(row)
             if passing and (best is None or row["jitter_hit"] > best["jitter_hit"]):
@@ -248,9 +247,8 @@ def main(argv=None):
            "target": a.target, "key_dim": int(ko.shape[1]), "candidates": CANDIDATES,
            "rule": "the (min_confidence, exit_min_confidence, radius) answering most jitter copies "
                    "such that for every stream (jitter, each transformation, distinct originals) "
-                   "the 95% Wilson upper bound of the share of its queries answered wrongly, and "
-                   "for jitter of the share of its answered queries answered wrongly, is <= 1 - "
-                   "target; distance = rms pixel difference on the 0..1 scale",
+                   "the 95% Wilson upper bound of the share of its queries answered wrongly is <= "
+                   "1 - target; distance = rms pixel difference on the 0..1 scale",
            "held_out": [a.first, a.first + a.count], "variants": a.variants,
            "jitter": {"max_shift": a.max_shift, "noise": a.noise, "gain": a.gain},
            "streams": list(q)}

@@ -4,8 +4,9 @@
 For every cache point (a model layer) the layer's output is average-pooled to a grid x grid
 cells (adaptive bounds, [channel][row][column] order, as cachecore pools a tap) and a predictor
 is trained on it: a linear layer, or one hidden ReLU layer, fitted with Adam on train[0, build)
-against the *full model's* answers (not the ground truth: the cache must say what the model
-would say). On train[build, build + validation) a temperature is fitted (the confidence becomes a
+and transformed copies of a share of it (--augment: inversion, contrast, brightness, blur, noise,
+shifts, rotations, occlusion) against the *full model's* answers (not the ground truth: the cache
+must say what the model would say, also where a change of the input changes the model's answer). On train[build, build + validation) a temperature is fitted (the confidence becomes a
 calibrated probability) and nothing else: `freeze calibrate` sets the thresholds there, with the
 cumulative disagreement budget. The test set is never read.
 
@@ -35,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fmnist  # noqa: E402
 import safetensors_io  # noqa: E402
 import train  # noqa: E402
+from workloads import TRANSFORMS, transform  # noqa: E402
 
 
 def model_from_dir(model_dir):
@@ -136,6 +138,12 @@ def main():
     ap.add_argument("--build", type=int, default=50000)
     ap.add_argument("--validation", type=int, default=10000)
     ap.add_argument("--guard-quantile", type=float, default=0.999)
+    ap.add_argument("--augment", type=float, default=0.1,
+                    help="per transformation of tools/workloads.py (inversion, contrast, brightness, "
+                         "blur, noise, shifts, rotations, occlusion), this share of the build images "
+                         "is added transformed, labelled by the full model's answers on them: the "
+                         "predictors learn where the model's answer changes, not only clean images "
+                         "(0: none)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", required=True, help="safetensors file to write")
@@ -158,7 +166,19 @@ def main():
     nb, nv = args.build, args.validation
     if nb + nv > img.shape[0]:
         ap.error(f"build + validation = {nb + nv} > {img.shape[0]} train images")
-    feats, grids, ans = taps(m, train.normalise(img[:nb + nv]), points, {p: args.grid for p in points})
+    build, val = img[:nb], img[nb:nb + nv]
+    if args.augment > 0:
+        rng = np.random.default_rng(args.seed)
+        extra = []
+        for name in TRANSFORMS:
+            pick = rng.choice(nb, int(round(args.augment * nb)), replace=False)
+            extra.append(transform(name, build[pick], seed=args.seed))
+        build = np.concatenate([build] + extra)
+        print(f"train_caches: {len(build) - nb} transformed copies of build images added "
+              f"({len(TRANSFORMS)} transformations x {args.augment:.0%})", file=sys.stderr)
+    nb = len(build)
+    feats, grids, ans = taps(m, train.normalise(np.concatenate([build, val])), points,
+                             {p: args.grid for p in points})
     classes = m.fc.out_features
     tensors, report, meta = {}, {"build": nb, "validation": nv, "points": {}}, {}
     t0 = time.time()
@@ -176,6 +196,7 @@ def main():
               f"T {rep['temperature']:.2f}, radius {rep['radius']:.1f} ({time.time() - t0:.0f} s)",
               file=sys.stderr, flush=True)
     meta.update({"trainer": "tools/train_caches.py", "build": nb, "validation": nv,
+                 "augment": args.augment,
                  "guard_quantile": args.guard_quantile, "target": "full model answers"})
     safetensors_io.save(args.out, tensors, metadata=meta)
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:

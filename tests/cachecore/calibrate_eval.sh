@@ -33,20 +33,27 @@ PY
 images=$tmp/heldout-images.idx labels=$tmp/heldout-labels.idx
 # evaluation: the last 4000 of them (calibration uses the first 3000 + 3000)
 evalset=(--images "$images" --labels "$labels" --offset 6000 --limit 4000)
-# agreement.py EVAL.json BUDGET: the disagreement on the evaluation set is what the budget
-# promises: fail when seeing this many disagreements out of n would have probability < 0.001
-# if the true disagreement rate were the budget (binomial upper tail)
+# agreement.py EVAL.json BUDGET NV: the disagreement on the evaluation set is what the budget
+# promises. Thresholds that allow budget * NV disagreements on NV validation requests promise a
+# rate up to the 95 % Wilson upper bound of that share (the validation set is a sample: what the
+# thresholds fit to it does not carry over exactly); fail when seeing this many disagreements
+# out of n would have probability < 0.001 at that rate (binomial upper tail). A calibrator that
+# let through 4x the budget fails it.
 cat >"$tmp/agreement.py" <<'PY'
 import json, math, sys
-j, budget = json.load(open(sys.argv[1])), float(sys.argv[2])
+j, share, nv = json.load(open(sys.argv[1])), float(sys.argv[2]), int(sys.argv[3])
+z = 1.959963984540054
+budget = (share + z * z / (2 * nv) + z * math.sqrt(share * (1 - share) / nv + z * z / (4 * nv * nv))) \
+    / (1 + z * z / nv)
 n = j["requests"]
 d = round((1 - j["agreement"]) * n)
 def pmf(k):
     return math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) +
                     k * math.log(budget) + (n - k) * math.log1p(-budget))
 tail = sum(pmf(k) for k in range(d, n + 1))
-print(f"{sys.argv[1]}: {d} of {n} disagree with the full model ({100 * d / n:.2f} %, budget "
-      f"{100 * budget:.2f} %): P(>= {d} | budget) = {tail:.2g}")
+print(f"{sys.argv[1]}: {d} of {n} disagree with the full model ({100 * d / n:.2f} %; budget "
+      f"{100 * share:.2f} % on {nv} validation requests, up to {100 * budget:.2f} %): "
+      f"P(>= {d} | {100 * budget:.2f} %) = {tail:.2g}")
 assert tail >= 1e-3, "disagreement above the budget"
 PY
 cat >"$tmp/caches.yaml" <<'YAML'
@@ -78,7 +85,7 @@ assert j["exit_histogram"]["full"] < 4000, j["exit_histogram"]  # the caches ans
 assert j["cascade_mismatch"] == 0, j["cascade_mismatch"]
 assert 0 < j["effective_layers"] < 1
 PY
-python3 "$tmp/agreement.py" "$tmp/eval.json" 0.005
+python3 "$tmp/agreement.py" "$tmp/eval.json" 0.005 3000
 # the oracle exits at the first point whose cache knows the full model's answer: every request
 # the cascade answered right at a point, it answers at that point or earlier
 "$freeze" eval --model "$model" --cache "$tmp/c.snap" "${evalset[@]}" --oracle --json \
@@ -132,7 +139,7 @@ assert abs(p["stem_relu"]["hit_rate"] * 4000 - j["exit_histogram"]["stem_relu"])
 assert 0.9 <= p["stem_relu"]["precision"] <= 1 and p["stem_relu"]["kind"] == "learned", p
 assert p["stem_relu"]["payoff_ns"] > 0, p  # the stem's exits skip nearly the whole model
 PY
-python3 "$tmp/agreement.py" "$tmp/leval.json" 0.005
+python3 "$tmp/agreement.py" "$tmp/leval.json" 0.005 3000
 # a learned cache without its predictors' file is refused with file:line:column
 printf 'caches:\n  - {layer: block2, kind: learned}\n' >"$tmp/nohead.yaml"
 if "$freeze" calibrate --model "$model" --cache-config "$tmp/nohead.yaml" --out "$tmp/x.snap" \

@@ -206,9 +206,10 @@ def test_verify(d):
 
 
 def drift_stream(d):
-    """A stream the caches answer wrongly in part: test images with their contrast doubled about
+    """A stream the caches answer wrongly in part: test images with their contrast tripled about
     mid-grey (a camera's exposure changing). First `early` distinct ones; then repeats of a pool
-    of those in which the images the caches answered wrongly (per `freeze eval --dump`) make a
+    of the stream's images in which the images the caches answered wrongly (per `freeze eval
+    --dump`, over all of them: the caches, trained on such changes too, get few wrong) make a
     tenth, so the front tiers repeat wrong answers (exact hits, or coalesced ones while the first
     is in flight); then more distinct ones for the cache points' windows, with a repeat every
     fourth request. Their answers come
@@ -219,7 +220,7 @@ def drift_stream(d):
     img, _lab = workloads._test_set()
     n_first, early, n_rep = 4800, 800, 2400
     x = np.asarray(img[:n_first], np.float32)
-    drift = np.clip((x - 128) * 2 + 128, 0, 255).astype(np.uint8)
+    drift = np.clip((x - 128) * 3 + 128, 0, 255).astype(np.uint8)
     first = os.path.join(d, "drift-first")
     workloads.write_idx(first + "-images", drift)
     workloads.write_idx(first + "-labels", np.zeros(n_first, np.uint8))
@@ -227,7 +228,7 @@ def drift_stream(d):
     subprocess.run([U.FREEZE, "eval", "--model", os.path.join(U.MODEL_DIR, "model.yaml"),
                     "--cache", os.path.join(U.MODEL_DIR, "cache.snap"),
                     "--images", first + "-images", "--labels", first + "-labels",
-                    "--limit", str(early), "--dump", dump], check=True, capture_output=True)
+                    "--dump", dump], check=True, capture_output=True)
     bad, good = [], []
     with open(dump) as f:
         for line in f:
