@@ -44,9 +44,10 @@ run_build build $SUITES -- -Dfault_injection=true
 # An AVX-512 machine runs an AVX2-only one's code paths with the ISA capped (oneDNN's kernels
 # and Freeze's own SIMD both honour ONEDNN_MAX_CPU_ISA); cross_isa compares the answers.
 if [ -x build/pipeline/freeze ]; then
-	echo "== engine, caches and the pcap appliance test with ONEDNN_MAX_CPU_ISA=AVX2"
+	echo "== engine, caches, front tiers and the pcap, front and transformation appliance tests with ONEDNN_MAX_CPU_ISA=AVX2"
 	ONEDNN_MAX_CPU_ISA=AVX2 meson test -C build --print-errorlogs --num-processes 2 \
-		--logbase testlog-avx2 engine test_cache test_snapshot test_concurrent appliance_pcap ||
+		--logbase testlog-avx2 engine test_cache test_snapshot test_concurrent test_front test_tiers appliance_pcap \
+		appliance_front appliance_transform ||
 		fail=1
 	count build testlog-avx2
 fi
