@@ -19,7 +19,6 @@ names the CPU and the ISA.
 """
 import argparse
 import csv
-import platform
 import datetime
 import json
 import os
@@ -37,6 +36,8 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import fmnist  # noqa: E402
 import safetensors_io  # noqa: E402
 from train import ResNet18, normalise  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hostinfo import cpu_model  # noqa: E402
 
 
 def progress(msg):
@@ -100,15 +101,6 @@ def sgemm_gflops(threads):
     return best
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main():

@@ -18,28 +18,18 @@ import datetime
 import fcntl
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hostinfo import cpu_model  # noqa: E402
 
 
 def log(msg):
     print(f"iid-default: {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_once(freeze, req, resp, meta, extra, prefix):
@@ -102,7 +92,7 @@ def main():
            for n, _, _ in configs}
     base = med[a.base_name]
     lines = [f"# Embedded default on i.i.d. traffic: {a.name} vs {a.base_name}", "",
-             f"CPU: {cpu_name()}, {os.cpu_count()} cores; {a.count} shuffled test images, "
+             f"CPU: {cpu_model()}, {os.cpu_count()} cores; {a.count} shuffled test images, "
              f"saturated net_pcap replay, medians of {a.repeat} interleaved runs.", "",
              "| setting | answers/s (median) | runs | ratio to " + a.base_name + " |",
              "|---|---|---|---|"]
@@ -124,7 +114,7 @@ def main():
             ax.plot([i] * len(pts), pts, "k.", ms=4)
         ax.set_xticks(range(len(names)), names, fontsize=8)
         ax.set_ylabel("answers/s (median, dots: runs)")
-        ax.set_title(f"embedded default, i.i.d. test images ({cpu_name()})", fontsize=9)
+        ax.set_title(f"embedded default, i.i.d. test images ({cpu_model()})", fontsize=9)
         fig.tight_layout()
         fig.savefig(os.path.join(a.out, "iid_default.png"), dpi=110)
     except ImportError:

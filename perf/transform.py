@@ -285,6 +285,14 @@ def env_info():
     return info
 
 
+def build_name(path):
+    """The binary as the results name it: relative to this tree, or its build folder's name (the
+    results speak of the project, not of the machine's paths)."""
+    rel = os.path.relpath(path, ROOT)
+    return rel if not rel.startswith("..") else os.path.join(
+        os.path.basename(os.path.dirname(os.path.dirname(path))), "pipeline", "freeze")
+
+
 def pc(x):
     return "n/a" if x is None else f"{100 * x:.2f} %"
 
@@ -408,7 +416,7 @@ def main(argv=None):
          f"Transformation suite: {a.count} test images, then their copies; agreement with "
          f"--no-caches ({env['date'][:10]}, {a.note or env.get('commit', '?')})", a.target)
     with open(os.path.join(out, "env.json"), "w") as f:
-        json.dump(dict(env, argv=a.argv, seconds=round(seconds, 1), freeze=src_freeze,
+        json.dump(dict(env, argv=a.argv, seconds=round(seconds, 1), freeze=build_name(src_freeze),
                        note=a.note), f, indent=1)
     report(os.path.join(out, "report.md"), rows, a.tiers, a, env, seconds)
     first = a.tiers[0]
